@@ -1,0 +1,72 @@
+"""data/raw/manifest.csv: one row per subject with files, geometry, checksums and tumor size."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from brainseg.errors import BrainsegError
+from brainseg.io.atomic import atomic_file
+from brainseg.io.nifti import MODALITIES, check_labels, subject_files
+
+COLUMNS = ["subject", "source", "shape", "spacing", "wt_voxels", "tc_voxels", "et_voxels", "wt_cm3"]
+
+
+def sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def manifest_row(subject_dir: Path, source: str) -> dict:
+    """Describe one subject folder (reads the label map header and data only)."""
+    files = subject_files(subject_dir)
+    seg_img = nib.load(files["seg"])
+    seg = check_labels(np.asarray(seg_img.dataobj), files["seg"])
+    spacing = tuple(float(z) for z in seg_img.header.get_zooms()[:3])
+    wt, tc, et = int((seg > 0).sum()), int(np.isin(seg, (1, 4)).sum()), int((seg == 4).sum())
+    row = {
+        "subject": subject_dir.name,
+        "source": source,
+        "shape": "x".join(str(s) for s in seg.shape),
+        "spacing": "x".join(f"{s:g}" for s in spacing),
+        "wt_voxels": wt,
+        "tc_voxels": tc,
+        "et_voxels": et,
+        "wt_cm3": round(wt * float(np.prod(spacing)) / 1000.0, 3),
+    }
+    for key in (*MODALITIES, "seg"):
+        row[f"{key}_file"] = files[key].relative_to(subject_dir.parent).as_posix()
+        row[f"{key}_sha256"] = sha256(files[key])
+    return row
+
+
+def write_manifest(raw_dir: str | Path, subjects: list[str], source: str) -> pd.DataFrame:
+    """Write `<raw_dir>/manifest.csv` for the given subjects (sorted), atomically."""
+    raw_dir = Path(raw_dir)
+    missing = [s for s in subjects if not (raw_dir / s).is_dir()]
+    if missing:
+        raise BrainsegError(f"{raw_dir}: subject folders missing: {', '.join(missing[:5])}")
+    rows = [manifest_row(raw_dir / s, source) for s in sorted(subjects)]
+    table = pd.DataFrame(rows)
+    with atomic_file(raw_dir / "manifest.csv") as tmp:
+        table.to_csv(tmp, index=False, lineterminator="\n")
+    return table
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """Read a manifest written by `write_manifest`."""
+    path = Path(path)
+    if not path.is_file():
+        raise BrainsegError(f"{path}: manifest not found (run `brainseg download` first)")
+    table = pd.read_csv(path)
+    if "subject" not in table or "wt_voxels" not in table:
+        raise BrainsegError(f"{path}: not a brainseg manifest (columns: {list(table.columns)})")
+    return table

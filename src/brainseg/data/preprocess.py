@@ -1,0 +1,185 @@
+"""The one preprocessing used for training, evaluation and prediction.
+
+A volume (4, x, y, z) becomes a stack of axial slices (s, 4, h, w): the brain's
+in-plane bounding box (plus a margin) is made square, cropped (zero-padded where it
+leaves the volume) and resized to `image_size`; only slices holding brain are kept.
+`to_original_grid` is the exact inverse mapping for predictions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+from brainseg.errors import BrainsegError
+
+
+@dataclass(frozen=True)
+class SliceGeometry:
+    """Where the slices came from in the original grid.
+
+    Attributes:
+        shape: original volume shape (x, y, z).
+        x0, y0: corner of the square in-plane box (may be negative: zero padding).
+        side: side of the square box in voxels.
+        z: indices of the kept axial slices, ascending.
+        image_size: side of the resized slices.
+    """
+
+    shape: tuple[int, int, int]
+    x0: int
+    y0: int
+    side: int
+    z: tuple[int, ...]
+    image_size: int
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "shape": list(self.shape), "z": list(self.z)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SliceGeometry:
+        return cls(
+            shape=tuple(d["shape"]),
+            x0=int(d["x0"]),
+            y0=int(d["y0"]),
+            side=int(d["side"]),
+            z=tuple(d["z"]),
+            image_size=int(d["image_size"]),
+        )
+
+
+def brain_mask(image: np.ndarray) -> np.ndarray:
+    """Bool (x, y, z): voxels that are non-zero in any modality of `image` (4, x, y, z)."""
+    return np.any(image != 0, axis=0)
+
+
+def slice_geometry(
+    mask: np.ndarray, image_size: int, margin: int, min_brain_pixels: int
+) -> SliceGeometry:
+    """Compute the square crop box and the kept slices from a brain mask (x, y, z)."""
+    per_slice = mask.sum(axis=(0, 1))
+    z = tuple(int(i) for i in np.flatnonzero(per_slice >= min_brain_pixels))
+    if not z:
+        raise BrainsegError(f"no axial slice holds {min_brain_pixels} brain voxels")
+    xs = np.flatnonzero(mask.any(axis=(1, 2)))
+    ys = np.flatnonzero(mask.any(axis=(0, 2)))
+    side = int(max(xs[-1] - xs[0], ys[-1] - ys[0])) + 1 + 2 * margin
+    cx, cy = (xs[0] + xs[-1] + 1) // 2, (ys[0] + ys[-1] + 1) // 2
+    return SliceGeometry(
+        shape=tuple(int(s) for s in mask.shape),
+        x0=int(cx - side // 2),
+        y0=int(cy - side // 2),
+        side=side,
+        z=z,
+        image_size=image_size,
+    )
+
+
+def _crop_box(volume: np.ndarray, geo: SliceGeometry) -> np.ndarray:
+    """Crop (..., x, y, z) to (..., side, side, len(z)), zero-padded outside the volume."""
+    out = np.zeros((*volume.shape[:-3], geo.side, geo.side, len(geo.z)), dtype=volume.dtype)
+    sx = slice(max(geo.x0, 0), min(geo.x0 + geo.side, geo.shape[0]))
+    sy = slice(max(geo.y0, 0), min(geo.y0 + geo.side, geo.shape[1]))
+    dx = slice(sx.start - geo.x0, sx.stop - geo.x0)
+    dy = slice(sy.start - geo.y0, sy.stop - geo.y0)
+    out[..., dx, dy, :] = volume[..., sx, sy, :][..., list(geo.z)]
+    return out
+
+
+def _resize(plane: np.ndarray, size: int, interpolation: int) -> np.ndarray:
+    return cv2.resize(plane, (size, size), interpolation=interpolation)
+
+
+def extract_slices(
+    image: np.ndarray,
+    seg: np.ndarray | None,
+    image_size: int,
+    margin: int,
+    min_brain_pixels: int,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, SliceGeometry]:
+    """Crop to the brain and resize the axial slices.
+
+    Args:
+        image: float32 (4, x, y, z).
+        seg: uint8 (x, y, z) BraTS labels, or None.
+        image_size: output side h = w.
+        margin: voxels added around the brain's in-plane bounding box.
+        min_brain_pixels: a slice is kept when it holds at least this many brain voxels.
+
+    Returns:
+        slices float32 (s, 4, h, w), labels uint8 (s, h, w) or None,
+        brain mask bool (s, h, w), and the geometry to map predictions back.
+    """
+    mask = brain_mask(image)
+    geo = slice_geometry(mask, image_size, margin, min_brain_pixels)
+    crop = _crop_box(image, geo)  # (4, side, side, s)
+    n = len(geo.z)
+    slices = np.empty((n, image.shape[0], image_size, image_size), dtype=np.float32)
+    for k in range(n):
+        for c in range(image.shape[0]):
+            slices[k, c] = _resize(crop[c, :, :, k], image_size, cv2.INTER_AREA)
+    mask_crop = _crop_box(mask.astype(np.uint8), geo)
+    brain = np.stack(
+        [_resize(mask_crop[:, :, k], image_size, cv2.INTER_NEAREST) for k in range(n)]
+    ).astype(bool)
+    labels = None
+    if seg is not None:
+        seg_crop = _crop_box(seg, geo)
+        labels = np.stack(
+            [_resize(seg_crop[:, :, k], image_size, cv2.INTER_NEAREST) for k in range(n)]
+        ).astype(np.uint8)
+    return slices, labels, brain, geo
+
+
+def normalize_slices(
+    slices: np.ndarray, brain: np.ndarray, clip_percentiles: tuple[float, float]
+) -> tuple[np.ndarray, dict[str, list[float]]]:
+    """Z-score each modality inside the brain after percentile clipping.
+
+    Args:
+        slices: float32 (s, c, h, w) raw intensities.
+        brain: bool (s, h, w) brain mask; voxels outside are set to 0.
+        clip_percentiles: (low, high) percentiles of the brain voxels, per modality.
+
+    Returns:
+        float16 (s, c, h, w) normalized slices (float16: the storage and inference
+        precision, so training and prediction see the same values), and the statistics.
+    """
+    lo_p, hi_p = clip_percentiles
+    out = np.zeros(slices.shape, dtype=np.float16)
+    stats: dict[str, list[float]] = {"low": [], "high": [], "mean": [], "std": []}
+    for c in range(slices.shape[1]):
+        channel = slices[:, c]
+        values = channel[brain]
+        if values.size == 0:
+            raise BrainsegError("empty brain mask: nothing to normalize")
+        low, high = np.percentile(values, [lo_p, hi_p])
+        clipped = np.clip(values, low, high)
+        mean, std = float(clipped.mean()), float(clipped.std())
+        std = std if std > 1e-6 else 1.0
+        norm = (np.clip(channel, low, high) - mean) / std
+        out[:, c] = np.where(brain, norm, 0.0).astype(np.float16)
+        for key, val in zip(("low", "high", "mean", "std"), (low, high, mean, std), strict=True):
+            stats[key].append(float(val))
+    return out, stats
+
+
+def to_original_grid(probs: np.ndarray, geo: SliceGeometry) -> np.ndarray:
+    """Map per-slice outputs (s, c, h, w) back to the original grid (c, x, y, z).
+
+    Each slice is resized to the crop box (bilinear), un-padded and put at its z;
+    slices that were not kept are 0.
+    """
+    n, c = probs.shape[:2]
+    out = np.zeros((c, *geo.shape), dtype=np.float32)
+    sx = slice(max(geo.x0, 0), min(geo.x0 + geo.side, geo.shape[0]))
+    sy = slice(max(geo.y0, 0), min(geo.y0 + geo.side, geo.shape[1]))
+    dx = slice(sx.start - geo.x0, sx.stop - geo.x0)
+    dy = slice(sy.start - geo.y0, sy.stop - geo.y0)
+    for k, z in enumerate(geo.z):
+        for ch in range(c):
+            plane = _resize(probs[k, ch].astype(np.float32), geo.side, cv2.INTER_LINEAR)
+            out[ch, sx, sy, z] = plane[dx, dy]
+    return out

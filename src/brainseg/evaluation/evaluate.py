@@ -1,0 +1,108 @@
+"""Stage `evaluate`: segment every test subject in 3D and score it the BraTS way.
+
+Writes `<pred-dir>/<subject>_seg.nii.gz` (input grid, affine and header; BraTS labels),
+`per_subject.csv` (every metric per subject and region) and `metrics.json`
+(`{"test": {"dice": {WT, TC, ET, mean}, "hd95": {...}, ...}}`), and logs them to the
+training's MLflow run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from brainseg.data.labels import REGIONS
+from brainseg.data.split import read_splits
+from brainseg.evaluation.inference import load_checkpoint, predict_volume
+from brainseg.evaluation.metrics import region_metrics
+from brainseg.io.atomic import atomic_dir, write_text
+from brainseg.io.nifti import load_subject, save_nifti
+from brainseg.params import load_params
+from brainseg.tracking import read_run_info
+from brainseg.training.train import add_runtime_arguments, resolve_device
+
+log = logging.getLogger(__name__)
+METRICS = ("dice", "iou", "precision", "recall", "hd95")
+
+
+def summarize(per_subject: pd.DataFrame) -> dict[str, Any]:
+    """Mean of every metric per region (plus the mean Dice over regions)."""
+    summary: dict[str, Any] = {"n_subjects": len(per_subject)}
+    for metric in METRICS:
+        summary[metric] = {r: float(per_subject[f"{metric}_{r}"].mean()) for r in REGIONS}
+    summary["dice"]["mean"] = float(np.mean([summary["dice"][r] for r in REGIONS]))
+    return {"test": summary}
+
+
+def run_evaluate(params: dict[str, Any], model_path: Path, splits_path: Path, raw_dir: Path,
+                 pred_dir: Path, per_subject_out: Path, metrics_out: Path,
+                 run_info: Path | None, tracking_uri: str, device: str = "cpu") -> dict:
+    """Predict, write and score every test subject; returns the metrics.json content."""
+    cfg = params["evaluate"]
+    model, config = load_checkpoint(model_path, device)
+    splits = read_splits(splits_path)
+    subjects = sorted(splits.loc[splits["split"] == "test", "subject"])
+    rows = []
+    with atomic_dir(pred_dir) as tmp:
+        for subject in tqdm(subjects, desc="evaluate", unit="subject"):
+            loaded = load_subject(raw_dir / subject)
+            labels = predict_volume(model, config, loaded.image, cfg["threshold"],
+                                    cfg["batch_size"], device)
+            save_nifti(tmp / f"{subject}_seg.nii.gz", labels, loaded.affine, loaded.header)
+            scores = region_metrics(labels, loaded.seg, loaded.spacing)
+            row = {"subject": subject}
+            row.update({f"{m}_{r}": scores[r][m] for m in METRICS for r in REGIONS})
+            row["dice_mean"] = float(np.mean([scores[r]["dice"] for r in REGIONS]))
+            rows.append(row)
+    per_subject = pd.DataFrame(rows)
+    write_text(per_subject_out, per_subject.to_csv(index=False, lineterminator="\n"))
+    metrics = summarize(per_subject)
+    write_text(metrics_out, json.dumps(metrics, indent=2) + "\n")
+    log.info("test Dice: %s", {k: round(v, 4) for k, v in metrics["test"]["dice"].items()})
+    if run_info is not None:
+        _log_to_mlflow(tracking_uri, read_run_info(run_info)["run_id"], metrics,
+                       [per_subject_out, metrics_out])
+    return metrics
+
+
+def _log_to_mlflow(uri: str, run_id: str, metrics: dict, files: list[Path]) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    test = metrics["test"]
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics({f"test_{m}_{r}": v for m in METRICS for r, v in test[m].items()})
+        for path in files:
+            mlflow.log_artifact(str(path), artifact_path="evaluation")
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", required=True, help="params.yaml to read (validated)")
+    parser.add_argument("--model", required=True, type=Path, help="checkpoint from train")
+    parser.add_argument("--splits", required=True, type=Path, help="data/splits.csv")
+    parser.add_argument("--raw-dir", required=True, type=Path, help="raw NIfTI folder (data/raw)")
+    parser.add_argument("--pred-dir", required=True, type=Path, help="where to write predictions")
+    parser.add_argument("--per-subject-out", required=True, type=Path, help="per-subject CSV")
+    parser.add_argument("--metrics-out", required=True, type=Path, help="metrics JSON")
+    parser.add_argument("--run-info", type=Path, default=None,
+                        help="JSON written by train; metrics are logged to that MLflow run")
+    add_runtime_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> None:
+    import torch
+
+    from brainseg.tracking import tracking_uri
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run_evaluate(load_params(args.params), args.model, args.splits, args.raw_dir, args.pred_dir,
+                 args.per_subject_out, args.metrics_out, args.run_info,
+                 tracking_uri(args.tracking_uri), resolve_device(args.device))

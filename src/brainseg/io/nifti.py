@@ -1,0 +1,173 @@
+"""NIfTI input and output: BraTS file names, validation with clear errors, original affine kept.
+
+Axis order everywhere is nibabel's (x, y, z), z being the axial slice axis of BraTS data.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from brainseg.errors import BrainsegError
+from brainseg.io.atomic import atomic_file
+
+MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
+BRATS_KEYS: tuple[str, ...] = (*MODALITIES, "seg")
+LABEL_VALUES: frozenset[int] = frozenset({0, 1, 2, 4})
+SUFFIXES = (".nii.gz", ".nii")
+
+
+@dataclass
+class Subject:
+    """One subject loaded from disk.
+
+    Attributes:
+        subject: the subject id.
+        image: float32 array (4, x, y, z), modalities in `MODALITIES` order.
+        seg: uint8 array (x, y, z) with BraTS labels {0,1,2,4}, or None without a label map.
+        affine: float64 (4, 4) voxel-to-world matrix of the T1 file (all files share it).
+        header: the NIfTI header of the T1 file.
+        files: path of each file, keyed by modality name and "seg".
+    """
+
+    subject: str
+    image: np.ndarray
+    seg: np.ndarray | None
+    affine: np.ndarray
+    header: nib.Nifti1Header
+    files: dict[str, Path]
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along (x, y, z)."""
+        return tuple(float(z) for z in self.header.get_zooms()[:3])  # type: ignore[return-value]
+
+
+def find_file(subject_dir: Path, subject: str, key: str) -> Path | None:
+    """Return `<dir>/<subject>_<key>.nii.gz` (or `.nii`) if it exists."""
+    for suffix in SUFFIXES:
+        candidate = subject_dir / f"{subject}_{key}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def subject_files(subject_dir: str | Path, require_seg: bool = True) -> dict[str, Path]:
+    """Locate the BraTS 2020 files of one subject folder.
+
+    Raises:
+        BrainsegError: naming the first missing file.
+    """
+    subject_dir = Path(subject_dir)
+    if not subject_dir.is_dir():
+        raise BrainsegError(f"{subject_dir}: subject folder not found")
+    subject = subject_dir.name
+    files: dict[str, Path] = {}
+    for key in BRATS_KEYS:
+        found = find_file(subject_dir, subject, key)
+        if found is None:
+            if key == "seg" and not require_seg:
+                continue
+            raise BrainsegError(
+                f"{subject_dir / (subject + '_' + key + '.nii.gz')}: missing "
+                f"{'label map' if key == 'seg' else 'modality ' + key}"
+            )
+        files[key] = found
+    return files
+
+
+def load_nifti(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """Decode one 3D NIfTI file into float32, refusing corrupt, non-3D or non-finite data.
+
+    Raises:
+        BrainsegError: naming the file and the problem.
+    """
+    try:
+        img = nib.load(path)
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as exc:
+        raise BrainsegError(f"{path}: cannot read NIfTI (corrupt or truncated?): {exc}") from exc
+    if data.ndim != 3:
+        raise BrainsegError(f"{path}: expected a 3D volume, got shape {data.shape}")
+    if not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise BrainsegError(f"{path}: {bad} voxels are NaN or infinite")
+    return data, img
+
+
+def check_labels(seg: np.ndarray, path: Path) -> np.ndarray:
+    """Return the label map as uint8, refusing values outside {0,1,2,4}."""
+    values = np.unique(seg)
+    bad = sorted(set(values.tolist()) - LABEL_VALUES)
+    if bad:
+        raise BrainsegError(f"{path}: expected labels in {{0,1,2,4}}, got {bad}")
+    return seg.astype(np.uint8)
+
+
+def load_subject(subject_dir: str | Path, require_seg: bool = True) -> Subject:
+    """Load and validate the four modalities (and the label map) of one subject folder.
+
+    Checks: every file present and readable, 3D, finite, same shape and affine as the
+    T1 file, labels within {0,1,2,4}.
+
+    Raises:
+        BrainsegError: naming the file and what is wrong.
+    """
+    subject_dir = Path(subject_dir)
+    files = subject_files(subject_dir, require_seg=require_seg)
+    ref_data, ref_img = load_nifti(files["t1"])
+    volumes = [ref_data]
+    seg = None
+    for key in (*MODALITIES[1:], "seg"):
+        if key not in files:
+            continue
+        data, img = load_nifti(files[key])
+        if data.shape != ref_data.shape:
+            raise BrainsegError(
+                f"{files[key]}: shape {data.shape} differs from {files['t1'].name} {ref_data.shape}"
+            )
+        if not np.allclose(img.affine, ref_img.affine, atol=1e-4):
+            raise BrainsegError(f"{files[key]}: affine differs from {files['t1'].name}")
+        if key == "seg":
+            seg = check_labels(data, files[key])
+        else:
+            volumes.append(data)
+    return Subject(
+        subject=subject_dir.name,
+        image=np.stack(volumes),
+        seg=seg,
+        affine=np.asarray(ref_img.affine, dtype=np.float64),
+        header=ref_img.header,
+        files=files,
+    )
+
+
+def save_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray, header=None) -> None:
+    """Write `data` as (gzipped) NIfTI atomically, keeping the given affine and header.
+
+    nibabel writes gzip with a fixed timestamp, so equal arrays give equal bytes.
+    """
+    img = nib.Nifti1Image(data, affine, header=header)
+    img.set_data_dtype(data.dtype)
+    if header is not None:
+        img.set_qform(affine, code=int(header["qform_code"]))
+        img.set_sform(affine, code=int(header["sform_code"]))
+    with atomic_file(path) as tmp:
+        nib.save(img, tmp)
+
+
+def copy_as_gzip(src: Path, dst: Path) -> None:
+    """Copy a `.nii.gz` as is, or gzip a `.nii` deterministically (no timestamp), atomically."""
+    with atomic_file(dst) as tmp:
+        if src.name.endswith(".gz"):
+            shutil.copyfile(src, tmp)
+        else:
+            with src.open("rb") as fin, tmp.open("wb") as raw:
+                with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as fout:
+                    shutil.copyfileobj(fin, fout)

@@ -1,0 +1,83 @@
+"""Load and validate params.yaml against the schema that the Snakefile uses too."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from brainseg.errors import BrainsegError
+
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "params.schema.yaml"
+
+
+@lru_cache(maxsize=1)
+def load_schema() -> dict[str, Any]:
+    """Return the JSON schema of params.yaml (the file in workflow/schemas/)."""
+    with SCHEMA_PATH.open() as fh:
+        return yaml.safe_load(fh)
+
+
+def _key_of(error: jsonschema.ValidationError) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        return ".".join(filter(None, [path, extra[0] if extra else ""]))
+    if error.validator == "required":
+        missing = [r for r in error.validator_value if r not in error.instance]
+        return ".".join(filter(None, [path, missing[0] if missing else ""]))
+    return path or "<root>"
+
+
+def validate_params(params: Any, source: str = "params") -> dict[str, Any]:
+    """Validate a params mapping against the schema.
+
+    Args:
+        params: the parsed YAML document.
+        source: file name used in the error message.
+
+    Returns:
+        The same mapping, unchanged.
+
+    Raises:
+        BrainsegError: naming the first offending key and what is wrong with it.
+    """
+    validator = jsonschema.Draft202012Validator(load_schema())
+    errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        raise BrainsegError(f"{source}: invalid key '{_key_of(err)}': {err.message}")
+    return params
+
+
+def load_params(path: str | Path) -> dict[str, Any]:
+    """Read and validate a params.yaml file.
+
+    Raises:
+        BrainsegError: if the file is missing, is not YAML, or fails the schema.
+    """
+    path = Path(path)
+    try:
+        with path.open() as fh:
+            params = yaml.safe_load(fh)
+    except FileNotFoundError as exc:
+        raise BrainsegError(f"{path}: params file not found") from exc
+    except yaml.YAMLError as exc:
+        raise BrainsegError(f"{path}: not valid YAML: {exc}") from exc
+    return validate_params(params, source=str(path))
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested params to dotted keys as in params.yaml (`train.model.depth`)."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, prefix=f"{name}."))
+        else:
+            flat[name] = value
+    return flat

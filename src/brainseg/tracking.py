@@ -1,0 +1,96 @@
+"""MLflow: tracking URI, experiment creation, and the tags that tie a run to code and data.
+
+The default store is `sqlite:///mlflow.db` in the directory the runner works in (the
+repository root); the `MLFLOW_TRACKING_URI` environment variable or `--tracking-uri`
+overrides it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+from pathlib import Path
+
+from filelock import FileLock
+
+from brainseg.io.atomic import write_text
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def tracking_uri(cli_value: str | None = None) -> str:
+    """`--tracking-uri` if given, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db."""
+    return cli_value or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def _lock_path(uri: str) -> Path:
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///") + ".lock")
+    return Path(".mlflow-setup.lock")
+
+
+def setup_experiment(uri: str, name: str) -> str:
+    """Point MLflow at `uri` and create experiment `name` once; returns its id.
+
+    A file lock serializes the first use of a SQLite store (its schema migration races
+    when several processes create it at once).
+    """
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    lock = _lock_path(uri)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock)):
+        experiment = mlflow.get_experiment_by_name(name)
+        exp_id = experiment.experiment_id if experiment else mlflow.create_experiment(name)
+    return exp_id
+
+
+def git_commit() -> str:
+    """The current git commit (with `-dirty` when the tree has changes), or `unknown`."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def dvc_dir_hash(folder: str | Path) -> str:
+    """The hash DVC gives a directory output (`<md5>.dir`), computed without DVC.
+
+    DVC hashes the JSON list of {"md5", "relpath"} entries of every file, sorted by path.
+    """
+    folder = Path(folder)
+    entries = [
+        {"md5": _md5(p), "relpath": p.relative_to(folder).as_posix()}
+        for p in sorted(folder.rglob("*"), key=lambda q: q.relative_to(folder).as_posix())
+        if p.is_file()
+    ]
+    blob = json.dumps(entries, sort_keys=True).encode()
+    return hashlib.md5(blob).hexdigest() + ".dir"
+
+
+def write_run_info(path: str | Path, run_id: str, experiment: str) -> None:
+    """Record the MLflow run of a training, for `evaluate` and `figures` to log into."""
+    write_text(path, json.dumps({"run_id": run_id, "experiment": experiment}, indent=1) + "\n")
+
+
+def read_run_info(path: str | Path) -> dict[str, str]:
+    """Read what `write_run_info` wrote."""
+    return json.loads(Path(path).read_text())
