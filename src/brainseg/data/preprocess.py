@@ -122,13 +122,13 @@ def extract_slices(
             slices[k, c] = _resize(crop[c, :, :, k], image_size, cv2.INTER_AREA)
     mask_crop = _crop_box(mask.astype(np.uint8), geo)
     brain = np.stack(
-        [_resize(mask_crop[:, :, k], image_size, cv2.INTER_NEAREST) for k in range(n)]
+        [_resize(mask_crop[:, :, k], image_size, cv2.INTER_NEAREST_EXACT) for k in range(n)]
     ).astype(bool)
     labels = None
     if seg is not None:
         seg_crop = _crop_box(seg, geo)
         labels = np.stack(
-            [_resize(seg_crop[:, :, k], image_size, cv2.INTER_NEAREST) for k in range(n)]
+            [_resize(seg_crop[:, :, k], image_size, cv2.INTER_NEAREST_EXACT) for k in range(n)]
         ).astype(np.uint8)
     return slices, labels, brain, geo
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
+from scipy.spatial.transform import Rotation
 
 logger = logging.getLogger(__name__)
 
@@ -82,12 +83,8 @@ def _templates() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from nilearn import datasets
 
     arrays = []
-    for loader in (
-        datasets.load_mni152_brain_mask,
-        datasets.load_mni152_gm_template,
-        datasets.load_mni152_wm_template,
-    ):
-        arr = np.asarray(loader(resolution=1).get_fdata(), dtype=_F32)
+    for name in ("brain_mask", "gm_template", "wm_template"):
+        arr = np.asarray(getattr(datasets, f"load_mni152_{name}")(resolution=1).dataobj, _F32)
         arr.setflags(write=False)
         arrays.append(arr)
     return arrays[0], arrays[1], arrays[2]
@@ -136,11 +133,8 @@ def _transform(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]
         (matrix (3, 3), offset (3,), mean scale) with ``mni = matrix @ p + offset``.
     """
     scale = _BASE_SCALE * rng.uniform(0.93, 1.07) * rng.uniform(0.97, 1.03, 3)
-    ax, ay, az = np.deg2rad(rng.uniform(-5, 5, 3))
-    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
-    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-    lin = rx @ ry @ rz @ np.diag(1.0 / scale) @ BRATS_AFFINE[:3, :3]
+    rot = Rotation.from_euler("xyz", rng.uniform(-5, 5, 3), degrees=True).as_matrix()
+    lin = rot @ np.diag(1.0 / scale) @ BRATS_AFFINE[:3, :3]
     centre = _CENTRE_VOX + rng.uniform(-4, 4, 3) * np.array([1.0, 1.0, 0.6])
     mni_centre = (_mni_bbox()[0] + _mni_bbox()[1]) / 2.0
     return lin, mni_centre - lin @ centre, float(scale.mean())
@@ -298,8 +292,7 @@ def _contrast(
     sub *= 1 - sum(blurred)
     for weight, value in zip(blurred, i_tum, strict=True):
         sub += weight * texture * _F32(value)
-    n_ctrl = tuple(3 for _ in img.shape)
-    bias = _smooth_field(rng, img.shape, n_ctrl)
+    bias = _smooth_field(rng, img.shape, (3, 3, 3))
     img *= np.exp(_F32(config.bias_field) * bias / max(float(np.abs(bias).max()), 1e-6))
     sigma = config.noise * i_wm
     vals = img[brain]

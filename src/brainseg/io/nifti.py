@@ -103,10 +103,11 @@ def load_nifti(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
 
 def check_labels(seg: np.ndarray, path: Path) -> np.ndarray:
     """Return the label map as uint8, refusing values outside {0,1,2,4}."""
-    values = np.unique(seg)
-    bad = sorted(set(values.tolist()) - LABEL_VALUES)
+    values = np.unique(seg).tolist()
+    bad = sorted(v for v in values if v not in LABEL_VALUES)
     if bad:
-        raise BrainsegError(f"{path}: expected labels in {{0,1,2,4}}, got {bad}")
+        shown = ", ".join(f"{v:g}" for v in bad[:10])
+        raise BrainsegError(f"{path}: expected labels in {{0,1,2,4}}, got [{shown}]")
     return seg.astype(np.uint8)
 
 

@@ -1,0 +1,52 @@
+# brainseg: `make run` (install + the default pipeline) and `make test` (install + tests).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+CORES ?= 8
+export PATH := $(BIN):$(PATH)
+
+.PHONY: install run test lint unit integration lock clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## create .venv from requirements.lock and install brainseg (no-op when up to date)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+run: install  ## run the whole pipeline on params.yaml with Snakemake
+	snakemake --cores $(CORES)
+
+lint: install  ## ruff, snakefmt --check, snakemake --lint
+	ruff check src tests
+	snakefmt --check Snakefile workflow
+	snakemake --lint
+
+unit: install  ## fast tests only
+	pytest -m "not integration"
+
+integration: install  ## Snakemake and DVC runs on the smoke params
+	pytest -m integration
+
+test: lint  ## linters, then the whole test suite
+	pytest
+
+lock:  ## re-resolve requirements.lock from pyproject.toml (needs network; uses uv)
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+	  --find-links /opt/wheels --no-emit-find-links --no-header -o requirements.lock.tmp
+	sed -i 's/^torch==\([0-9.]*\)+cpu/torch==\1/' requirements.lock.tmp
+	{ printf '%s\n' '# Lock file for brainseg: every dependency (run + dev), resolved in one pass' \
+	  '# by `make lock` (uv pip compile pyproject.toml --extra dev). torch is pinned to' \
+	  '# 2.13.0; the CPU build is used where it is on disk.'; cat requirements.lock.tmp; } > requirements.lock
+	rm requirements.lock.tmp
+
+clean:  ## remove pipeline outputs (not the environment)
+	rm -rf data models reports/figures logs .snakemake mlflow.db mlruns mlartifacts

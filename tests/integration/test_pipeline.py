@@ -1,0 +1,140 @@
+"""The whole pipeline through Snakemake and through DVC, on the smoke params."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import nibabel as nib
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from brainseg.data.subjects import synthetic_ids
+from brainseg.tracking import dvc_dir_hash
+from tests.integration.conftest import run
+
+pytestmark = pytest.mark.integration
+SMOKE = yaml.safe_load((Path(__file__).parents[1] / "params-smoke.yaml").read_text())
+SUBJECTS = synthetic_ids(SMOKE["download"]["prefix"], SMOKE["download"]["n_subjects"])
+FIGURES = ["learning_curves", "dice_boxplot", "overlay_best", "overlay_median", "overlay_worst"]
+DATA_ARTIFACTS = ["data/raw", "data/extracted", "data/slices", "data/splits.csv"]
+
+
+def check_artifacts(repo: Path) -> None:
+    manifest = pd.read_csv(repo / "data/raw/manifest.csv")
+    assert manifest["subject"].tolist() == SUBJECTS
+    assert (manifest["wt_voxels"] > 0).all() and (manifest["shape"] == "240x240x155").all()
+    for s in SUBJECTS:
+        for key in ("t1", "t1ce", "t2", "flair", "seg"):
+            assert (repo / f"data/raw/{s}/{s}_{key}.nii.gz").is_file()
+        assert {p.name for p in (repo / f"data/slices/{s}").iterdir()} == {
+            "image.npy", "label.npy", "meta.json"}
+    splits = pd.read_csv(repo / "data/splits.csv")
+    assert splits["split"].value_counts().to_dict() == {"train": 4, "val": 1, "test": 1}
+    history = pd.read_csv(repo / "reports/train_history.csv")
+    assert history["epoch"].tolist() == list(range(1, SMOKE["train"]["epochs"] + 1))
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    assert set(metrics["test"]["dice"]) == {"WT", "TC", "ET", "mean"}
+    assert set(metrics["test"]["hd95"]) == {"WT", "TC", "ET"}
+    assert all(0 <= v <= 1 for v in metrics["test"]["dice"].values())
+    per_subject = pd.read_csv(repo / "reports/per_subject.csv")
+    test_subjects = sorted(splits.loc[splits["split"] == "test", "subject"])
+    assert per_subject["subject"].tolist() == test_subjects
+    for s in test_subjects:
+        pred = nib.load(repo / f"data/predictions/{s}_seg.nii.gz")
+        raw = nib.load(repo / f"data/raw/{s}/{s}_t1.nii.gz")
+        assert pred.shape == raw.shape and (pred.affine == raw.affine).all()
+        assert set(pd.unique(pred.get_fdata().ravel())) <= {0, 1, 2, 4}
+    for name in FIGURES:
+        assert (repo / f"reports/figures/{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(repo.rglob(".tmp-*")), "temporary files left behind"
+
+
+def mlflow_run(repo: Path):
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    run_id = json.loads((repo / "models/mlflow_run.json").read_text())["run_id"]
+    return client, client.get_run(run_id)
+
+
+def test_snakemake_builds_every_artifact(snakemake_repo):
+    check_artifacts(snakemake_repo)
+
+
+def test_dvc_builds_every_artifact(dvc_repo):
+    check_artifacts(dvc_repo)
+    lock = yaml.safe_load((dvc_repo / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {"download", "extract", "normalize", "split", "train",
+                                   "evaluate", "figures"}
+
+
+@pytest.mark.parametrize("runner", ["snakemake_repo", "dvc_repo"])
+def test_mlflow_records_params_curves_metrics_and_figures(runner, request):
+    repo = request.getfixturevalue(runner)
+    client, found = mlflow_run(repo)
+    assert found.info.status == "FINISHED"
+    assert found.data.params["train.epochs"] == str(SMOKE["train"]["epochs"])
+    assert found.data.params["train.model.depth"] == str(SMOKE["train"]["model"]["depth"])
+    assert found.data.params["base.seed"] == str(SMOKE["base"]["seed"])
+    for key in ("train_loss", "val_loss", "val_dice_WT", "val_dice_TC", "val_dice_ET"):
+        steps = [m.step for m in client.get_metric_history(found.info.run_id, key)]
+        assert steps == list(range(1, SMOKE["train"]["epochs"] + 1)), key
+    metrics = json.loads((repo / "reports/metrics.json").read_text())["test"]
+    assert found.data.metrics["test_dice_WT"] == pytest.approx(metrics["dice"]["WT"])
+    assert found.data.metrics["test_hd95_ET"] == pytest.approx(metrics["hd95"]["ET"])
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", found.data.tags["git_commit"])
+    assert found.data.tags["data_version"] == dvc_dir_hash(repo / "data/slices")
+    artifacts = {a.path for d in ("model", "history", "evaluation", "figures")
+                 for a in client.list_artifacts(found.info.run_id, d)}
+    assert {"model/model.pt", "history/learning_curves.png", "evaluation/metrics.json",
+            "evaluation/per_subject.csv"} | {f"figures/{f}.png" for f in FIGURES} <= artifacts
+
+
+def test_data_version_tag_is_dvc_hash(dvc_repo):
+    lock = yaml.safe_load((dvc_repo / "dvc.lock").read_text())
+    out = next(o for o in lock["stages"]["normalize"]["outs"] if o["path"] == "data/slices")
+    _, found = mlflow_run(dvc_repo)
+    assert found.data.tags["data_version"] == out["md5"]
+
+
+def test_snakemake_and_dvc_data_artifacts_are_byte_identical(snakemake_repo, dvc_repo):
+    for rel in DATA_ARTIFACTS:
+        a, b = snakemake_repo / rel, dvc_repo / rel
+        files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file()) if a.is_dir() \
+            else [Path()]
+        files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()) if b.is_dir() \
+            else [Path()]
+        assert files_a == files_b, rel
+        for f in files_a:
+            assert (a / f).read_bytes() == (b / f).read_bytes(), f"{rel}/{f} differs"
+
+
+def test_second_run_is_a_no_op(snakemake_repo, dvc_repo):
+    assert "Nothing to be done" in run(["snakemake", "--cores", "2", "-n"], snakemake_repo)
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], dvc_repo)
+    out = run(["dvc", "repro"], dvc_repo)
+    assert "Running stage" not in out
+
+
+def set_epochs(repo: Path, epochs: int) -> None:
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params["train"]["epochs"] = epochs
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_changing_epochs_reruns_only_training_onwards(snakemake_repo, dvc_repo):
+    set_epochs(snakemake_repo, 2)
+    dry = run(["snakemake", "--cores", "2", "-n", "--quiet", "rules"], snakemake_repo)
+    planned = set(re.findall(r"^(\w+)\s+\d+\s*$", dry, flags=re.M)) - {"total", "job"}
+    assert planned == {"train", "evaluate", "figures", "all"}, dry
+    run(["snakemake", "--cores", "2"], snakemake_repo)
+    assert len(pd.read_csv(snakemake_repo / "reports/train_history.csv")) == 2
+
+    set_epochs(dvc_repo, 2)
+    out = run(["dvc", "repro"], dvc_repo)
+    ran = set(re.findall(r"Running stage '(\w+)'", out))
+    assert ran == {"train", "evaluate", "figures"}, out
+    assert len(pd.read_csv(dvc_repo / "reports/train_history.csv")) == 2

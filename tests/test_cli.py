@@ -1,0 +1,81 @@
+"""The command line: --help for every stage, and bad input ending in one clear message."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from brainseg.cli import COMMANDS
+from tests.conftest import REPO, write_subject
+
+
+def brainseg(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "brainseg", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_subcommand_explains_every_option(command, tmp_path):
+    result = brainseg(command, "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    options = [line.split()[0] for line in result.stdout.splitlines()
+               if line.strip().startswith("--")]
+    assert "--params" in options
+    # every option line is followed by (or carries) a description
+    assert "help" in result.stdout and len(result.stdout.splitlines()) > len(options) + 3
+
+
+def local_params(tmp_path: Path, source_dir: Path) -> Path:
+    params = yaml.safe_load((REPO / "tests" / "params-smoke.yaml").read_text())
+    params["download"].update(source="local", path=str(source_dir))
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_unknown_params_key_exits_non_zero_naming_it(tmp_path):
+    params = yaml.safe_load((REPO / "tests" / "params-smoke.yaml").read_text())
+    params["extract"]["image_sise"] = 64
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = brainseg("split", "--params", "params.yaml", "--manifest", "m.csv", "--out", "s.csv",
+                      cwd=tmp_path)
+    assert result.returncode == 1
+    assert "invalid key 'extract.image_sise'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "s.csv").exists()
+
+
+BREAKERS = {
+    "missing modality": (lambda f: (f / "BAD-001_t2.nii.gz").unlink(), "missing modality t2"),
+    "truncated": (lambda f: (f / "BAD-001_flair.nii.gz").write_bytes(
+        (f / "BAD-001_flair.nii.gz").read_bytes()[:200]), "BAD-001_flair.nii.gz: cannot read"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BREAKERS))
+def test_bad_subject_fails_download_and_extract_cleanly(case, tmp_path):
+    source = tmp_path / "source"
+    for i in range(3):
+        write_subject(source, f"OK-{i:03d}", seed=i)
+    folder = write_subject(source, "BAD-001", seed=9)
+    breaker, message = BREAKERS[case]
+    breaker(folder)
+    params = local_params(tmp_path, source)
+    result = brainseg("download", "--params", str(params), "--out-dir", "raw", "--jobs", "1",
+                      cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "raw" / "manifest.csv").exists()
+    assert not (tmp_path / "raw" / "BAD-001").exists()
+    # extract on a raw folder holding the bad subject fails the same way, leaving nothing
+    shutil.copytree(folder, tmp_path / "raw" / "BAD-001")
+    result = brainseg("extract", "--params", str(params), "--raw-dir", "raw", "--out-dir", "ext",
+                      "--subject", "BAD-001", cwd=tmp_path)
+    assert result.returncode == 1 and message in result.stderr
+    ext = tmp_path / "ext"
+    assert (list(ext.rglob("*")) if ext.exists() else []) == []  # no temporary leftovers

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from brainseg.errors import BrainsegError
+from brainseg.params import flatten, load_params, validate_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_default_and_smoke_params_are_valid():
+    for name in ("params.yaml", "tests/params-smoke.yaml"):
+        params = load_params(REPO / name)
+        assert set(params) == {"base", "download", "extract", "normalize", "split", "train",
+                               "evaluate", "figures"}
+
+
+def test_smoke_params_set_every_key_of_the_defaults():
+    defaults = flatten(yaml.safe_load((REPO / "params.yaml").read_text()))
+    smoke = flatten(yaml.safe_load((REPO / "tests/params-smoke.yaml").read_text()))
+    assert set(defaults) == set(smoke)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key", "why"),
+    [
+        (lambda p: p["train"].update(bogus=1), "train.bogus", "unexpected"),
+        (lambda p: p["train"]["model"].update(widht=3), "train.model.widht", "unexpected"),
+        (lambda p: p["train"].update(epochs="ten"), "train.epochs", "not of type 'integer'"),
+        (lambda p: p["download"].update(source="ftp"), "download.source", "is not one of"),
+        (lambda p: p["extract"].pop("margin"), "extract.margin", "required"),
+        (lambda p: p.update(extra={}), "extra", "unexpected"),
+    ],
+)
+def test_bad_params_name_the_key(params, mutate, key, why):
+    bad = copy.deepcopy(params)
+    mutate(bad)
+    with pytest.raises(BrainsegError, match=f"'{key}'.*{why}"):
+        validate_params(bad, source="params.yaml")
+
+
+def test_load_params_errors_name_the_file(tmp_path):
+    with pytest.raises(BrainsegError, match="not found"):
+        load_params(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train: [unclosed\n")
+    with pytest.raises(BrainsegError, match=f"{broken}: not valid YAML"):
+        load_params(broken)
+
+
+def test_flatten_uses_dotted_params_keys():
+    assert flatten({"train": {"lr": 0.1, "model": {"depth": 3}}, "base": {"seed": 1}}) == {
+        "train.lr": 0.1, "train.model.depth": 3, "base.seed": 1}

@@ -1,0 +1,60 @@
+# Helpers shared by the rules (no lambdas in rules: functions live here).
+import yaml
+
+from brainseg.data.subjects import subject_ids
+
+# Every `brainseg` command reads this file; Snakemake's config is the same file,
+# validated by the Snakefile. Overrides with --config would not reach the commands,
+# so they are refused (use `dvc exp run -S` or edit params.yaml).
+PARAMS = "params.yaml"
+with open(PARAMS) as _fh:
+    if yaml.safe_load(_fh) != config:
+        raise ValueError(
+            f"Snakemake config differs from {PARAMS}: --config/--configfile overrides are "
+            f"not passed to the brainseg commands; edit {PARAMS} instead"
+        )
+
+SUBJECTS = subject_ids(config["download"])
+KEYS = ["t1", "t1ce", "t2", "flair", "seg"]
+FIGURES = expand(
+    "reports/figures/{name}.png",
+    name=[
+        "learning_curves",
+        "dice_boxplot",
+        "overlay_best",
+        "overlay_median",
+        "overlay_worst",
+    ],
+)
+
+
+wildcard_constraints:
+    subject=r"[A-Za-z0-9._-]+",
+
+
+def raw_subject(wildcards):
+    """The five raw files of one subject, by key."""
+    s = wildcards.subject
+    return {key: f"data/raw/{s}/{s}_{key}.nii.gz" for key in KEYS}
+
+
+def all_raw():
+    return expand("data/raw/{s}/{s}_{key}.nii.gz", s=SUBJECTS, key=KEYS)
+
+
+def extracted_subject(wildcards):
+    s = wildcards.subject
+    return {
+        "image": f"data/extracted/{s}/image.npy",
+        "label": f"data/extracted/{s}/label.npy",
+        "brain": f"data/extracted/{s}/brain.npy",
+        "geometry": f"data/extracted/{s}/geometry.json",
+    }
+
+
+def all_slices():
+    return expand(
+        "data/slices/{s}/{name}",
+        s=SUBJECTS,
+        name=["image.npy", "label.npy", "meta.json"],
+    )

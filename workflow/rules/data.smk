@@ -1,0 +1,95 @@
+# download -> extract -> normalize -> split (one job per subject where it can be).
+
+
+rule download_subject:
+    output:
+        t1="data/raw/{subject}/{subject}_t1.nii.gz",
+        t1ce="data/raw/{subject}/{subject}_t1ce.nii.gz",
+        t2="data/raw/{subject}/{subject}_t2.nii.gz",
+        flair="data/raw/{subject}/{subject}_flair.nii.gz",
+        seg="data/raw/{subject}/{subject}_seg.nii.gz",
+    log:
+        "logs/download/{subject}.log",
+    conda:
+        "../envs/brainseg.yaml"
+    params:
+        file=PARAMS,
+        base=config["base"],
+        download=config["download"],
+    shell:
+        "brainseg download --params {params.file} --out-dir data/raw"
+        " --subject {wildcards.subject} --jobs 1 > {log} 2>&1"
+
+
+rule download:
+    input:
+        raw=all_raw(),
+    output:
+        manifest="data/raw/manifest.csv",
+    log:
+        "logs/download/manifest.log",
+    conda:
+        "../envs/brainseg.yaml"
+    params:
+        file=PARAMS,
+        download=config["download"],
+    shell:
+        "brainseg download --params {params.file} --out-dir data/raw --manifest-only"
+        " > {log} 2>&1"
+
+
+rule extract:
+    input:
+        unpack(raw_subject),
+    output:
+        image="data/extracted/{subject}/image.npy",
+        label="data/extracted/{subject}/label.npy",
+        brain="data/extracted/{subject}/brain.npy",
+        geometry="data/extracted/{subject}/geometry.json",
+    log:
+        "logs/extract/{subject}.log",
+    conda:
+        "../envs/brainseg.yaml"
+    params:
+        file=PARAMS,
+        extract=config["extract"],
+    shell:
+        "brainseg extract --params {params.file} --raw-dir data/raw --out-dir data/extracted"
+        " --subject {wildcards.subject} --jobs 1 > {log} 2>&1"
+
+
+rule normalize:
+    input:
+        unpack(extracted_subject),
+    output:
+        image="data/slices/{subject}/image.npy",
+        label="data/slices/{subject}/label.npy",
+        meta="data/slices/{subject}/meta.json",
+    log:
+        "logs/normalize/{subject}.log",
+    conda:
+        "../envs/brainseg.yaml"
+    params:
+        file=PARAMS,
+        normalize=config["normalize"],
+    shell:
+        "brainseg normalize --params {params.file} --in-dir data/extracted"
+        " --out-dir data/slices --subject {wildcards.subject} --jobs 1 > {log} 2>&1"
+
+
+rule split:
+    input:
+        manifest="data/raw/manifest.csv",
+    output:
+        splits="data/splits.csv",
+    log:
+        "logs/split.log",
+    conda:
+        "../envs/brainseg.yaml"
+    params:
+        file=PARAMS,
+        base=config["base"],
+        split=config["split"],
+    shell:
+        "brainseg split --params {params.file} --manifest {input.manifest}"
+        " --out {output.splits} > {log} 2>&1"

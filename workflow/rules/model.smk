@@ -1,0 +1,51 @@
+# train -> evaluate (whole cohort: one job each, all cores).
+
+
+rule train:
+    input:
+        slices=all_slices(),
+        splits="data/splits.csv",
+    output:
+        model="models/model.pt",
+        run_info="models/mlflow_run.json",
+        history="reports/train_history.csv",
+    log:
+        "logs/train.log",
+    conda:
+        "../envs/brainseg.yaml"
+    threads: workflow.cores
+    params:
+        file=PARAMS,
+        base=config["base"],
+        train=config["train"],
+    shell:
+        "brainseg train --params {params.file} --slices-dir data/slices"
+        " --splits {input.splits} --model-out {output.model}"
+        " --history-out {output.history} --run-info-out {output.run_info}"
+        " --threads {threads} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        model="models/model.pt",
+        run_info="models/mlflow_run.json",
+        splits="data/splits.csv",
+        manifest="data/raw/manifest.csv",
+        raw=all_raw(),
+    output:
+        predictions=directory("data/predictions"),
+        per_subject="reports/per_subject.csv",
+        metrics="reports/metrics.json",
+    log:
+        "logs/evaluate.log",
+    conda:
+        "../envs/brainseg.yaml"
+    threads: workflow.cores
+    params:
+        file=PARAMS,
+        evaluate=config["evaluate"],
+    shell:
+        "brainseg evaluate --params {params.file} --model {input.model}"
+        " --splits {input.splits} --raw-dir data/raw --pred-dir {output.predictions}"
+        " --per-subject-out {output.per_subject} --metrics-out {output.metrics}"
+        " --run-info {input.run_info} --threads {threads} > {log} 2>&1"
