@@ -47,7 +47,8 @@ def build_parser(selected: str | None) -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, summary) in COMMANDS.items():
-        child = sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
+        description = summary[0].upper() + summary[1:] + "."
+        child = sub.add_parser(name, help=summary, description=description)
         if name == selected:
             importlib.import_module(module).configure_parser(child)
     return parser

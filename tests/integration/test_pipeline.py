@@ -118,6 +118,14 @@ def test_second_run_is_a_no_op(snakemake_repo, dvc_repo):
     assert "Running stage" not in out
 
 
+def test_dvc_commit_records_what_snakemake_built(snakemake_repo):
+    run(["dvc", "commit", "--force"], snakemake_repo)
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], snakemake_repo)
+    lock = yaml.safe_load((snakemake_repo / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {"download", "extract", "normalize", "split", "train",
+                                   "evaluate", "figures"}
+
+
 def set_epochs(repo: Path, epochs: int) -> None:
     path = repo / "params.yaml"
     params = yaml.safe_load(path.read_text())
@@ -138,3 +146,29 @@ def test_changing_epochs_reruns_only_training_onwards(snakemake_repo, dvc_repo):
     ran = set(re.findall(r"Running stage '(\w+)'", out))
     assert ran == {"train", "evaluate", "figures"}, out
     assert len(pd.read_csv(dvc_repo / "reports/train_history.csv")) == 2
+
+
+def dvc_outputs(repo: Path) -> dict[str, list[str]]:
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    outs: dict[str, list[str]] = {}
+    for name, stage in stages.items():
+        entries = stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", [])
+        outs[name] = [e if isinstance(e, str) else next(iter(e)) for e in entries]
+    return outs
+
+
+def test_snakefile_and_dvc_yaml_have_the_same_stages_and_outputs(snakemake_repo):
+    """Every Snakemake output belongs to the DVC stage of the same name, and back."""
+    summary = run(["snakemake", "--cores", "1", "--summary"], snakemake_repo)
+    produced: dict[str, set[str]] = {}
+    for line in summary.splitlines()[1:]:
+        fields = line.split("\t")
+        if len(fields) > 2 and fields[2] not in ("all", "-"):
+            produced.setdefault(fields[2].removesuffix("_subject"), set()).add(fields[0])
+    outs = dvc_outputs(snakemake_repo)
+    assert set(produced) == set(outs)
+    for stage, files in produced.items():
+        for f in files:
+            assert any(f == o or f.startswith(o.rstrip("/") + "/") for o in outs[stage]), (stage, f)
+        for o in outs[stage]:
+            assert any(f == o or f.startswith(o + "/") for f in files), (stage, o)

@@ -23,7 +23,7 @@ def write_store(folder, n=3, size=16):
 
 
 def test_dataset_yields_regions_and_flips_image_and_mask_together(tmp_path):
-    image, _ = write_store(tmp_path / "S-1")
+    write_store(tmp_path / "S-1")
     plain = SliceDataset([tmp_path / "S-1"])
     x, y = plain[0]
     assert x.dtype == torch.float32 and x.shape == (4, 16, 16) and y.shape == (3, 16, 16)

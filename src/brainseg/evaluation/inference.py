@@ -1,4 +1,4 @@
-"""Apply a trained model to a volume: the training preprocessing, batched slices, back to the grid."""
+"""Apply a trained model to a volume: training preprocessing, batched slices, back to the grid."""
 
 from __future__ import annotations
 

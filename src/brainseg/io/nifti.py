@@ -169,6 +169,9 @@ def copy_as_gzip(src: Path, dst: Path) -> None:
         if src.name.endswith(".gz"):
             shutil.copyfile(src, tmp)
         else:
-            with src.open("rb") as fin, tmp.open("wb") as raw:
-                with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as fout:
-                    shutil.copyfileobj(fin, fout)
+            with (
+                src.open("rb") as fin,
+                tmp.open("wb") as raw,
+                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as fout,
+            ):
+                shutil.copyfileobj(fin, fout)

@@ -7,12 +7,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from brainseg.data.labels import REGIONS, labels_to_regions  # noqa: E402
-from brainseg.io.atomic import atomic_file  # noqa: E402
+from brainseg.data.labels import REGIONS, labels_to_regions
+from brainseg.io.atomic import atomic_file
 
 REGION_COLORS = {"WT": "#f2c230", "TC": "#e4572e", "ET": "#1f9bd1"}
 

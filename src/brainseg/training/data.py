@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import albumentations as A
+import albumentations as A  # noqa: N812 (the library's documented alias)
 import cv2
 import numpy as np
 import torch
