@@ -26,7 +26,7 @@ from brainseg.io.atomic import atomic_dir, write_text
 from brainseg.io.nifti import load_subject, save_nifti
 from brainseg.params import load_params
 from brainseg.tracking import read_run_info
-from brainseg.training.train import add_runtime_arguments, resolve_device
+from brainseg.training.train import add_runtime_arguments, resolve_device, set_threads
 
 log = logging.getLogger(__name__)
 METRICS = ("dice", "iou", "precision", "recall", "hd95")
@@ -97,12 +97,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    import torch
-
     from brainseg.tracking import tracking_uri
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     run_evaluate(load_params(args.params), args.model, args.splits, args.raw_dir, args.pred_dir,
                  args.per_subject_out, args.metrics_out, args.run_info,
                  tracking_uri(args.tracking_uri), resolve_device(args.device))

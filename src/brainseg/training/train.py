@@ -26,6 +26,7 @@ from brainseg.evaluation.inference import predict_slices
 from brainseg.evaluation.metrics import dice
 from brainseg.io.atomic import atomic_file
 from brainseg.models.unet import build_model
+from brainseg.parallel import default_jobs
 from brainseg.params import load_params
 from brainseg.training.data import SliceDataset, build_augmentation, load_subject_slices
 from brainseg.training.losses import DiceBCELoss
@@ -158,6 +159,16 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=0, help="data loader worker processes")
 
 
+def set_threads(threads: int) -> None:
+    """Use `threads` torch CPU threads, at most the usable cores (0: torch's default).
+
+    Snakemake may grant more threads than the machine has (`--cores 8` on 2 cores);
+    oversubscribing the cores slows convolutions down, so the grant is capped.
+    """
+    if threads > 0:
+        torch.set_num_threads(min(threads, default_jobs(0)))
+
+
 def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -169,8 +180,7 @@ def resolve_device(name: str) -> str:
 def main(args: argparse.Namespace) -> None:
     from brainseg.tracking import tracking_uri
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     run_train(load_params(args.params), args.slices_dir, args.splits, args.model_out,
               args.history_out, args.run_info_out, tracking_uri(args.tracking_uri),
               resolve_device(args.device), args.workers)
