@@ -7,11 +7,13 @@ overrides it.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
 import os
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 from filelock import FileLock
@@ -26,6 +28,26 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 def tracking_uri(cli_value: str | None = None) -> str:
     """`--tracking-uri` if given, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db."""
     return cli_value or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def add_tracking_argument(parser: argparse.ArgumentParser) -> None:
+    """The `--tracking-uri` option shared by every command that logs to MLflow."""
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
+                        "else sqlite:///mlflow.db in the working directory)")
+
+
+def log_to_run(uri: str, run_info: Path, artifact_path: str, files: Iterable[Path] = (),
+               metrics: dict[str, float] | None = None) -> None:
+    """Add metrics and files to the training's MLflow run (its id read from `run_info`)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=read_run_info(run_info)["run_id"]):
+        if metrics:
+            mlflow.log_metrics(metrics)
+        for path in files:
+            mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
 
 def _lock_path(uri: str) -> Path:

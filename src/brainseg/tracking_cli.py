@@ -6,16 +6,14 @@ import argparse
 import logging
 
 from brainseg.params import load_params
-from brainseg.tracking import setup_experiment, tracking_uri
+from brainseg.tracking import add_tracking_argument, setup_experiment, tracking_uri
 
 log = logging.getLogger(__name__)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", required=True, help="params.yaml (train.experiment is used)")
-    parser.add_argument("--tracking-uri", default=None,
-                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
-                        "else sqlite:///mlflow.db)")
+    add_tracking_argument(parser)
 
 
 def main(args: argparse.Namespace) -> None:

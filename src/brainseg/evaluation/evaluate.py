@@ -25,7 +25,7 @@ from brainseg.evaluation.metrics import region_metrics
 from brainseg.io.atomic import atomic_dir, write_text
 from brainseg.io.nifti import load_subject, save_nifti
 from brainseg.params import load_params
-from brainseg.tracking import read_run_info
+from brainseg.tracking import log_to_run
 from brainseg.training.train import add_runtime_arguments, resolve_device, set_threads
 
 log = logging.getLogger(__name__)
@@ -67,20 +67,10 @@ def run_evaluate(params: dict[str, Any], model_path: Path, splits_path: Path, ra
     write_text(metrics_out, json.dumps(metrics, indent=2) + "\n")
     log.info("test Dice: %s", {k: round(v, 4) for k, v in metrics["test"]["dice"].items()})
     if run_info is not None:
-        _log_to_mlflow(tracking_uri, read_run_info(run_info)["run_id"], metrics,
-                       [per_subject_out, metrics_out])
+        test = metrics["test"]
+        log_to_run(tracking_uri, run_info, "evaluation", [per_subject_out, metrics_out],
+                   {f"test_{m}_{r}": v for m in METRICS for r, v in test[m].items()})
     return metrics
-
-
-def _log_to_mlflow(uri: str, run_id: str, metrics: dict, files: list[Path]) -> None:
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    test = metrics["test"]
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics({f"test_{m}_{r}": v for m in METRICS for r, v in test[m].items()})
-        for path in files:
-            mlflow.log_artifact(str(path), artifact_path="evaluation")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

@@ -16,7 +16,7 @@ from brainseg.io.atomic import atomic_dir
 from brainseg.io.nifti import find_file
 from brainseg.params import load_params
 from brainseg.reporting.plots import plot_dice_box, plot_learning_curves, plot_overlay
-from brainseg.tracking import read_run_info, tracking_uri
+from brainseg.tracking import add_tracking_argument, log_to_run, tracking_uri
 
 log = logging.getLogger(__name__)
 FIGURES = ("learning_curves", "dice_boxplot", "overlay_best", "overlay_median", "overlay_worst")
@@ -47,12 +47,7 @@ def run_figures(params: dict[str, Any], history: Path, per_subject_csv: Path, ra
             plot_overlay(flair, ref, pred, title, tmp / f"overlay_{case}.png", dpi)
     paths = [out_dir / f"{name}.png" for name in FIGURES]
     if run_info is not None:
-        import mlflow
-
-        mlflow.set_tracking_uri(uri)
-        with mlflow.start_run(run_id=read_run_info(run_info)["run_id"]):
-            for path in paths:
-                mlflow.log_artifact(str(path), artifact_path="figures")
+        log_to_run(uri, run_info, "figures", paths)
     log.info("wrote %d figures to %s", len(paths), out_dir)
     return paths
 
@@ -66,9 +61,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", required=True, type=Path, help="figure folder")
     parser.add_argument("--run-info", type=Path, default=None,
                         help="JSON written by train; figures are logged to that MLflow run")
-    parser.add_argument("--tracking-uri", default=None,
-                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
-                        "else sqlite:///mlflow.db)")
+    add_tracking_argument(parser)
 
 
 def main(args: argparse.Namespace) -> None:

@@ -28,6 +28,7 @@ from brainseg.io.atomic import atomic_file
 from brainseg.models.unet import build_model
 from brainseg.parallel import default_jobs
 from brainseg.params import load_params
+from brainseg.tracking import add_tracking_argument
 from brainseg.training.data import SliceDataset, build_augmentation, load_subject_slices
 from brainseg.training.losses import DiceBCELoss
 from brainseg.training.mlflow_run import TrainingRun
@@ -120,8 +121,8 @@ def run_train(params: dict[str, Any], slices_dir: str | Path, splits_path: str |
         log.info("training on %d slices; MLflow run %s", len(train_set), run.run_id)
         for epoch in range(1, cfg["epochs"] + 1):
             train_loss, speed = train_epoch(model, loader, loss_fn, optimizer, device, epoch)
-            row = {"epoch": epoch, "train_loss": train_loss,
-                   **validate(model, val_folders, loss_fn, 32, device), "slices_per_s": speed}
+            scores = validate(model, val_folders, loss_fn, cfg["batch_size"], device)
+            row = {"epoch": epoch, "train_loss": train_loss, **scores, "slices_per_s": speed}
             history.append(row)
             run.log_epoch(row)
             log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in row.items()})
@@ -149,9 +150,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     """Knobs that change speed, not results: kept out of params.yaml."""
-    parser.add_argument("--tracking-uri", default=None,
-                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
-                        "else sqlite:///mlflow.db in the working directory)")
+    add_tracking_argument(parser)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="torch device (auto: cuda when available, else cpu)")
     parser.add_argument("--threads", type=int, default=0,
