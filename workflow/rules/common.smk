@@ -15,6 +15,9 @@ with open(PARAMS) as _fh:
         )
 
 SUBJECTS = subject_ids(config["download"])
+# Threads asked for by train and evaluate: Snakemake lowers this to --cores, and
+# brainseg lowers it again to the cores the machine has.
+MAX_THREADS = 8
 KEYS = ["t1", "t1ce", "t2", "flair", "seg"]
 FIGURES = expand(
     "reports/figures/{name}.png",

@@ -13,7 +13,7 @@ rule train:
         "logs/train.log",
     conda:
         "../envs/brainseg.yaml"
-    threads: workflow.cores
+    threads: MAX_THREADS
     params:
         file=PARAMS,
         base=config["base"],
@@ -40,7 +40,7 @@ rule evaluate:
         "logs/evaluate.log",
     conda:
         "../envs/brainseg.yaml"
-    threads: workflow.cores
+    threads: MAX_THREADS
     params:
         file=PARAMS,
         evaluate=config["evaluate"],
