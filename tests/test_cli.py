@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import yaml
 
@@ -50,10 +52,29 @@ def test_unknown_params_key_exits_non_zero_naming_it(tmp_path):
     assert not (tmp_path / "s.csv").exists()
 
 
+def _rewrite(path: Path, edit) -> None:
+    img = nib.load(path)
+    data = np.asarray(img.dataobj).astype(np.float32)
+    nib.save(nib.Nifti1Image(edit(data), img.affine), path)
+
+
+def _set(index, value):
+    def edit(data):
+        data[index] = value
+        return data
+    return edit
+
+
 BREAKERS = {
     "missing modality": (lambda f: (f / "BAD-001_t2.nii.gz").unlink(), "missing modality t2"),
     "truncated": (lambda f: (f / "BAD-001_flair.nii.gz").write_bytes(
         (f / "BAD-001_flair.nii.gz").read_bytes()[:200]), "BAD-001_flair.nii.gz: cannot read"),
+    "unknown label": (lambda f: _rewrite(f / "BAD-001_seg.nii.gz", _set((1, 1, 1), 3)),
+                      "BAD-001_seg.nii.gz: expected labels in {0,1,2,4}, got [3]"),
+    "nan": (lambda f: _rewrite(f / "BAD-001_t1ce.nii.gz", _set((5, 5, 5), np.nan)),
+            "BAD-001_t1ce.nii.gz: 1 voxels are NaN or infinite"),
+    "shape": (lambda f: _rewrite(f / "BAD-001_t1.nii.gz", lambda d: d[:, :, :10]),
+              "BAD-001_t1ce.nii.gz: shape (32, 32, 12) differs from BAD-001_t1.nii.gz"),
 }
 
 

@@ -80,3 +80,13 @@ def test_synthetic_ids_round_trip():
     assert [synthetic_index(s) for s in ids] == [0, 1, 2]
     with pytest.raises(BrainsegError, match="not a synthetic subject id"):
         synthetic_index("patient")
+
+
+def test_local_ingest_of_the_real_case(params, real_case, tmp_path):
+    run_download(local(params, real_case.parent), tmp_path / "raw", jobs=1)
+    manifest = pd.read_csv(tmp_path / "raw" / "manifest.csv")
+    assert manifest["subject"].tolist() == ["TCGA-DU-7294"]
+    row = manifest.iloc[0]
+    assert (row["shape"], row["spacing"], row["et_voxels"]) == ("240x240x155", "1x1x1", 0)
+    assert row["t1_sha256"] == "956a6a4ec4b571be242c55828ae2fad48ed21c28d8e5074110ed28453be2adb3"
+    assert 20000 < row["wt_voxels"] < 30000

@@ -1,0 +1,50 @@
+"""The Snakefile's own checks: schema validation and refused --config overrides."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import REPO
+
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+
+
+def workflow_copy(tmp_path: Path, params: dict) -> Path:
+    shutil.copy(REPO / "Snakefile", tmp_path / "Snakefile")
+    shutil.copytree(REPO / "workflow", tmp_path / "workflow")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return tmp_path
+
+
+def dry_run(folder: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([SNAKEMAKE, "-n", "--cores", "1", *extra], cwd=folder,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_snakefile_plans_one_download_job_per_subject(tmp_path, params):
+    result = dry_run(workflow_copy(tmp_path, params))
+    assert result.returncode == 0, result.stderr
+    n = params["download"]["n_subjects"]
+    assert f"download_subject        {n}" in result.stdout
+    assert f"extract                 {n}" in result.stdout
+
+
+def test_snakefile_validates_params_against_the_schema(tmp_path, params):
+    params["train"]["epoch"] = 3
+    result = dry_run(workflow_copy(tmp_path, params))
+    assert result.returncode != 0
+    assert "'epoch' was unexpected" in result.stdout + result.stderr
+
+
+def test_config_overrides_are_refused(tmp_path, params):
+    folder = workflow_copy(tmp_path, params)
+    params["base"]["seed"] += 1
+    (folder / "other.yaml").write_text(yaml.safe_dump(params))
+    result = dry_run(folder, "--configfile", "other.yaml")
+    assert result.returncode != 0
+    assert "--config/--configfile overrides are not passed" in result.stdout + result.stderr
