@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nibabel as nib
@@ -54,18 +53,11 @@ def params() -> dict:
     return yaml.safe_load((REPO / "tests" / "params-smoke.yaml").read_text())
 
 
-def real_case_dir() -> Path | None:
-    """The real BraTS case of ../shared/fixtures/real, or $BRAINSEG_REAL_DATA."""
-    env = os.environ.get("BRAINSEG_REAL_DATA")
-    candidates = [Path(env)] if env else []
-    candidates.append(REPO.parent / "shared" / "fixtures" / "real" / "TCGA-DU-7294")
-    return next((c for c in candidates if (c / "TCGA-DU-7294_t1.nii.gz").is_file()), None)
+REAL_CASE = REPO / "tests" / "data" / "real" / "TCGA-DU-7294"
 
 
 @pytest.fixture
 def real_case() -> Path:
-    found = real_case_dir()
-    if found is None:
-        pytest.skip("real BraTS case not found: set BRAINSEG_REAL_DATA to the folder of "
-                    "TCGA-DU-7294 (shipped in ../shared/fixtures/real)")
-    return found
+    """The real BraTS 2020-layout case kept in tests/data/real (see its README)."""
+    assert (REAL_CASE / "TCGA-DU-7294_t1.nii.gz").is_file(), f"{REAL_CASE} is missing"
+    return REAL_CASE
