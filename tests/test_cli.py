@@ -70,7 +70,7 @@ BREAKERS = {
     "truncated": (lambda f: (f / "BAD-001_flair.nii.gz").write_bytes(
         (f / "BAD-001_flair.nii.gz").read_bytes()[:200]), "BAD-001_flair.nii.gz: cannot read"),
     "unknown label": (lambda f: _rewrite(f / "BAD-001_seg.nii.gz", _set((1, 1, 1), 3)),
-                      "BAD-001_seg.nii.gz: expected labels in {0,1,2,4}, got [3]"),
+                      "BAD-001_seg.nii.gz: label values [3] are not defined by layout brats2020"),
     "nan": (lambda f: _rewrite(f / "BAD-001_t1ce.nii.gz", _set((5, 5, 5), np.nan)),
             "BAD-001_t1ce.nii.gz: 1 voxels are NaN or infinite"),
     "shape": (lambda f: _rewrite(f / "BAD-001_t1.nii.gz", lambda d: d[:, :, :10]),

@@ -73,8 +73,8 @@ def test_unknown_labels_are_listed(tmp_path):
     seg = np.asarray(nib.load(folder / "S-001_seg.nii.gz").dataobj).copy()
     seg[0, 0, 0], seg[0, 0, 1] = 3, 7
     nib.save(nib.Nifti1Image(seg, AFFINE), folder / "S-001_seg.nii.gz")
-    with pytest.raises(BrainsegError, match=r"S-001_seg\.nii\.gz: expected labels in \{0,1,2,4\}, "
-                                            r"got \[3, 7\]"):
+    with pytest.raises(BrainsegError, match=r"S-001_seg\.nii\.gz: label values \[3, 7\] are not "
+                                            r"defined by layout brats2020 \(0,1,2,4\)"):
         load_subject(folder)
 
 

@@ -1,4 +1,6 @@
 # Helpers shared by the rules (no lambdas in rules: functions live here).
+from functools import lru_cache
+
 import yaml
 
 from brainseg.data.subjects import subject_ids
@@ -14,7 +16,7 @@ with open(PARAMS) as _fh:
             f"not passed to the brainseg commands; edit {PARAMS} instead"
         )
 
-SUBJECTS = subject_ids(config["download"])
+SOURCE_DIR = "data/source"  # a url source is cached and unpacked here (rule fetch)
 # Threads asked for by train and evaluate: Snakemake lowers this to --cores, and
 # brainseg lowers it again to the cores the machine has.
 MAX_THREADS = 8
@@ -35,14 +37,29 @@ wildcard_constraints:
     subject=r"[A-Za-z0-9._-]+",
 
 
+@lru_cache(maxsize=1)
+def cohort():
+    """Subject ids; for a url source they are known once the `fetch` checkpoint ran."""
+    if config["download"]["source"] == "url":
+        checkpoints.fetch.get()
+    return tuple(subject_ids(config["download"], SOURCE_DIR))
+
+
+def fetched_source(wildcards):
+    """The unpacked archive a subject is ingested from (url source only)."""
+    if config["download"]["source"] == "url":
+        return checkpoints.fetch.get().output
+    return []
+
+
 def raw_subject(wildcards):
     """The five raw files of one subject, by key."""
     s = wildcards.subject
     return {key: f"data/raw/{s}/{s}_{key}.nii.gz" for key in KEYS}
 
 
-def all_raw():
-    return expand("data/raw/{s}/{s}_{key}.nii.gz", s=SUBJECTS, key=KEYS)
+def all_raw(wildcards):
+    return expand("data/raw/{s}/{s}_{key}.nii.gz", s=cohort(), key=KEYS)
 
 
 def extracted_subject(wildcards):
@@ -55,9 +72,9 @@ def extracted_subject(wildcards):
     }
 
 
-def all_slices():
+def all_slices(wildcards):
     return expand(
         "data/slices/{s}/{name}",
-        s=SUBJECTS,
+        s=cohort(),
         name=["image.npy", "label.npy", "meta.json"],
     )

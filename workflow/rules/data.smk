@@ -1,7 +1,24 @@
 # download -> extract -> normalize -> split (one job per subject where it can be).
 
 
+checkpoint fetch:
+    output:
+        extracted=directory(f"{SOURCE_DIR}/extracted"),
+    log:
+        "logs/download/fetch.log",
+    conda:
+        "../envs/brainseg.yaml"
+    params:
+        file=PARAMS,
+        download=config["download"],
+    shell:
+        "brainseg download --params {params.file} --out-dir data/raw"
+        " --source-dir $(dirname {output.extracted}) --fetch-only > {log} 2>&1"
+
+
 rule download_subject:
+    input:
+        source=fetched_source,
     output:
         t1="data/raw/{subject}/{subject}_t1.nii.gz",
         t1ce="data/raw/{subject}/{subject}_t1ce.nii.gz",
@@ -16,14 +33,16 @@ rule download_subject:
         file=PARAMS,
         base=config["base"],
         download=config["download"],
+        source_dir=SOURCE_DIR,
     shell:
         "brainseg download --params {params.file} --out-dir data/raw"
-        " --subject {wildcards.subject} --jobs 1 > {log} 2>&1"
+        " --source-dir {params.source_dir} --subject {wildcards.subject} --jobs 1"
+        " > {log} 2>&1"
 
 
 rule download:
     input:
-        raw=all_raw(),
+        raw=all_raw,
     output:
         manifest="data/raw/manifest.csv",
     log:
@@ -33,9 +52,10 @@ rule download:
     params:
         file=PARAMS,
         download=config["download"],
+        source_dir=SOURCE_DIR,
     shell:
         "brainseg download --params {params.file} --out-dir data/raw --manifest-only"
-        " > {log} 2>&1"
+        " --source-dir {params.source_dir} > {log} 2>&1"
 
 
 rule extract:

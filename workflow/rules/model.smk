@@ -3,7 +3,7 @@
 
 rule train:
     input:
-        slices=all_slices(),
+        slices=all_slices,
         splits="data/splits.csv",
     output:
         model="models/model.pt",
@@ -31,7 +31,7 @@ rule evaluate:
         run_info="models/mlflow_run.json",
         splits="data/splits.csv",
         manifest="data/raw/manifest.csv",
-        raw=all_raw(),
+        raw=all_raw,
     output:
         predictions=directory("data/predictions"),
         per_subject="reports/per_subject.csv",

@@ -7,7 +7,7 @@ rule figures:
         per_subject="reports/per_subject.csv",
         predictions="data/predictions",
         run_info="models/mlflow_run.json",
-        raw=all_raw(),
+        raw=all_raw,
     output:
         curves=report(
             "reports/figures/learning_curves.png",

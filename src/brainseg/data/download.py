@@ -1,7 +1,9 @@
 """Stage `download`: write the raw cohort in BraTS 2020 layout, plus data/raw/manifest.csv.
 
 `source: synthetic` generates subjects from the MNI152 template (deterministic per seed
-and subject); `source: local` validates and copies an existing BraTS 2020 folder.
+and subject); `source: local` validates and converts a folder in any supported layout
+(BraTS 2020/2021, BraTS 2023, Decathlon Task01); `source: url` fetches and unpacks an
+archive first, then ingests it like a local folder.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from brainseg.data.manifest import write_manifest
 from brainseg.data.subjects import subject_ids, synthetic_index
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_dir
-from brainseg.io.nifti import BRATS_KEYS, copy_as_gzip, load_subject, save_nifti
+from brainseg.data.sources import DEFAULT_SOURCE_DIR, dataset_root, fetch_source, layout_of
+from brainseg.io.nifti import BRATS_KEYS, MODALITIES, copy_as_gzip, save_nifti
 from brainseg.parallel import map_subjects
 from brainseg.params import load_params
 
@@ -38,12 +41,30 @@ def generate_synthetic(subject: str, out_dir: Path, seed: int, cfg: dict[str, An
     return subject
 
 
-def ingest_local(subject: str, out_dir: Path, root: Path) -> str:
-    """Validate one BraTS 2020 subject folder and copy it as `.nii.gz` (atomically)."""
-    loaded = load_subject(root / subject)
+def ingest_local(subject: str, out_dir: Path, root: Path, layout: str) -> str:
+    """Validate one subject of a dataset and write it in the internal layout (atomically).
+
+    BraTS 2020 files are copied byte for byte (gzipped if they were `.nii`); other
+    layouts are converted: modalities renamed (or split out of a 4D Decathlon image,
+    keeping their on-disk dtype) and labels mapped to BraTS 2020 values.
+    """
+    from brainseg.data.layouts import load_source_subject
+
+    src = load_source_subject(root, layout, subject)
+    if src.seg is None:
+        raise BrainsegError(f"{root / subject}: no label map: subjects without one can be "
+                            "segmented but not used for training")
     with atomic_dir(out_dir / subject) as tmp:
-        for key, src in loaded.files.items():
-            copy_as_gzip(src, tmp / f"{subject}_{key}.nii.gz")
+        for i, key in enumerate(MODALITIES):
+            target = tmp / f"{subject}_{key}.nii.gz"
+            if layout == "brats2020":
+                copy_as_gzip(src.files[key], target)
+            else:
+                save_nifti(target, src.image[i].astype(src.dtype), src.affine, src.header)
+        if layout == "brats2020":
+            copy_as_gzip(src.files["seg"], tmp / f"{subject}_seg.nii.gz")
+        else:
+            save_nifti(tmp / f"{subject}_seg.nii.gz", src.seg, src.affine, src.header)
     return subject
 
 
@@ -53,6 +74,7 @@ def run_download(
     subjects: list[str] | None = None,
     manifest: bool = True,
     jobs: int = 0,
+    source_dir: str | Path = DEFAULT_SOURCE_DIR,
 ) -> list[str]:
     """Write subjects (all, or the given ones) and, if `manifest`, the manifest of all.
 
@@ -62,12 +84,15 @@ def run_download(
         subjects: ids to (re)write; None for all; [] to write only the manifest.
         manifest: write `<out_dir>/manifest.csv` describing every subject.
         jobs: processes for the subjects (0: all cores).
+        source_dir: where a `url` source is downloaded and unpacked.
 
     Returns:
         The ids written.
     """
     cfg, out_dir = params["download"], Path(out_dir)
-    every = subject_ids(cfg)
+    if cfg["source"] == "url" and subjects is None:  # per-subject jobs reuse the unpacked copy
+        fetch_source(cfg, Path(source_dir))
+    every = subject_ids(cfg, source_dir)
     todo = every if subjects is None else subjects
     unknown = sorted(set(todo) - set(every))
     if unknown:
@@ -76,7 +101,8 @@ def run_download(
         args: tuple = (out_dir, params["base"]["seed"], cfg["synthetic"])
         fn = generate_synthetic
     else:
-        args, fn = (out_dir, Path(cfg["path"])), ingest_local
+        root = dataset_root(cfg, Path(source_dir))
+        args, fn = (out_dir, root, layout_of(cfg, root)), ingest_local
     if todo:
         map_subjects(fn, todo, jobs, f"download ({cfg['source']})", *args)
     if manifest:
@@ -102,14 +128,33 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--manifest", action="store_true", help="with --subject, also write the manifest"
     )
+    parser.add_argument(
+        "--fetch-only",
+        action="store_true",
+        help="source: url only: download, verify and unpack the archive into --source-dir, "
+        "then stop (Snakemake's `fetch` checkpoint)",
+    )
+    parser.add_argument(
+        "--source-dir",
+        type=Path,
+        default=DEFAULT_SOURCE_DIR,
+        help="where a url source is cached (archive/) and unpacked (extracted/); "
+        f"default {DEFAULT_SOURCE_DIR}",
+    )
     parser.add_argument("--jobs", type=int, default=0, help="processes (0: all cores)")
 
 
 def main(args: argparse.Namespace) -> None:
     params = load_params(args.params)
+    if args.fetch_only:
+        if params["download"]["source"] != "url":
+            raise BrainsegError("--fetch-only: download.source is not 'url'")
+        fetch_source(params["download"], args.source_dir)
+        return
     if args.manifest_only:
         subjects: list[str] | None = []
     else:
         subjects = args.subject
     manifest = args.manifest_only or args.manifest or args.subject is None
-    run_download(params, args.out_dir, subjects, manifest=manifest, jobs=args.jobs)
+    run_download(params, args.out_dir, subjects, manifest=manifest, jobs=args.jobs,
+                 source_dir=args.source_dir)

@@ -11,7 +11,8 @@ import pandas as pd
 
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_file
-from brainseg.io.nifti import MODALITIES, check_labels, subject_files
+from brainseg.data.layouts import brats_files, to_internal_labels
+from brainseg.io.nifti import MODALITIES
 
 COLUMNS = ["subject", "source", "shape", "spacing", "wt_voxels", "tc_voxels", "et_voxels", "wt_cm3"]
 
@@ -27,9 +28,11 @@ def sha256(path: Path, chunk: int = 1 << 20) -> str:
 
 def manifest_row(subject_dir: Path, source: str) -> dict:
     """Describe one subject folder (reads the label map header and data only)."""
-    files = subject_files(subject_dir)
+    files = brats_files(subject_dir.parent, "brats2020", subject_dir.name)
+    if "seg" not in files:
+        raise BrainsegError(f"{subject_dir}: missing label map {subject_dir.name}_seg.nii.gz")
     seg_img = nib.load(files["seg"])
-    seg = check_labels(np.asarray(seg_img.dataobj), files["seg"])
+    seg = to_internal_labels(np.asarray(seg_img.dataobj), "brats2020", files["seg"])
     spacing = tuple(float(z) for z in seg_img.header.get_zooms()[:3])
     wt, tc, et = int((seg > 0).sum()), int(np.isin(seg, (1, 4)).sum()), int((seg == 4).sum())
     row = {

@@ -21,21 +21,14 @@ def synthetic_index(subject: str) -> int:
         raise BrainsegError(f"'{subject}' is not a synthetic subject id (<prefix>-NNN)") from exc
 
 
-def local_ids(path: str | Path) -> list[str]:
-    """Sub-folders of a BraTS 2020 download (hidden entries skipped), sorted."""
-    root = Path(path)
-    if not root.is_dir():
-        raise BrainsegError(f"download.path: folder not found: {root}")
-    ids = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not ids:
-        raise BrainsegError(f"download.path: no subject folders in {root}")
-    return ids
+def subject_ids(download: dict[str, Any], source_dir: str | Path = "data/source") -> list[str]:
+    """All subject ids for the `download` params section.
 
-
-def subject_ids(download: dict[str, Any]) -> list[str]:
-    """All subject ids for the `download` params section."""
+    Synthetic ids need nothing on disk; a local folder is listed; a `url` source must
+    have been fetched into `source_dir` first (`brainseg download --fetch-only`).
+    """
     if download["source"] == "synthetic":
         return synthetic_ids(download["prefix"], download["n_subjects"])
-    if not download.get("path"):
-        raise BrainsegError("download.path: required when download.source is 'local'")
-    return local_ids(download["path"])
+    from brainseg.data.sources import dataset_ids
+
+    return dataset_ids(download, Path(source_dir))

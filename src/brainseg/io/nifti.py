@@ -31,9 +31,11 @@ class Subject:
         subject: the subject id.
         image: float32 array (4, x, y, z), modalities in `MODALITIES` order.
         seg: uint8 array (x, y, z) with BraTS labels {0,1,2,4}, or None without a label map.
-        affine: float64 (4, 4) voxel-to-world matrix of the T1 file (all files share it).
-        header: the NIfTI header of the T1 file.
-        files: path of each file, keyed by modality name and "seg".
+        affine: float64 (4, 4) voxel-to-world matrix of the first image (all files share it).
+        header: the 3D NIfTI header of the first image.
+        files: path of each file, keyed by modality name and "seg" (a Decathlon source
+            names its 4D image for the four modalities).
+        dtype: on-disk dtype of the images, to write them back unchanged.
     """
 
     subject: str
@@ -42,6 +44,7 @@ class Subject:
     affine: np.ndarray
     header: nib.Nifti1Header
     files: dict[str, Path]
+    dtype: np.dtype | None = None
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -56,30 +59,6 @@ def find_file(subject_dir: Path, subject: str, key: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
-
-
-def subject_files(subject_dir: str | Path, require_seg: bool = True) -> dict[str, Path]:
-    """Locate the BraTS 2020 files of one subject folder.
-
-    Raises:
-        BrainsegError: naming the first missing file.
-    """
-    subject_dir = Path(subject_dir)
-    if not subject_dir.is_dir():
-        raise BrainsegError(f"{subject_dir}: subject folder not found")
-    subject = subject_dir.name
-    files: dict[str, Path] = {}
-    for key in BRATS_KEYS:
-        found = find_file(subject_dir, subject, key)
-        if found is None:
-            if key == "seg" and not require_seg:
-                continue
-            raise BrainsegError(
-                f"{subject_dir / (subject + '_' + key + '.nii.gz')}: missing "
-                f"{'label map' if key == 'seg' else 'modality ' + key}"
-            )
-        files[key] = found
-    return files
 
 
 def load_nifti(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
@@ -101,52 +80,24 @@ def load_nifti(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
     return data, img
 
 
-def check_labels(seg: np.ndarray, path: Path) -> np.ndarray:
-    """Return the label map as uint8, refusing values outside {0,1,2,4}."""
-    values = np.unique(seg).tolist()
-    bad = sorted(v for v in values if v not in LABEL_VALUES)
-    if bad:
-        shown = ", ".join(f"{v:g}" for v in bad[:10])
-        raise BrainsegError(f"{path}: expected labels in {{0,1,2,4}}, got [{shown}]")
-    return seg.astype(np.uint8)
-
-
 def load_subject(subject_dir: str | Path, require_seg: bool = True) -> Subject:
-    """Load and validate the four modalities (and the label map) of one subject folder.
+    """Load and validate one subject folder of the internal (BraTS 2020) layout.
 
     Checks: every file present and readable, 3D, finite, same shape and affine as the
-    T1 file, labels within {0,1,2,4}.
+    T1 file, labels within {0,1,2,4}. The checks are those of every source layout
+    (`brainseg.data.layouts`), applied to the internal one.
 
     Raises:
         BrainsegError: naming the file and what is wrong.
     """
+    from brainseg.data.layouts import load_source_subject  # layouts builds on this module
+
     subject_dir = Path(subject_dir)
-    files = subject_files(subject_dir, require_seg=require_seg)
-    ref_data, ref_img = load_nifti(files["t1"])
-    volumes = [ref_data]
-    seg = None
-    for key in (*MODALITIES[1:], "seg"):
-        if key not in files:
-            continue
-        data, img = load_nifti(files[key])
-        if data.shape != ref_data.shape:
-            raise BrainsegError(
-                f"{files[key]}: shape {data.shape} differs from {files['t1'].name} {ref_data.shape}"
-            )
-        if not np.allclose(img.affine, ref_img.affine, atol=1e-4):
-            raise BrainsegError(f"{files[key]}: affine differs from {files['t1'].name}")
-        if key == "seg":
-            seg = check_labels(data, files[key])
-        else:
-            volumes.append(data)
-    return Subject(
-        subject=subject_dir.name,
-        image=np.stack(volumes),
-        seg=seg,
-        affine=np.asarray(ref_img.affine, dtype=np.float64),
-        header=ref_img.header,
-        files=files,
-    )
+    loaded = load_source_subject(subject_dir.parent, "brats2020", subject_dir.name)
+    if require_seg and loaded.seg is None:
+        missing = subject_dir / f"{subject_dir.name}_seg.nii.gz"
+        raise BrainsegError(f"{missing}: missing label map")
+    return loaded
 
 
 def save_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray, header=None) -> None:

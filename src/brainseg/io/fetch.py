@@ -1,0 +1,312 @@
+"""Download a file into a cache (resumable, retried, checksummed) and unpack archives safely."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import posixpath
+import re
+import tarfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from tqdm.auto import tqdm
+
+from brainseg.errors import BrainsegError
+from brainseg.io.atomic import atomic_dir
+
+log = logging.getLogger(__name__)
+
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+_UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class _RetryableError(Exception):
+    """A transient failure (network, timeout, truncated body, 5xx/429): try again."""
+
+
+def fetch(url: str, cache_dir: Path, sha256: str | None = None, *, timeout: float = 30.0,
+          retries: int = 4, backoff: float = 1.0, chunk_size: int = 1 << 20) -> Path:
+    """Download `url` into `cache_dir` and return the verified file's path.
+
+    The file is cached as `cache_dir/<last URL path component>`; while downloading it is
+    `<name>.part`, which a later attempt (or call) resumes with a `Range` request. Only a
+    file that passed its checksum is ever renamed to its final name.
+
+    Args:
+        url: An http(s) URL.
+        cache_dir: Folder of the cache (created if missing).
+        sha256: Expected hex digest; when None the computed digest is logged at WARNING.
+        timeout: Socket timeout in seconds of each connect and each read.
+        retries: Number of retries after the first attempt on transient failures.
+        backoff: Retry `k` (from 0) waits `backoff * 2**k` seconds.
+        chunk_size: Bytes read per chunk while streaming.
+
+    Returns:
+        Path of the verified file in the cache.
+
+    Raises:
+        BrainsegError: Bad URL or checksum, HTTP 4xx, or transient failures outlasting retries.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as exc:
+        raise BrainsegError(f"{url}: malformed URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise BrainsegError(f"{url}: not an http(s) URL")
+    if sha256 is not None:
+        sha256 = sha256.strip().lower()
+        if not _SHA256.fullmatch(sha256):
+            raise BrainsegError(f"{url}: sha256 {sha256!r} is not 64 hexadecimal digits")
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    name = _cache_name(parts.path)
+    final = cache_dir / name
+    if final.is_file():
+        if sha256 is None or _sha256_file(final) == sha256:
+            log.info("%s: using cached %s", url, final)
+            return final
+        log.warning("%s: cached %s fails its checksum; downloading again", url, final)
+        final.unlink()
+    part = cache_dir / f"{name}.part"
+    _download_with_retries(url, part, timeout=timeout, retries=retries, backoff=backoff,
+                           chunk_size=chunk_size)
+    actual = _sha256_file(part)
+    if sha256 is None:
+        log.warning("%s: no sha256 given; its sha256 is %s: record it in params "
+                    "(download.sha256)", url, actual)
+    elif actual != sha256:
+        part.unlink(missing_ok=True)
+        raise BrainsegError(f"{url}: sha256 mismatch: expected {sha256}, got {actual}")
+    os.replace(part, final)
+    log.info("%s: saved %s", url, final)
+    return final
+
+
+def _cache_name(url_path: str) -> str:
+    name = urllib.parse.unquote(url_path).rsplit("/", 1)[-1]
+    bad = name in ("", ".", "..") or "\x00" in name or "\\" in name
+    return "download" if bad else name
+
+
+def _sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _download_with_retries(url: str, part: Path, *, timeout: float, retries: int,
+                           backoff: float, chunk_size: int) -> None:
+    """Call `_download_once` until it succeeds, sleeping `backoff * 2**attempt` in between."""
+    retries = max(retries, 0)
+    for attempt in range(retries + 1):
+        try:
+            _download_once(url, part, timeout, chunk_size)
+            return
+        except _RetryableError as exc:
+            if attempt == retries:
+                raise BrainsegError(f"{url}: {exc}; gave up after {retries} retries") from None
+            delay = backoff * 2**attempt
+            log.warning("%s: %s; retry %d/%d in %.2f s", url, exc, attempt + 1, retries, delay)
+            time.sleep(delay)
+
+
+def _describe(exc: BaseException, timeout: float) -> str:
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, TimeoutError):
+        return f"no answer within {timeout} s"
+    return f"connection failed ({type(reason).__name__}: {reason})"
+
+
+def _download_once(url: str, part: Path, timeout: float, chunk_size: int) -> None:
+    """One request, resuming from `part` if present; transient failures are retryable."""
+    offset = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Accept-Encoding": "identity"})
+    if offset:
+        request.add_header("Range", f"bytes={offset}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code == 416 and offset:
+            _check_unsatisfied_range(exc.headers.get("Content-Range", ""), part, offset)
+            return
+        if exc.code == 429 or exc.code >= 500:
+            raise _RetryableError(f"HTTP {exc.code} {exc.reason}") from exc
+        raise BrainsegError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise _RetryableError(_describe(exc, timeout)) from exc
+    with response:
+        if response.status == 206:
+            match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+            if not match or int(match[1]) != offset:
+                part.unlink(missing_ok=True)
+                raise _RetryableError("server answered an unexpected range; starting over")
+            total = None if match[3] == "*" else int(match[3])
+        else:
+            if offset:
+                log.info("%s: server ignored the range request; starting over", url)
+            offset, total = 0, None
+        length = response.headers.get("Content-Length")
+        expected = offset + int(length) if length and length.isdigit() else total
+        _stream(response, part, offset, total or expected, expected, chunk_size, timeout)
+
+
+def _check_unsatisfied_range(content_range: str, part: Path, offset: int) -> None:
+    """After a 416 the part is complete, unless the server says the file has another size."""
+    match = _UNSATISFIED_RANGE.match(content_range)
+    if match and int(match[1]) != offset:
+        part.unlink(missing_ok=True)
+        raise _RetryableError(f"partial file is {offset} bytes but the file has {match[1]}")
+    log.info("%s: already complete (%d bytes)", part, offset)
+
+
+def _stream(response: http.client.HTTPResponse, part: Path, offset: int, total: int | None,
+            expected: int | None, chunk_size: int, timeout: float) -> None:
+    """Append (or write, when `offset` is 0) the body to `part`; short bodies are retryable."""
+    written = offset
+    with open(part, "ab" if offset else "wb") as fh, tqdm(
+            total=total, initial=offset, unit="B", unit_scale=True, desc=part.stem) as bar:
+        while True:
+            try:
+                chunk = response.read(chunk_size)
+            except http.client.IncompleteRead as exc:
+                fh.write(exc.partial)  # keep what came: the retry resumes after it
+                raise _RetryableError("truncated body (connection closed early)") from exc
+            except (OSError, http.client.HTTPException) as exc:
+                raise _RetryableError(_describe(exc, timeout)) from exc
+            if not chunk:
+                break
+            fh.write(chunk)
+            written += len(chunk)
+            bar.update(len(chunk))
+    if expected is not None and written < expected:
+        raise _RetryableError(f"truncated body: got {written} of {expected} bytes")
+
+
+def extract_archive(archive: Path, dest: Path, max_bytes: int = 64 * 2**30) -> Path:
+    """Safely unpack a tar, tar.gz/tgz/tar.bz2/tar.xz or zip archive into `dest` (atomically).
+
+    The format is detected by content; every member is checked before anything is written,
+    into a temporary folder that replaces `dest` on success. `__MACOSX/`, `._*` are skipped.
+
+    Args:
+        archive: The archive file.
+        dest: Folder to create (an existing one is replaced).
+        max_bytes: Largest total uncompressed size accepted.
+
+    Returns:
+        `dest`.
+
+    Raises:
+        BrainsegError: Not an archive, a corrupt one, an unsafe member (absolute path, `..`,
+            link leaving `dest`, device or fifo) or a total size above `max_bytes`.
+    """
+    archive, dest = Path(archive), Path(dest)
+    if not archive.is_file():
+        raise BrainsegError(f"{archive}: no such archive file")
+    try:
+        if tarfile.is_tarfile(archive):
+            _extract_tar(archive, dest, max_bytes)
+        elif zipfile.is_zipfile(archive):
+            _extract_zip(archive, dest, max_bytes)
+        else:
+            raise BrainsegError(f"{archive}: not a tar or zip archive")
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, RuntimeError) as exc:
+        raise BrainsegError(f"{archive}: corrupt or unreadable archive ({exc})") from None
+    log.info("%s: extracted into %s", archive, dest)
+    return dest
+
+
+def _escapes(path: str) -> bool:
+    rel = posixpath.normpath(path)
+    return rel == ".." or rel.startswith("../")
+
+
+def _safe_name(archive: Path, name: str) -> str | None:
+    """The normalized relative path of a member; None for junk; raise if it is unsafe."""
+    if name.startswith("/") or re.match(r"[A-Za-z]:", name):
+        raise BrainsegError(f"{archive}: member {name!r} has an absolute path")
+    rel = posixpath.normpath(name)
+    if _escapes(rel):
+        raise BrainsegError(f"{archive}: member {name!r} escapes the destination")
+    parts = PurePosixPath(rel).parts
+    if rel == "." or parts[0] == "__MACOSX" or parts[-1].startswith("._"):
+        return None
+    return rel
+
+
+def _check_tar(archive: Path, tf: tarfile.TarFile, max_bytes: int) -> list[tarfile.TarInfo]:
+    """Validate every member of an open tar; return those to extract."""
+    keep, links, total = [], set(), 0
+    for member in tf.getmembers():
+        rel = _safe_name(archive, member.name)
+        if rel is None:
+            continue
+        if any(str(p) in links for p in PurePosixPath(rel).parents):
+            raise BrainsegError(f"{archive}: member {member.name!r} goes through a link")
+        if member.issym() or member.islnk():
+            base, target = posixpath.dirname(rel) if member.issym() else "", member.linkname
+            if target.startswith("/") or _escapes(posixpath.join(base, target)):
+                raise BrainsegError(f"{archive}: member {member.name!r} links to {target!r} "
+                                    "outside the destination")
+            links.add(rel)
+        elif not (member.isfile() or member.isdir()):
+            raise BrainsegError(f"{archive}: member {member.name!r} is a device or fifo")
+        total += member.size if member.isfile() else 0
+        if total > max_bytes:
+            raise BrainsegError(f"{archive}: uncompressed size exceeds {max_bytes} bytes "
+                                f"(at member {member.name!r})")
+        keep.append(member)
+    return keep
+
+
+def _extract_tar(archive: Path, dest: Path, max_bytes: int) -> None:
+    with tarfile.open(archive) as tf:
+        members = _check_tar(archive, tf, max_bytes)
+        with atomic_dir(dest) as tmp:
+            tf.extractall(tmp, members=members, filter="data")
+
+
+def _check_zip(archive: Path, zf: zipfile.ZipFile, max_bytes: int) -> list[zipfile.ZipInfo]:
+    """Validate every member of an open zip; return those to extract."""
+    keep, total = [], 0
+    for info in zf.infolist():
+        if _safe_name(archive, info.filename.replace("\\", "/")) is None:
+            continue
+        total += info.file_size
+        if total > max_bytes:
+            raise BrainsegError(f"{archive}: uncompressed size exceeds {max_bytes} bytes "
+                                f"(at member {info.filename!r})")
+        keep.append(info)
+    return keep
+
+
+def _extract_zip(archive: Path, dest: Path, max_bytes: int) -> None:
+    """Extract member by member, counting the bytes really written against `max_bytes`."""
+    with zipfile.ZipFile(archive) as zf:
+        members = _check_zip(archive, zf, max_bytes)
+        written = 0
+        with atomic_dir(dest) as tmp:
+            for info in members:
+                target = tmp / posixpath.normpath(info.filename)
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(target, "wb") as out:
+                    while chunk := src.read(1 << 20):
+                        written += len(chunk)
+                        if written > max_bytes:
+                            raise BrainsegError(f"{archive}: member {info.filename!r} inflates "
+                                                f"beyond {max_bytes} bytes")
+                        out.write(chunk)
