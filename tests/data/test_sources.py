@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import json
 import tarfile
-import threading
 from pathlib import Path
 
 import nibabel as nib
@@ -79,25 +76,6 @@ def test_decathlon_folder_skips_unlabelled_and_hidden_files(params, tiny_cohort,
     written = run_download(params, tmp_path / "raw", jobs=1)
     assert written == ["TINY-000", "TINY-001", "TINY-002", "TINY-003"]
     check_same_as_source(tmp_path / "raw", tiny_cohort, "TINY-002")
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:  # keep the test output clean
-        pass
-
-
-@pytest.fixture
-def served(tmp_path):
-    """A folder served over HTTP on 127.0.0.1 (a real server in a thread)."""
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = functools.partial(_Quiet, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def test_url_source_fetches_verifies_unpacks_and_ingests(params, tiny_cohort, tmp_path, served):
