@@ -48,7 +48,7 @@ def test_to_original_grid_inverts_the_crop_exactly_at_native_size():
     rng = np.random.default_rng(0)
     volume = np.zeros((3, 30, 26, 6), np.float32)
     volume[:, 4:20, 3:25, 1:5] = rng.random((3, 16, 22, 4))
-    slices, _, _, geo = extract_slices(volume, None, image_size=0 or 22, margin=0,
+    slices, _, _, geo = extract_slices(volume, None, image_size=22, margin=0,
                                        min_brain_pixels=1)
     assert geo.side == 22  # no resize at image_size == side
     back = to_original_grid(slices, geo)

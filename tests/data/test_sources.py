@@ -15,7 +15,7 @@ import pytest
 from brainseg.data.download import run_download
 from brainseg.errors import BrainsegError
 from brainseg.io.nifti import load_subject
-from tests.conftest import AFFINE, write_subject
+from tests.conftest import AFFINE
 
 BRATS23 = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f", "seg": "seg"}
 
@@ -39,7 +39,8 @@ def as_decathlon(src: Path, dst: Path, labelled: bool = True) -> None:
                 for k in ("flair", "t1", "t1ce", "t2")]
     folder = "imagesTr" if labelled else "imagesTs"
     (dst / folder).mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(np.stack(channels, axis=-1), AFFINE), dst / folder / f"{subject}.nii.gz")
+    image = nib.Nifti1Image(np.stack(channels, axis=-1), AFFINE)
+    nib.save(image, dst / folder / f"{subject}.nii.gz")
     if labelled:
         seg = np.asarray(nib.load(src / f"{subject}_seg.nii.gz").dataobj)
         mapped = np.select([seg == 2, seg == 1, seg == 4], [1, 2, 3], 0).astype(np.uint8)

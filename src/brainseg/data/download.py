@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from brainseg.data.manifest import write_manifest
+from brainseg.data.sources import DEFAULT_SOURCE_DIR, dataset_root, fetch_source, layout_of
 from brainseg.data.subjects import subject_ids, synthetic_index
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_dir
-from brainseg.data.sources import DEFAULT_SOURCE_DIR, dataset_root, fetch_source, layout_of
 from brainseg.io.nifti import BRATS_KEYS, MODALITIES, copy_as_gzip, save_nifti
 from brainseg.parallel import map_subjects
 from brainseg.params import load_params

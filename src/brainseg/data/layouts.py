@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib

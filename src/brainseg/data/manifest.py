@@ -9,9 +9,9 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from brainseg.data.layouts import brats_files, to_internal_labels
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_file
-from brainseg.data.layouts import brats_files, to_internal_labels
 from brainseg.io.nifti import MODALITIES
 
 COLUMNS = ["subject", "source", "shape", "spacing", "wt_voxels", "tc_voxels", "et_voxels", "wt_cm3"]

@@ -172,7 +172,7 @@ def to_original_grid(probs: np.ndarray, geo: SliceGeometry) -> np.ndarray:
     Each slice is resized to the crop box (bilinear), un-padded and put at its z;
     slices that were not kept are 0.
     """
-    n, c = probs.shape[:2]
+    c = probs.shape[1]
     out = np.zeros((c, *geo.shape), dtype=np.float32)
     sx = slice(max(geo.x0, 0), min(geo.x0 + geo.side, geo.shape[0]))
     sy = slice(max(geo.y0, 0), min(geo.y0 + geo.side, geo.shape[1]))
