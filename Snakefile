@@ -26,3 +26,4 @@ rule all:
     input:
         metrics="reports/metrics.json",
         figures=FIGURES,
+        realism="reports/realism.json",

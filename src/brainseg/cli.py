@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                  "segment test subjects in 3D, write NIfTI predictions and metrics"),
     "figures": ("brainseg.reporting.figures",
                 "learning curves, Dice box plot and overlays of best/median/worst subjects"),
+    "realism": ("brainseg.reporting.realism",
+                "compare the synthetic cohort with a real scan; score the model on it"),
     "init-tracking": ("brainseg.tracking_cli",
                       "create the MLflow experiment once, before jobs fan out"),
 }

@@ -50,6 +50,10 @@ def check_artifacts(repo: Path) -> None:
         assert set(pd.unique(pred.get_fdata().ravel())) <= {0, 1, 2, 4}
     for name in FIGURES:
         assert (repo / f"reports/figures/{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    realism = json.loads((repo / "reports/realism.json").read_text())
+    assert realism["real_case"] == "TCGA-DU-7294" and 0 <= realism["real_scan"]["dice_WT"] <= 1
+    for name in ("histograms", "tumour_volumes", "synthetic_vs_real"):
+        assert (repo / f"reports/realism/{name}.png").is_file()
     assert not list(repo.rglob(".tmp-*")), "temporary files left behind"
 
 
@@ -67,7 +71,7 @@ def test_dvc_builds_every_artifact(dvc_repo):
     check_artifacts(dvc_repo)
     lock = yaml.safe_load((dvc_repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"download", "extract", "normalize", "split", "train",
-                                   "evaluate", "figures"}
+                                   "evaluate", "figures", "realism"}
 
 
 @pytest.mark.parametrize("runner", ["snakemake_repo", "dvc_repo"])
@@ -125,7 +129,7 @@ def test_dvc_commit_records_what_snakemake_built(snakemake_repo):
     assert "Nothing to be done" in run(["snakemake", "--cores", "2", "-n"], snakemake_repo)
     lock = yaml.safe_load((snakemake_repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"download", "extract", "normalize", "split", "train",
-                                   "evaluate", "figures"}
+                                   "evaluate", "figures", "realism"}
 
 
 def set_epochs(repo: Path, epochs: int) -> None:
@@ -139,14 +143,14 @@ def test_changing_epochs_reruns_only_training_onwards(snakemake_repo, dvc_repo):
     set_epochs(snakemake_repo, 2)
     dry = run(["snakemake", "--cores", "2", "-n", "--quiet", "rules"], snakemake_repo)
     planned = set(re.findall(r"^(\w+)\s+\d+\s*$", dry, flags=re.M)) - {"total", "job"}
-    assert planned == {"train", "evaluate", "figures", "all"}, dry
+    assert planned == {"train", "evaluate", "figures", "realism", "all"}, dry
     run(["snakemake", "--cores", "2"], snakemake_repo)
     assert len(pd.read_csv(snakemake_repo / "reports/train_history.csv")) == 2
 
     set_epochs(dvc_repo, 2)
     out = run(["dvc", "repro"], dvc_repo)
     ran = set(re.findall(r"Running stage '(\w+)'", out))
-    assert ran == {"train", "evaluate", "figures"}, out
+    assert ran == {"train", "evaluate", "figures", "realism"}, out
     assert len(pd.read_csv(dvc_repo / "reports/train_history.csv")) == 2
 
 

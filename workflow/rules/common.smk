@@ -16,6 +16,7 @@ with open(PARAMS) as _fh:
             f"not passed to the brainseg commands; edit {PARAMS} instead"
         )
 
+REAL_CASE = "tests/data/real/TCGA-DU-7294"  # the real scan the synthetic cohort is compared with
 SOURCE_DIR = "data/source"  # a url source is cached and unpacked here (rule fetch)
 # Threads asked for by train and evaluate: Snakemake lowers this to --cores, and
 # brainseg lowers it again to the cores the machine has.

@@ -46,3 +46,41 @@ rule figures:
         " --per-subject {input.per_subject} --raw-dir data/raw"
         " --pred-dir {input.predictions} --out-dir reports/figures"
         " --run-info {input.run_info} > {log} 2>&1"
+
+
+rule realism:
+    input:
+        manifest="data/raw/manifest.csv",
+        raw=all_raw,
+        model="models/model.pt",
+        real=REAL_CASE,
+    output:
+        summary="reports/realism.json",
+        histograms=report(
+            "reports/realism/histograms.png",
+            caption="../report/realism.rst",
+            category="Realism",
+        ),
+        volumes=report(
+            "reports/realism/tumour_volumes.png",
+            caption="../report/realism.rst",
+            category="Realism",
+        ),
+        slices=report(
+            "reports/realism/synthetic_vs_real.png",
+            caption="../report/realism.rst",
+            category="Realism",
+        ),
+    log:
+        "logs/realism.log",
+    conda:
+        "../envs/brainseg.yaml"
+    params:
+        file=PARAMS,
+        realism=config["realism"],
+        extract=config["extract"],
+        normalize=config["normalize"],
+    shell:
+        "brainseg realism --params {params.file} --raw-dir data/raw --real {input.real}"
+        " --model {input.model} --out-dir reports/realism"
+        " --summary-out {output.summary} > {log} 2>&1"

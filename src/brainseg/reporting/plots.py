@@ -13,6 +13,7 @@ import pandas as pd
 
 from brainseg.data.labels import REGIONS, labels_to_regions
 from brainseg.io.atomic import atomic_file
+from brainseg.io.nifti import MODALITIES, Subject
 
 REGION_COLORS = {"WT": "#f2c230", "TC": "#e4572e", "ET": "#1f9bd1"}
 
@@ -100,4 +101,57 @@ def plot_overlay(flair: np.ndarray, ref: np.ndarray, pred: np.ndarray, title: st
                 plt.Line2D([], [], color="k", ls="--", label="prediction")]
     fig.legend(handles=handles, loc="lower center", ncol=5, frameon=False)
     fig.suptitle(title)
+    _save(fig, path, dpi)
+
+
+def plot_histograms(synthetic: dict[str, np.ndarray], real: dict[str, np.ndarray],
+                    regions: dict[str, str], modalities: tuple[str, ...], bins: int,
+                    path: Path, dpi: int = 120) -> None:
+    """Normalized intensity densities per region (rows) and modality (columns)."""
+    fig, axes = plt.subplots(len(regions), len(modalities), figsize=(3.2 * len(modalities),
+                                                                       2.4 * len(regions)))
+    edges = np.linspace(-4, 6, bins + 1)
+    for row, (name, label) in enumerate(regions.items()):
+        for col, modality in enumerate(modalities):
+            ax = axes[row, col]
+            for values, colour, who in ((synthetic[name], "#1f9bd1", "synthetic"),
+                                        (real[name], "#e4572e", "real")):
+                if len(values):
+                    ax.hist(values[:, col], bins=edges, density=True, histtype="step",
+                            color=colour, lw=1.4, label=who)
+            ax.set_title(f"{modality}: {label}", fontsize=9)
+            ax.set_yticks([])
+    axes[0, 0].legend(fontsize=8)
+    fig.supxlabel("intensity after the pipeline's normalization (z-score in brain)")
+    fig.tight_layout()
+    _save(fig, path, dpi)
+
+
+def plot_volumes(wt_cm3: np.ndarray, reference: tuple[float, float], path: Path,
+                 dpi: int = 120) -> None:
+    """Histogram of synthetic whole-tumour volumes against the BraTS range."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    ax.axvspan(*reference, color="#e4572e", alpha=0.12, label="BraTS range")
+    ax.hist(wt_cm3, bins=np.geomspace(1, 400, 25), color="#1f9bd1", label="synthetic cohort")
+    ax.set(xscale="log", xlabel="whole-tumour volume (cm³)", ylabel="subjects")
+    ax.legend(fontsize=8)
+    _save(fig, path, dpi)
+
+
+def plot_side_by_side(synthetic: Subject, real: Subject, path: Path, dpi: int = 120) -> None:
+    """Axial slice through the tumour centre, four modalities, synthetic above real."""
+    fig, axes = plt.subplots(2, 5, figsize=(14, 6))
+    for row, subject in enumerate((synthetic, real)):
+        seg = subject.seg if subject.seg is not None else np.zeros(subject.image.shape[1:])
+        z = int(np.argmax((seg > 0).sum(axis=(0, 1)))) if seg.any() else seg.shape[2] // 2
+        for col in range(4):
+            plane = subject.image[col, :, :, z]
+            vmax = np.percentile(plane[plane != 0], 99.5) if plane.any() else 1.0
+            axes[row, col].imshow(plane.T, cmap="gray", vmin=0, vmax=vmax)
+            axes[row, col].set_title(f"{subject.subject}: {MODALITIES[col]}", fontsize=9)
+        axes[row, 4].imshow(seg[:, :, z].T, cmap="viridis", vmin=0, vmax=4,
+                            interpolation="nearest")
+        axes[row, 4].set_title("labels (0/1/2/4)", fontsize=9)
+    for ax in axes.ravel():
+        ax.axis("off")
     _save(fig, path, dpi)

@@ -1,0 +1,40 @@
+"""The real BraTS case through ingest, extract, normalize, prediction and 3D evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from brainseg.data.download import run_download
+from brainseg.data.extract import run_extract
+from brainseg.data.normalize import run_normalize
+from brainseg.evaluation.evaluate import run_evaluate
+from tests.evaluation.test_inference import save_checkpoint
+
+
+def test_real_case_end_to_end(params, real_case, tmp_path):
+    params["download"].update(source="local", path=str(real_case.parent))
+    params["extract"]["image_size"] = 64
+    run_download(params, tmp_path / "raw", jobs=1)
+    run_extract(params, tmp_path / "raw", tmp_path / "ext", jobs=1)
+    run_normalize(params, tmp_path / "ext", tmp_path / "slices", jobs=1)
+    image = np.load(tmp_path / "slices" / "TCGA-DU-7294" / "image.npy")
+    label = np.load(tmp_path / "slices" / "TCGA-DU-7294" / "label.npy")
+    assert image.shape[1:] == (4, 64, 64) and set(np.unique(label)) == {0, 1, 2}
+    pd.DataFrame({"subject": ["TCGA-DU-7294"], "split": ["test"]}).to_csv(
+        tmp_path / "splits.csv", index=False)
+    save_checkpoint(tmp_path / "m.pt", image_size=64)
+    metrics = run_evaluate(params, tmp_path / "m.pt", tmp_path / "splits.csv", tmp_path / "raw",
+                           tmp_path / "pred", tmp_path / "per_subject.csv",
+                           tmp_path / "metrics.json", None, "sqlite:///unused.db")
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    pred = nib.load(tmp_path / "pred" / "TCGA-DU-7294_seg.nii.gz")
+    raw = nib.load(real_case / "TCGA-DU-7294_flair.nii.gz")
+    assert pred.shape == raw.shape == (240, 240, 155)
+    np.testing.assert_array_equal(pred.affine, raw.affine)
+    assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2, 4}
+    for region in ("WT", "TC", "ET"):
+        assert 0.0 <= metrics["test"]["dice"][region] <= 1.0
