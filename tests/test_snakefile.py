@@ -18,6 +18,9 @@ def workflow_copy(tmp_path: Path, params: dict) -> Path:
     shutil.copy(REPO / "Snakefile", tmp_path / "Snakefile")
     shutil.copytree(REPO / "workflow", tmp_path / "workflow")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    real = tmp_path / "tests" / "data" / "real"
+    real.mkdir(parents=True)
+    (real / "TCGA-DU-7294").symlink_to(REPO / "tests" / "data" / "real" / "TCGA-DU-7294")
     return tmp_path
 
 
