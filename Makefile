@@ -25,7 +25,7 @@ run: install  ## run the whole pipeline on params.yaml with Snakemake
 	snakemake --cores $(CORES)
 
 lint: install  ## ruff, snakefmt --check, snakemake --lint
-	ruff check src tests
+	ruff check src tests benchmarks
 	snakefmt --check Snakefile workflow
 	snakemake --lint
 
