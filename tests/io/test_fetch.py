@@ -373,3 +373,18 @@ def test_fetch_then_extract_real_targz(server, tmp_path):
     got = fetch(f"{base}/BraTS2020.tar.gz", tmp_path / "cache", sha(archive.read_bytes()),
                 **FAST)
     check_good(extract_archive(got, tmp_path / "raw"))
+
+
+def test_md5_is_checked_when_no_sha256_and_the_sha256_is_logged(server, payload, tmp_path,
+                                                               caplog):
+    """Some datasets (the Decathlon's) publish only an MD5."""
+    base, state = server
+    state.files["/Task01.tar"] = payload
+    good = hashlib.md5(payload).hexdigest()
+    with caplog.at_level(logging.WARNING):
+        out = fetch(f"{base}/Task01.tar", tmp_path / "ok", md5=good, **FAST)
+    assert out.read_bytes() == payload
+    assert sha(payload) in caplog.text
+    with pytest.raises(BrainsegError, match="md5 mismatch"):
+        fetch(f"{base}/Task01.tar", tmp_path / "bad", md5="0" * 32, **FAST)
+    assert list((tmp_path / "bad").iterdir()) == []

@@ -32,9 +32,9 @@ def fetch_source(cfg: dict[str, Any], source_dir: Path) -> Path:
 
     if not cfg.get("url"):
         raise BrainsegError("download.url: required when download.source is 'url'")
-    archive = fetch(cfg["url"], Path(source_dir) / "archive", cfg.get("sha256"))
+    archive = fetch(cfg["url"], Path(source_dir) / "archive", cfg.get("sha256"), md5=cfg.get("md5"))
     dest = extracted_dir(source_dir)
-    stamp = f"{archive.name} {cfg.get('sha256') or ''}\n"
+    stamp = f"{archive.name} {cfg.get('sha256') or ''} {cfg.get('md5') or ''}\n"
     marker = dest / ".brainseg-source"
     if not (marker.is_file() and marker.read_text() == stamp):
         extract_archive(archive, dest)

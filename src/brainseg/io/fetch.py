@@ -32,8 +32,9 @@ class _RetryableError(Exception):
     """A transient failure (network, timeout, truncated body, 5xx/429): try again."""
 
 
-def fetch(url: str, cache_dir: Path, sha256: str | None = None, *, timeout: float = 30.0,
-          retries: int = 4, backoff: float = 1.0, chunk_size: int = 1 << 20) -> Path:
+def fetch(url: str, cache_dir: Path, sha256: str | None = None, *, md5: str | None = None,
+          timeout: float = 30.0, retries: int = 4, backoff: float = 1.0,
+          chunk_size: int = 1 << 20) -> Path:
     """Download `url` into `cache_dir` and return the verified file's path.
 
     The file is cached as `cache_dir/<last URL path component>`; while downloading it is
@@ -44,6 +45,8 @@ def fetch(url: str, cache_dir: Path, sha256: str | None = None, *, timeout: floa
         url: An http(s) URL.
         cache_dir: Folder of the cache (created if missing).
         sha256: Expected hex digest; when None the computed digest is logged at WARNING.
+        md5: Expected MD5 hex digest, checked only when `sha256` is None (some datasets
+            publish only an MD5, e.g. the Decathlon's); the SHA-256 is then logged to record.
         timeout: Socket timeout in seconds of each connect and each read.
         retries: Number of retries after the first attempt on transient failures.
         backoff: Retry `k` (from 0) waits `backoff * 2**k` seconds.
@@ -65,26 +68,21 @@ def fetch(url: str, cache_dir: Path, sha256: str | None = None, *, timeout: floa
         sha256 = sha256.strip().lower()
         if not _SHA256.fullmatch(sha256):
             raise BrainsegError(f"{url}: sha256 {sha256!r} is not 64 hexadecimal digits")
+    if md5 is not None:
+        md5 = md5.strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{32}", md5):
+            raise BrainsegError(f"{url}: md5 {md5!r} is not 32 hexadecimal digits")
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     name = _cache_name(parts.path)
     final = cache_dir / name
-    if final.is_file():
-        if sha256 is None or _sha256_file(final) == sha256:
-            log.info("%s: using cached %s", url, final)
-            return final
-        log.warning("%s: cached %s fails its checksum; downloading again", url, final)
-        final.unlink()
+    if final.is_file() and _verify(url, final, sha256, md5, raise_on_mismatch=False):
+        log.info("%s: using cached %s", url, final)
+        return final
     part = cache_dir / f"{name}.part"
     _download_with_retries(url, part, timeout=timeout, retries=retries, backoff=backoff,
                            chunk_size=chunk_size)
-    actual = _sha256_file(part)
-    if sha256 is None:
-        log.warning("%s: no sha256 given; its sha256 is %s: record it in params "
-                    "(download.sha256)", url, actual)
-    elif actual != sha256:
-        part.unlink(missing_ok=True)
-        raise BrainsegError(f"{url}: sha256 mismatch: expected {sha256}, got {actual}")
+    _verify(url, part, sha256, md5, raise_on_mismatch=True)
     os.replace(part, final)
     log.info("%s: saved %s", url, final)
     return final
@@ -96,12 +94,35 @@ def _cache_name(url_path: str) -> str:
     return "download" if bad else name
 
 
-def _sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
+def _digests(path: Path, chunk_size: int = 1 << 20) -> tuple[str, str]:
+    """SHA-256 and MD5 of a file, in one pass."""
+    sha, md = hashlib.sha256(), hashlib.md5()
     with open(path, "rb") as fh:
         while chunk := fh.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
+            sha.update(chunk)
+            md.update(chunk)
+    return sha.hexdigest(), md.hexdigest()
+
+
+def _verify(url: str, path: Path, sha256: str | None, md5: str | None,
+            raise_on_mismatch: bool) -> bool:
+    """Check `path` against the SHA-256 (or, without one, the MD5) given.
+
+    A file that fails is deleted; with `raise_on_mismatch` the failure is an error.
+    Without a SHA-256 the computed one is logged, to be recorded in params.
+    """
+    actual_sha, actual_md5 = _digests(path)
+    kind, expected, actual = ("sha256", sha256, actual_sha) if sha256 else ("md5", md5, actual_md5)
+    if expected is not None and actual != expected:
+        path.unlink(missing_ok=True)
+        if raise_on_mismatch:
+            raise BrainsegError(f"{url}: {kind} mismatch: expected {expected}, got {actual}")
+        log.warning("%s: cached %s fails its checksum; downloading again", url, path)
+        return False
+    if sha256 is None:
+        log.warning("%s: no sha256 given; its sha256 is %s: record it in params "
+                    "(download.sha256)", url, actual_sha)
+    return True
 
 
 def _download_with_retries(url: str, part: Path, *, timeout: float, retries: int,
