@@ -19,6 +19,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from brainseg.io.atomic import write_text
+from brainseg.io.hashing import file_digests
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +86,6 @@ def git_commit() -> str:
     return f"{sha}-dirty" if dirty else sha
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def dvc_dir_hash(folder: str | Path) -> str:
     """The hash DVC gives a directory output (`<md5>.dir`), computed without DVC.
 
@@ -100,7 +93,7 @@ def dvc_dir_hash(folder: str | Path) -> str:
     """
     folder = Path(folder)
     entries = [
-        {"md5": _md5(p), "relpath": p.relative_to(folder).as_posix()}
+        {"md5": file_digests(p, "md5")[0], "relpath": p.relative_to(folder).as_posix()}
         for p in sorted(folder.rglob("*"), key=lambda q: q.relative_to(folder).as_posix())
         if p.is_file()
     ]

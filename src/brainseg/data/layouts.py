@@ -18,7 +18,7 @@ import nibabel as nib
 import numpy as np
 
 from brainseg.errors import BrainsegError
-from brainseg.io.nifti import LABEL_VALUES, MODALITIES, SUFFIXES, Subject, load_nifti
+from brainseg.io.nifti import LABEL_VALUES, MODALITIES, SUFFIXES, Subject, find_nifti, load_nifti
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +71,6 @@ def _strip_suffix(name: str) -> str | None:
     return None
 
 
-def _find(folder: Path, stem: str) -> Path | None:
-    """Return `<folder>/<stem>.nii.gz` (or `.nii`) if it exists."""
-    for suffix in SUFFIXES:
-        if (folder / f"{stem}{suffix}").is_file():
-            return folder / f"{stem}{suffix}"
-    return None
-
-
 def _require_dir(root: Path) -> Path:
     root = Path(root)
     if not root.is_dir():
@@ -112,7 +104,7 @@ def detect_layout(root: Path) -> str:
         first = folders[0]
         for layout, sep in BRATS_SEPARATORS.items():
             key = BRATS_NAMES[layout]["t1ce"]
-            if _find(first, f"{first.name}{sep}{key}") is not None:
+            if find_nifti(first, f"{first.name}{sep}{key}") is not None:
                 log.debug("%s: detected layout %s from %s", root, layout, first.name)
                 return layout
     raise BrainsegError(f"{root}: {UNKNOWN_LAYOUT}")
@@ -163,9 +155,9 @@ def labelled_subjects(root: Path, layout: str) -> list[str]:
     ids = list_subjects(root, layout)
     root = Path(root)
     if layout == "decathlon":
-        return [s for s in ids if _find(root / "labelsTr", s) is not None]
+        return [s for s in ids if find_nifti(root / "labelsTr", s) is not None]
     sep = BRATS_SEPARATORS[layout]
-    return [s for s in ids if _find(root / s, f"{s}{sep}seg") is not None]
+    return [s for s in ids if find_nifti(root / s, f"{s}{sep}seg") is not None]
 
 
 def _codes(values, sep: str = ",") -> str:
@@ -256,7 +248,7 @@ def brats_files(root: Path, layout: str, subject: str) -> dict[str, Path]:
     sep, names = BRATS_SEPARATORS[layout], BRATS_NAMES[layout]
     files: dict[str, Path] = {}
     for key in (*MODALITIES, "seg"):
-        found = _find(folder, f"{subject}{sep}{names[key]}")
+        found = find_nifti(folder, f"{subject}{sep}{names[key]}")
         if found is None and key != "seg":
             expected = folder / f"{subject}{sep}{names[key]}.nii.gz"
             raise BrainsegError(f"{expected}: missing modality {names[key]} ({layout})")
@@ -313,7 +305,7 @@ def _header_3d(header: nib.Nifti1Header, shape: tuple[int, ...]) -> nib.Nifti1He
 
 
 def _load_decathlon(root: Path, subject: str) -> SourceSubject:
-    path = _find(root / "imagesTr", subject) or _find(root / "imagesTs", subject)
+    path = find_nifti(root / "imagesTr", subject) or find_nifti(root / "imagesTs", subject)
     if path is None:
         raise BrainsegError(f"{root / 'imagesTr' / (subject + '.nii.gz')}: missing image "
                             "(also not in imagesTs/)")
@@ -321,7 +313,7 @@ def _load_decathlon(root: Path, subject: str) -> SourceSubject:
     image = np.stack([data[..., DECATHLON_CHANNELS[m]] for m in MODALITIES])
     files = {m: path for m in MODALITIES}
     seg = None
-    label_path = _find(root / "labelsTr", subject)
+    label_path = find_nifti(root / "labelsTr", subject)
     if label_path is not None:
         labels, label_img = load_nifti(label_path)
         _check_same_grid(label_path, label_img, path, img)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import nibabel as nib
@@ -12,18 +11,10 @@ import pandas as pd
 from brainseg.data.layouts import brats_files, to_internal_labels
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_file
+from brainseg.io.hashing import file_digests
 from brainseg.io.nifti import MODALITIES
 
 COLUMNS = ["subject", "source", "shape", "spacing", "wt_voxels", "tc_voxels", "et_voxels", "wt_cm3"]
-
-
-def sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def manifest_row(subject_dir: Path, source: str) -> dict:
@@ -47,7 +38,7 @@ def manifest_row(subject_dir: Path, source: str) -> dict:
     }
     for key in (*MODALITIES, "seg"):
         row[f"{key}_file"] = files[key].relative_to(subject_dir.parent).as_posix()
-        row[f"{key}_sha256"] = sha256(files[key])
+        (row[f"{key}_sha256"],) = file_digests(files[key], "sha256")
     return row
 
 

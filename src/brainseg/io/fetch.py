@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -20,6 +19,7 @@ from tqdm.auto import tqdm
 
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_dir
+from brainseg.io.hashing import file_digests
 
 log = logging.getLogger(__name__)
 
@@ -94,16 +94,6 @@ def _cache_name(url_path: str) -> str:
     return "download" if bad else name
 
 
-def _digests(path: Path, chunk_size: int = 1 << 20) -> tuple[str, str]:
-    """SHA-256 and MD5 of a file, in one pass."""
-    sha, md = hashlib.sha256(), hashlib.md5()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_size):
-            sha.update(chunk)
-            md.update(chunk)
-    return sha.hexdigest(), md.hexdigest()
-
-
 def _verify(url: str, path: Path, sha256: str | None, md5: str | None,
             raise_on_mismatch: bool) -> bool:
     """Check `path` against the SHA-256 (or, without one, the MD5) given.
@@ -111,7 +101,7 @@ def _verify(url: str, path: Path, sha256: str | None, md5: str | None,
     A file that fails is deleted; with `raise_on_mismatch` the failure is an error.
     Without a SHA-256 the computed one is logged, to be recorded in params.
     """
-    actual_sha, actual_md5 = _digests(path)
+    actual_sha, actual_md5 = file_digests(path, "sha256", "md5")
     kind, expected, actual = ("sha256", sha256, actual_sha) if sha256 else ("md5", md5, actual_md5)
     if expected is not None and actual != expected:
         path.unlink(missing_ok=True)

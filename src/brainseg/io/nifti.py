@@ -52,10 +52,10 @@ class Subject:
         return tuple(float(z) for z in self.header.get_zooms()[:3])  # type: ignore[return-value]
 
 
-def find_file(subject_dir: Path, subject: str, key: str) -> Path | None:
-    """Return `<dir>/<subject>_<key>.nii.gz` (or `.nii`) if it exists."""
+def find_nifti(folder: Path, stem: str) -> Path | None:
+    """Return `<folder>/<stem>.nii.gz` (or `.nii`) if it exists."""
     for suffix in SUFFIXES:
-        candidate = subject_dir / f"{subject}_{key}{suffix}"
+        candidate = folder / f"{stem}{suffix}"
         if candidate.is_file():
             return candidate
     return None

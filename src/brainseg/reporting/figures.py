@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from brainseg.io.atomic import atomic_dir
-from brainseg.io.nifti import find_file
+from brainseg.io.nifti import find_nifti
 from brainseg.params import load_params
 from brainseg.reporting.plots import plot_dice_box, plot_learning_curves, plot_overlay
 from brainseg.tracking import add_tracking_argument, log_to_run, tracking_uri
@@ -38,8 +38,8 @@ def run_figures(params: dict[str, Any], history: Path, per_subject_csv: Path, ra
         plot_learning_curves(pd.read_csv(history), tmp / "learning_curves.png", dpi)
         plot_dice_box(per_subject, tmp / "dice_boxplot.png", dpi)
         for case, subject in pick_cases(per_subject).items():
-            flair = np.asarray(nib.load(find_file(raw_dir / subject, subject, "flair")).dataobj)
-            ref = np.asarray(nib.load(find_file(raw_dir / subject, subject, "seg")).dataobj)
+            flair = np.asarray(nib.load(find_nifti(raw_dir / subject, f"{subject}_flair")).dataobj)
+            ref = np.asarray(nib.load(find_nifti(raw_dir / subject, f"{subject}_seg")).dataobj)
             pred = np.asarray(nib.load(pred_dir / f"{subject}_seg.nii.gz").dataobj)
             row = per_subject.set_index("subject").loc[subject]
             title = (f"{case}: {subject}  Dice WT {row['dice_WT']:.3f}  TC {row['dice_TC']:.3f}"
