@@ -55,3 +55,21 @@ def test_load_params_errors_name_the_file(tmp_path):
 def test_flatten_uses_dotted_params_keys():
     assert flatten({"train": {"lr": 0.1, "model": {"depth": 3}}, "base": {"seed": 1}}) == {
         "train.lr": 0.1, "train.model.depth": 3, "base.seed": 1}
+
+
+def test_cross_key_checks_name_the_key(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["train"]["model"]["deep_supervision"] = params["train"]["model"]["depth"]
+    with pytest.raises(BrainsegError, match=r"train\.model\.deep_supervision"):
+        validate_params(params)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["train"]["augment"]["gamma"]["range"] = [1.5, 0.7]
+    with pytest.raises(BrainsegError, match=r"train\.augment\.gamma\.range"):
+        validate_params(params)
+
+
+def test_unknown_augmentation_is_refused():
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["train"]["augment"]["cutout"] = {"p": 0.5}
+    with pytest.raises(BrainsegError, match=r"train\.augment\.cutout"):
+        validate_params(params)

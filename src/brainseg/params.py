@@ -51,7 +51,40 @@ def validate_params(params: Any, source: str = "params") -> dict[str, Any]:
     if errors:
         err = errors[0]
         raise BrainsegError(f"{source}: invalid key '{_key_of(err)}': {err.message}")
+    check_combinations(params, source)
     return params
+
+
+def _ranges(node: Any, prefix: str = ""):
+    """(dotted key, value) of every two-number list ([low, high] ranges) under `node`."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            yield from _ranges(value, f"{prefix}{key}.")
+    elif isinstance(node, list) and len(node) == 2 and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in node
+    ):
+        yield prefix[:-1], node
+
+
+def check_combinations(params: Mapping[str, Any], source: str = "params") -> None:
+    """Checks that span several keys, which the schema cannot express.
+
+    Raises:
+        BrainsegError: naming the key, for a [low, high] range with low > high or a
+            combination of values that cannot work.
+    """
+    for key, (low, high) in _ranges(params):
+        if low > high:
+            raise BrainsegError(
+                f"{source}: invalid key '{key}': range [{low}, {high}] has low > high"
+            )
+    model = params["train"]["model"]
+    if model["deep_supervision"] >= model["depth"]:
+        raise BrainsegError(
+            f"{source}: invalid key 'train.model.deep_supervision': {model['deep_supervision']} "
+            f"supervised decoder levels need a depth above it (train.model.depth is "
+            f"{model['depth']})"
+        )
 
 
 def load_params(path: str | Path) -> dict[str, Any]:

@@ -7,8 +7,7 @@ import torch
 from brainseg.training.data import SliceDataset, build_augmentation
 from brainseg.training.losses import DiceBCELoss, soft_dice_loss
 
-AUG = {"flip_p": 1.0, "rotate_deg": 0.0, "rotate_p": 0.0, "intensity_scale": 0.0,
-       "intensity_p": 0.0}
+AUG = {"flip": {"p": 1.0}, "affine": {"p": 0.0, "rotate_deg": 0.0, "scale": [1, 1], "shift": 0}}
 
 
 def write_store(folder, n=3, size=16):
@@ -35,8 +34,8 @@ def test_dataset_yields_regions_and_flips_image_and_mask_together(tmp_path):
 
 def test_augmentation_is_seeded(tmp_path):
     write_store(tmp_path / "S-1")
-    aug = {**AUG, "flip_p": 0.5, "rotate_deg": 30.0, "rotate_p": 0.7, "intensity_scale": 0.2,
-           "intensity_p": 0.5}
+    aug = {"flip": {"p": 0.5}, "affine": {"p": 0.7, "rotate_deg": 30.0, "scale": [0.9, 1.1],
+                                          "shift": 0.05}}
     runs = [[SliceDataset([tmp_path / "S-1"], build_augmentation(aug, 3))[i][0] for i in range(3)]
             for _ in range(2)]
     assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))

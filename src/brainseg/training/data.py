@@ -16,28 +16,24 @@ from brainseg.errors import BrainsegError
 
 
 def build_augmentation(cfg: dict[str, Any], seed: int) -> A.Compose:
-    """Flips, rotation and per-channel intensity scaling; the same spatial transform on the mask.
+    """Flips and affine transforms; the same spatial transform on the mask.
 
     Args:
         cfg: the `train.augment` params.
         seed: seed of albumentations' own random generator.
     """
-    scale = cfg["intensity_scale"]
+    aff = cfg["affine"]
     return A.Compose(
         [
-            A.HorizontalFlip(p=cfg["flip_p"]),
+            A.HorizontalFlip(p=cfg["flip"]["p"]),
             A.Affine(
-                rotate=(-cfg["rotate_deg"], cfg["rotate_deg"]),
+                rotate=(-aff["rotate_deg"], aff["rotate_deg"]),
                 interpolation=cv2.INTER_LINEAR,
                 mask_interpolation=cv2.INTER_NEAREST,
                 border_mode=cv2.BORDER_CONSTANT,
                 fill=0,
                 fill_mask=0,
-                p=cfg["rotate_p"],
-            ),
-            A.MultiplicativeNoise(
-                multiplier=(1 - scale, 1 + scale), per_channel=True, elementwise=False,
-                p=cfg["intensity_p"],
+                p=aff["p"],
             ),
         ],
         seed=seed,

@@ -18,7 +18,7 @@ class TrainingRun:
     Args:
         uri: tracking URI.
         experiment: experiment name (created once if missing).
-        params: the whole validated params, logged flattened (`train.lr`, ...).
+        params: the whole validated params, logged flattened (`train.optimizer.lr`, ...).
         data_dir: training data folder; its DVC hash is the `data_version` tag.
     """
 

@@ -111,8 +111,10 @@ def run_train(params: dict[str, Any], slices_dir: str | Path, splits_path: str |
     val_folders = subject_folders(Path(slices_dir), splits, "val")
     loader = make_loader(train_set, cfg, gen, workers)
     model = build_model(cfg["model"]).to(device=device, memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    loss_fn = DiceBCELoss(cfg["loss"]["dice_weight"], cfg["loss"]["bce_weight"])
+    opt = cfg["optimizer"]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=opt["lr"],
+                                  weight_decay=opt["weight_decay"])
+    loss_fn = DiceBCELoss(cfg["loss"]["dice_weight"], cfg["loss"]["ce_weight"])
     config = {"model": {**cfg["model"], "in_channels": 4, "out_channels": len(REGIONS)},
               "extract": params["extract"], "normalize": params["normalize"],
               "regions": list(REGIONS)}
