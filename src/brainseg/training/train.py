@@ -25,6 +25,7 @@ from brainseg.errors import BrainsegError
 from brainseg.evaluation.inference import predict_slices
 from brainseg.evaluation.metrics import dice
 from brainseg.io.atomic import atomic_file
+from brainseg.models.outputs import region_targets
 from brainseg.models.unet import build_model
 from brainseg.parallel import default_jobs
 from brainseg.params import load_params
@@ -84,9 +85,9 @@ def train_epoch(model, loader, loss_fn, optimizer, device: str, epoch: int) -> t
     """One pass over the loader; returns (mean loss, slices per second)."""
     model.train()
     total, count, start = 0.0, 0, time.perf_counter()
-    for image, target in tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False):
+    for image, label in tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False):
         image = image.to(device).contiguous(memory_format=torch.channels_last)
-        loss = loss_fn(model(image), target.to(device))
+        loss = loss_fn(model(image), region_targets(label).to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
