@@ -72,7 +72,7 @@ def test_each_transform_alone_changes_the_image_and_keeps_it_finite(real_store, 
         assert torch.equal(y, y0)
 
 
-@pytest.mark.parametrize("name", ["gamma", "brightness_contrast", "noise"])
+@pytest.mark.parametrize("name", INTENSITY)
 def test_intensity_transforms_act_on_the_brain_only_and_never_clip(real_store, name):
     plain = SliceDataset([real_store])
     aug = SliceDataset([real_store], build_augmentation(augment_cfg(**{name: STRONG[name]}), 0))

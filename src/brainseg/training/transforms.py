@@ -4,9 +4,9 @@ albumentations' own RandomGamma, RandomBrightnessContrast, GaussNoise and Gaussi
 clip float32 images to [0, 1] (RandomGamma even returns NaN for negative values), which
 destroys z-scored intensities. These transforms work on float32 (h, w, c) images in
 z-score units and never clip. They follow nnU-Net's intensity augmentations, except
-that gamma, brightness/contrast and noise act on the brain only (voxels that are
-non-zero in any channel): the background stays exactly 0, as it is in every image the
-network sees at inference.
+that they change the brain only (pixels non-zero in any channel): the background stays
+exactly 0, as it is in every image the network sees at inference (blur is computed on
+the whole slice, then the background is reset to 0).
 
 Every random draw comes from albumentations' own generators (`self.random_generator`,
 `self.py_random` for the apply-or-not decision), so that `Compose.set_random_state`
@@ -144,7 +144,8 @@ class BrainGaussianNoise(ImageOnlyTransform):
 
 
 class FloatGaussianBlur(ImageOnlyTransform):
-    """Gaussian blur with one sigma per channel (pixels), without clipping.
+    """Gaussian blur with one sigma per channel (pixels), without clipping; the background
+    (pixels zero in every channel) stays 0.
 
     Args:
         sigma_range: (low, high) of the blur's standard deviation in pixels.
@@ -165,7 +166,8 @@ class FloatGaussianBlur(ImageOnlyTransform):
         blurred = np.stack([cv2.GaussianBlur(np.ascontiguousarray(out[..., c]), (0, 0), s,
                                              borderType=cv2.BORDER_REFLECT_101)
                             for c, s in enumerate(sigma)], axis=-1)
-        return blurred.reshape(img.shape)
+        return np.where(brain_of(out)[..., None], blurred, 0).astype(np.float32).reshape(
+            img.shape)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("sigma_range",)
