@@ -136,7 +136,8 @@ class SliceDataset(Dataset):
     def sample(self, item: int | tuple[int, int]) -> dict[str, Any]:
         """The (possibly augmented) arrays of one item: `image` float32 (h, w, 4), `mask`
         uint8 (h, w), and `applied_transforms` when the transform records them."""
-        idx, seed = (int(item[0]), int(item[1])) if isinstance(item, tuple) else (int(item), None)
+        idx, seed = (item[0], item[1]) if isinstance(item, tuple | list) else (item, None)
+        idx, seed = int(idx), None if seed is None else int(seed)
         i, k = self.index[idx]
         data = {"image": np.asarray(self.arrays[i][0][k], dtype=np.float32).transpose(1, 2, 0),
                 "mask": np.asarray(self.arrays[i][1][k])}
