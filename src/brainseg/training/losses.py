@@ -32,3 +32,16 @@ class DiceBCELoss(nn.Module):
         return self.dice_weight * soft_dice_loss(logits, target) + self.bce_weight * self.bce(
             logits, target
         )
+
+
+class SegmentationLoss(nn.Module):
+    """Interim (regions only, no deep supervision): Dice + BCE on labels (n, h, w)."""
+
+    def __init__(self, output: str, dice_weight: float = 1.0, ce_weight: float = 1.0) -> None:
+        super().__init__()
+        self.inner = DiceBCELoss(dice_weight, ce_weight)
+
+    def forward(self, outputs, labels: torch.Tensor) -> torch.Tensor:
+        from brainseg.models.outputs import region_targets
+
+        return self.inner(outputs.float(), region_targets(labels))
