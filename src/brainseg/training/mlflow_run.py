@@ -103,8 +103,9 @@ class TrainingRun:
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "brainseg"],
         )
         version = str(info.registered_model_version)
-        log.info("registered model %s version %s (%s)", name, version, info.model_uri)
-        return {"model_name": name, "model_version": version, "model_uri": info.model_uri}
+        log.info("registered model %s version %s (logged as %s)", name, version, info.model_uri)
+        return {"model_name": name, "model_version": version,
+                "model_uri": f"models:/{name}/{version}"}
 
     def finish(self, best: dict[str, float], model: Path, history: Path, run_info: Path,
                registered: dict[str, str]) -> None:
