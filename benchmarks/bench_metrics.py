@@ -1,6 +1,7 @@
 """Seconds per subject for every metric of `evaluate` (3 regions, 240 x 240 x 155, one core).
 
-Run: taskset -c 0 .venv/bin/python benchmarks/bench_metrics.py [--repeats 7] [--json out.json]
+Run: taskset -c 0 .venv/bin/python benchmarks/bench_metrics.py [--repeats 7]
+     [--json benchmarks/results/bench_metrics.json]
 
 Two realistic pairs of label maps, each timed `--repeats` times (median reported):
 - real: tests/data/real/TCGA-DU-7294's reference (its label-1 voxels next to edema
@@ -17,12 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import platform
 import statistics
 import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import scipy
 from scipy import ndimage
 
 from brainseg.evaluation.metrics import region_metrics
@@ -103,8 +107,13 @@ def main() -> None:
                  result["min_s"], result["max_s"], args.repeats, result["median_s"] / TARGET_S,
                  TARGET_S)
     if args.json is not None:
-        args.json.write_text(json.dumps({"target_s": TARGET_S, "repeats": args.repeats,
-                                         "pairs": results}, indent=2) + "\n")
+        record = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor()
+                  or platform.machine(), "cores_allowed": len(os.sched_getaffinity(0)),
+                  "python": platform.python_version(), "numpy": np.__version__,
+                  "scipy": scipy.__version__, "target_s": TARGET_S, "repeats": args.repeats,
+                  "pairs": results}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

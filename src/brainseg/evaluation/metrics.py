@@ -12,9 +12,10 @@ P is the predicted mask, R the reference; TP, FP, FN, TN count voxels of the who
 - accuracy = (TP + TN) / voxels.
 - HD95 (mm, from the voxel spacing) is the 95th percentile (linear interpolation) of
   the distances from every surface voxel of P to the surface of R pooled with those
-  from every surface voxel of R to the surface of P, as MedPy's `hd95` (the tool
-  BraTS 2018-2021 scored with). A surface voxel is a mask voxel with a background
-  6-neighbour (erosion by the connectivity-1 cross; outside the grid is background).
+  from every surface voxel of R to the surface of P, as MedPy's `hd95` (which the
+  BraTS organisers' CBICA `Hausdorff95` tool wraps). A surface voxel is a mask voxel
+  with a background 6-neighbour (erosion by the connectivity-1 cross; outside the grid
+  is background).
   Both empty: 0; exactly one empty: 373.13 mm, the diagonal of a 240 x 240 x 155 mm
   volume.
 - volume_diff_cm3 = (|P| - |R|) x voxel volume / 1000: signed, positive when the
