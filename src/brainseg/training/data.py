@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from brainseg.data.labels import labels_to_regions
 from brainseg.errors import BrainsegError
 
 
@@ -62,17 +61,21 @@ class SliceDataset(Dataset):
         self.arrays = [load_subject_slices(f) for f in folders]
         self.index = [(i, k) for i, (img, _) in enumerate(self.arrays) for k in range(len(img))]
         self.transform = transform
+        self.has_tumor = np.concatenate([np.asarray(lab).reshape(len(lab), -1).any(1)
+                                         for _, lab in self.arrays])
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key) -> tuple[torch.Tensor, torch.Tensor]:
+        idx, seed = key if isinstance(key, tuple) else (key, None)
         i, k = self.index[idx]
         image = np.asarray(self.arrays[i][0][k], dtype=np.float32)
         label = np.asarray(self.arrays[i][1][k])
         if self.transform is not None:
+            if seed is not None:
+                self.transform.set_random_seed(seed)
             out = self.transform(image=image.transpose(1, 2, 0), mask=label)
             image = np.ascontiguousarray(out["image"].transpose(2, 0, 1), dtype=np.float32)
             label = out["mask"]
-        regions = labels_to_regions(label).astype(np.float32)
-        return torch.from_numpy(image), torch.from_numpy(regions)
+        return torch.from_numpy(image), torch.from_numpy(label.astype(np.int64))
