@@ -12,9 +12,9 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from brainseg.errors import BrainsegError
+from brainseg.tracking import read_run_info
 from brainseg.training.state import fingerprint, save_state
 from brainseg.training.train import run_train
-from brainseg.tracking import read_run_info
 from tests.training.conftest import train_paths
 
 

@@ -27,7 +27,7 @@ from brainseg.evaluation.metrics import METRICS, region_metrics
 from brainseg.io.atomic import atomic_dir, write_text
 from brainseg.io.nifti import load_subject, save_nifti
 from brainseg.params import load_params
-from brainseg.tracking import log_to_run
+from brainseg.tracking import log_to_run, tag_model_version
 from brainseg.training.train import add_runtime_arguments, resolve_device, set_threads
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,10 @@ def run_evaluate(params: dict[str, Any], model_path: Path, splits_path: Path, ra
     log.info("test Dice: %s", {k: round(v, 4) for k, v in metrics["test"]["dice"].items()})
     if run_info is not None:
         test = metrics["test"]
-        log_to_run(tracking_uri, run_info, "evaluation", [per_subject_out, metrics_out],
-                   {f"test_{m}_{r}": v for m in METRICS for r, v in test[m].items()})
+        scores = {f"test_{m}_{r}": v for m in METRICS for r, v in test[m].items()}
+        log_to_run(tracking_uri, run_info, "evaluation", [per_subject_out, metrics_out], scores)
+        tag_model_version(tracking_uri, run_info, {k: v for k, v in scores.items()
+                                                   if k.startswith(("test_dice", "test_hd95"))})
     return metrics
 
 

@@ -30,25 +30,6 @@ def soft_dice(probs: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> to
     return 1.0 - ((2 * inter + eps) / (total + eps)).mean()
 
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """`soft_dice` of the sigmoid of region logits (n, c, h, w) against binary targets."""
-    return soft_dice(torch.sigmoid(logits), target, eps)
-
-
-class DiceBCELoss(nn.Module):
-    """`dice_weight * soft Dice loss + bce_weight * BCE with logits`."""
-
-    def __init__(self, dice_weight: float = 1.0, bce_weight: float = 1.0) -> None:
-        super().__init__()
-        self.dice_weight, self.bce_weight = dice_weight, bce_weight
-        self.bce = nn.BCEWithLogitsLoss()
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.dice_weight * soft_dice_loss(logits, target) + self.bce_weight * self.bce(
-            logits, target
-        )
-
-
 def deep_supervision_weights(levels: int) -> list[float]:
     """nnU-Net weights 1, 1/2, 1/4, ... for `levels` outputs (finest first), summing to 1."""
     raw = [0.5**i for i in range(levels)]
