@@ -16,7 +16,7 @@ def test_default_and_smoke_params_are_valid():
     for name in ("params.yaml", "tests/params-smoke.yaml"):
         params = load_params(REPO / name)
         assert set(params) == {"base", "download", "extract", "normalize", "split", "train",
-                               "evaluate", "figures", "realism"}
+                               "evaluate", "figures", "realism", "postprocess"}
 
 
 def test_smoke_params_set_every_key_of_the_defaults():
