@@ -19,7 +19,7 @@ from tests.evaluation.test_inference import save_checkpoint
 
 SHAPE = (24, 24, 12)
 SPACING = (1.0, 1.0, 2.0)  # 2 mm3 per voxel
-CFG = {"flip_tta": True, "thresholds": [0.3, 0.5, 0.7],
+CFG = {"min_gain": 0.0, "flip_tta": True, "thresholds": [0.3, 0.5, 0.7],
        "min_component_mm3": {"WT": 50.0, "TC": 100.0, "ET": 20.0}, "et_to_necrosis_mm3": 100.0}
 
 
@@ -86,6 +86,14 @@ def test_ties_keep_the_simpler_setting_and_off_options_are_not_tried():
     assert search.table()["option"].tolist() == ["baseline", "flip_tta"]
     cfg["flip_tta"] = False
     assert choose([case], cfg, 0.5).table()["option"].tolist() == ["baseline"]
+
+
+def test_gains_within_min_gain_are_not_kept():
+    search = choose([constructed_case()], {**CFG, "min_gain": 0.9}, base_threshold=0.5)
+    assert search.current == PostprocessSettings.uniform(0.5)
+    table = search.table()
+    assert table["chosen"].tolist() == [True] + [False] * (len(table) - 1)
+    assert table["gain"].max() > 0, "some step helped, by less than min_gain"
 
 
 def test_flip_tta_is_chosen_when_it_helps():

@@ -12,18 +12,20 @@ tumour or the reference has some). Then, greedily and in this fixed order:
 
 The start is the plain prediction (`evaluate.threshold` for every region, nothing else).
 A step is kept only if it raises the mean validation Dice (the mean over subjects of
-the mean over WT, TC and ET) strictly: ties keep the simpler setting (no TTA, the
-current threshold, no clean-up). Among threshold candidates with equal Dice the first
-in the list wins. An option is off (not tried) with `flip_tta: false`, an empty
-threshold list, or a volume of 0.
+the mean over WT, TC and ET) by more than `postprocess.min_gain`: ties (and gains within
+that margin, noise on a few subjects) keep the simpler setting (no TTA, the current
+threshold, no clean-up). Among threshold candidates with equal Dice the first in the
+list wins. An option is off (not tried) with `flip_tta: false`, an empty threshold
+list, or a volume of 0.
 
 Writes `postprocess.json` (the chosen settings, read by `evaluate`) and
-`postprocess.csv` (every setting tried: validation Dice per region and mean, chosen or
-not), and adds both files (artifact folder `postprocess/`) and metrics to the training's
-MLflow run: `postprocess.chosen.<setting>` (the chosen settings, flattened as in the
-JSON; flip_tta as 0/1) and `postprocess_{baseline_,}val_dice_<region|mean>`. Metrics, not
-params: MLflow params cannot change once logged, and this stage reruns alone on the
-same run when only its params change.
+`postprocess.csv` (every setting tried: validation Dice per region and mean, its gain
+over the settings it was compared with, chosen or not), and adds both files (artifact
+folder `postprocess/`) and metrics to the training's MLflow run:
+`postprocess.chosen.<setting>` (the chosen settings, flattened as in the JSON; flip_tta
+as 0/1) and `postprocess_{baseline_,}val_dice_<region|mean>`. Metrics, not params:
+MLflow params cannot change once logged, and this stage reruns alone on the same run
+when only its params change.
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ from brainseg.tracking import log_to_run
 from brainseg.training.train import add_runtime_arguments, resolve_device, set_threads
 
 log = logging.getLogger(__name__)
-COLUMNS = ["step", "option", "value", *(f"dice_{r}" for r in REGIONS), "dice_mean", "chosen"]
+COLUMNS = ["step", "option", "value", *(f"dice_{r}" for r in REGIONS), "dice_mean", "gain",
+           "chosen"]
 
 
 @dataclass
@@ -136,8 +139,10 @@ def score(cases: list[Case], settings: PostprocessSettings) -> dict[str, float]:
 class GreedySearch:
     """Keeps the current settings, their Dice, and one row per setting tried."""
 
-    def __init__(self, cases: list[Case], start: PostprocessSettings) -> None:
+    def __init__(self, cases: list[Case], start: PostprocessSettings,
+                 min_gain: float = 0.0) -> None:
         self.cases = cases
+        self.min_gain = min_gain
         self.current = start
         self.best = score(cases, start)
         self.baseline = self.best
@@ -147,10 +152,12 @@ class GreedySearch:
     def _record(self, option: str, value: Any, dice_: dict[str, float], chosen: bool) -> None:
         row = {"step": len(self.rows), "option": option, "value": value}
         row.update({f"dice_{k}": v for k, v in dice_.items()})
+        row["gain"] = dice_["mean"] - self.best["mean"]
         self.rows.append({**row, "chosen": chosen})
 
     def step(self, option: str, candidates: list[tuple[Any, PostprocessSettings]]) -> None:
-        """Score every candidate; keep the best one (the first on ties) if it beats the current.
+        """Score every candidate; keep the best (the first on ties) if it beats the current
+        mean Dice by more than `min_gain`.
 
         Args:
             option: name of the option, for the report.
@@ -164,7 +171,7 @@ class GreedySearch:
         for (value, _), dice_ in zip(candidates, scores, strict=True):
             self._record(option, value, dice_, chosen=False)
         best = int(np.argmax([s["mean"] for s in scores]))  # argmax: first of equal values
-        if scores[best]["mean"] > self.best["mean"]:
+        if scores[best]["mean"] > self.best["mean"] + self.min_gain:
             self.current, self.best = candidates[best][1], scores[best]
             self.rows[first + best]["chosen"] = True
         log.info("postprocess: %s -> %s (val mean Dice %.4f)", option,
@@ -190,7 +197,7 @@ def choose(cases: list[Case], cfg: dict[str, Any], base_threshold: float) -> Gre
         cfg: the `postprocess` params.
         base_threshold: the threshold of the plain prediction (`evaluate.threshold`).
     """
-    search = GreedySearch(cases, PostprocessSettings.uniform(base_threshold))
+    search = GreedySearch(cases, PostprocessSettings.uniform(base_threshold), cfg["min_gain"])
     search.step("flip_tta", [(True, replace(search.current, flip_tta=True))]
                 if cfg["flip_tta"] else [])
     for region in REGIONS:
