@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                   "z-score each modality inside the brain; write the training store"),
     "split": ("brainseg.data.split", "subject-level train/val/test split stratified by volume"),
     "train": ("brainseg.training.train", "train the 2D U-Net and record an MLflow run"),
+    "postprocess": ("brainseg.evaluation.tune",
+                    "choose thresholds, clean-up and flip TTA on the validation split"),
     "evaluate": ("brainseg.evaluation.evaluate",
                  "segment test subjects in 3D, write NIfTI predictions and metrics"),
     "figures": ("brainseg.reporting.figures",

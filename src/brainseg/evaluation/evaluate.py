@@ -22,8 +22,9 @@ from tqdm.auto import tqdm
 
 from brainseg.data.labels import REGIONS
 from brainseg.data.split import read_splits
-from brainseg.evaluation.inference import load_checkpoint, predict_volume
+from brainseg.evaluation.inference import load_checkpoint, predict_probabilities
 from brainseg.evaluation.metrics import METRICS, region_metrics
+from brainseg.evaluation.postprocess import PostprocessSettings, apply, read_settings
 from brainseg.io.atomic import atomic_dir, write_text
 from brainseg.io.nifti import load_subject, save_nifti
 from brainseg.params import load_params
@@ -65,9 +66,16 @@ def summarize(per_subject: pd.DataFrame) -> dict[str, Any]:
 
 def run_evaluate(params: dict[str, Any], model_path: Path, splits_path: Path, raw_dir: Path,
                  pred_dir: Path, per_subject_out: Path, metrics_out: Path,
-                 run_info: Path | None, tracking_uri: str, device: str = "cpu") -> dict:
-    """Predict, write and score every test subject; returns the metrics.json content."""
+                 run_info: Path | None, tracking_uri: str, device: str = "cpu",
+                 postprocess: Path | None = None) -> dict:
+    """Predict, write and score every test subject; returns the metrics.json content.
+
+    `postprocess`: settings chosen by the `postprocess` stage; without them, the plain
+    prediction (`evaluate.threshold` for every region).
+    """
     cfg = params["evaluate"]
+    settings = (read_settings(postprocess) if postprocess is not None
+                else PostprocessSettings.uniform(cfg["threshold"]))
     model, config = load_checkpoint(model_path, device)
     splits = read_splits(splits_path)
     subjects = sorted(splits.loc[splits["split"] == "test", "subject"])
@@ -75,8 +83,9 @@ def run_evaluate(params: dict[str, Any], model_path: Path, splits_path: Path, ra
     with atomic_dir(pred_dir) as tmp:
         for subject in tqdm(subjects, desc="evaluate", unit="subject"):
             loaded = load_subject(raw_dir / subject)
-            labels = predict_volume(model, config, loaded.image, cfg["threshold"],
-                                    cfg["batch_size"], device)
+            probs = predict_probabilities(model, config, loaded.image, cfg["batch_size"],
+                                          device, settings.flip_tta)
+            labels = apply(probs, settings, loaded.spacing)
             save_nifti(tmp / f"{subject}_seg.nii.gz", labels, loaded.affine, loaded.header)
             scores = region_metrics(labels, loaded.seg, loaded.spacing)
             row = {"subject": subject}
@@ -107,6 +116,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-out", required=True, type=Path, help="metrics JSON")
     parser.add_argument("--run-info", type=Path, default=None,
                         help="JSON written by train; metrics are logged to that MLflow run")
+    parser.add_argument("--postprocess", type=Path, default=None,
+                        help="settings from `brainseg postprocess` (reports/postprocess.json); "
+                        "default: evaluate.threshold for every region, no clean-up")
     add_runtime_arguments(parser)
 
 
@@ -116,4 +128,4 @@ def main(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     run_evaluate(load_params(args.params), args.model, args.splits, args.raw_dir, args.pred_dir,
                  args.per_subject_out, args.metrics_out, args.run_info,
-                 tracking_uri(args.tracking_uri), resolve_device(args.device))
+                 tracking_uri(args.tracking_uri), resolve_device(args.device), args.postprocess)
