@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("brainseg.training.train", "train the 2D U-Net and record an MLflow run"),
     "evaluate": ("brainseg.evaluation.evaluate",
                  "segment test subjects in 3D, write NIfTI predictions and metrics"),
+    "predict": ("brainseg.evaluation.predict",
+                "segment new patients (a folder, four files, or a batch) with a trained model"),
     "figures": ("brainseg.reporting.figures",
                 "learning curves, Dice box plot and overlays of best/median/worst subjects"),
     "realism": ("brainseg.reporting.realism",
