@@ -83,8 +83,9 @@ def test_folder_prediction_is_on_the_input_grid_with_brats2020_labels(tiny, tmp_
     _, t1 = read(folder / "TINY-001_t1.nii.gz")
     assert img.shape == t1.shape and img.get_data_dtype() == np.uint8
     np.testing.assert_array_equal(img.affine, t1.affine)
-    for key in ("qform_code", "sform_code", "pixdim", "xyzt_units"):
+    for key in ("qform_code", "sform_code", "pixdim", "xyzt_units", "quatern_b", "srow_x"):
         np.testing.assert_array_equal(img.header[key], t1.header[key])
+    assert img.header["cal_max"] == 0 and np.isnan(img.header["scl_slope"])  # raw labels
     assert set(np.unique(labels).tolist()) == {0, 1, 2, 4}
     # the same numbers as the evaluate stage's path (no reorientation for BraTS axes)
     model, config = load_checkpoint(ckpt)

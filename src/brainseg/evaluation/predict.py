@@ -49,8 +49,8 @@ def predict_subject(predictor: Predictor, inputs: SubjectFiles, output: Path) ->
     """Segment one subject and write its label map atomically to `output`.
 
     Returns:
-        `output`, a uint8 NIfTI on the T1 file's grid (shape, affine, header) with labels
-        in the convention of `inputs.layout`.
+        `output`, a uint8 NIfTI on the T1 file's grid (shape, affine, header but for the
+        display range cal_min/cal_max, reset) with labels in the convention of `inputs.layout`.
 
     Raises:
         BrainsegError: an input file is missing, unreadable or on another grid.
@@ -61,7 +61,9 @@ def predict_subject(predictor: Predictor, inputs: SubjectFiles, output: Path) ->
     labels = predict_volume(predictor.model, predictor.config, model_axes, predictor.threshold,
                             predictor.batch_size, predictor.device)
     labels = from_internal_labels(turn.undo(labels), inputs.layout)
-    save_nifti(output, labels, ref.affine, ref.header)
+    header = ref.header.copy()
+    header["cal_min"], header["cal_max"] = 0, 0  # the scan's display range is not a label's
+    save_nifti(output, labels, ref.affine, header)
     log.debug("%s: axes %s, %s labels -> %s", inputs.subject, "".join(turn.source),
               inputs.layout, output)
     return output
@@ -156,6 +158,8 @@ def run_predict(model_ref: str, inputs: list[Path], output: Path, layout: str = 
 
 def _single_inputs(inputs: list[Path], layout: str) -> SubjectFiles:
     if len(inputs) == 1:
+        if not inputs[0].exists():
+            raise BrainsegError(f"--input {inputs[0]}: not found")
         if not inputs[0].is_dir():
             raise BrainsegError(f"--input {inputs[0]}: expected a subject folder, a folder of "
                                 "subject folders, or four files (t1 t1ce t2 flair)")
