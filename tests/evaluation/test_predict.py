@@ -182,40 +182,40 @@ def test_batch_writes_every_good_subject_and_names_the_broken_one(tiny, tmp_path
     assert 3 in read(tmp_path / "out" / "TINY-004_seg.nii.gz")[0]  # 2023 names, 2023 labels
 
 
-def log_models(tmp_path: Path, image: np.ndarray) -> tuple[str, str]:
-    """Three models in a SQLite MLflow store: the config as MLmodel metadata (pt2 format),
-    as a module attribute (pickle format), and none; returns (tracking URI, first run id)."""
+def log_models(tmp_path: Path, image: np.ndarray, params: dict) -> tuple[str, str]:
+    """Three models in a SQLite MLflow store (artifacts under tmp_path, the working folder):
+    the config as MLmodel metadata only (`pt2` format), logged as `train` logs it (`pickle`
+    format, config as attribute and metadata), and none; returns (tracking URI, run id)."""
     import mlflow
     import mlflow.pytorch
 
+    from brainseg.training.mlflow_run import TrainingRun
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    exp = mlflow.create_experiment("predict", artifact_location=(tmp_path / "art").as_uri())
     model, config = varied_model(image)
     example = np.zeros((2, 4, 32, 32), np.float32)
-    with mlflow.start_run(experiment_id=exp) as run:
+    with TrainingRun(uri, "predict", params, tmp_path) as run:
+        run.log_model(model, config, "unet-pickle", example)
+    with mlflow.start_run(experiment_id=run.experiment_id) as pt2_run:
         mlflow.pytorch.log_model(model, name="model", registered_model_name="unet-pt2",
                                  pip_requirements=["torch"], input_example=example,
                                  metadata={"brainseg_config": config})
-    model.brainseg_config = config
-    with mlflow.start_run(experiment_id=exp):
-        mlflow.pytorch.log_model(model, name="model", registered_model_name="unet-pickle",
-                                 pip_requirements=["torch"], serialization_format="pickle")
-    with mlflow.start_run(experiment_id=exp):
+    with mlflow.start_run(experiment_id=run.experiment_id):
         mlflow.pytorch.log_model(varied_model(image)[0], name="model",
                                  registered_model_name="unet-bare", pip_requirements=["torch"],
                                  input_example=example)
-    return uri, run.info.run_id
+    return uri, pt2_run.info.run_id
 
 
-def test_mlflow_models_predict_like_their_checkpoint(tiny, tmp_path, monkeypatch):
+def test_mlflow_models_predict_like_their_checkpoint(tiny, tmp_path, monkeypatch, params):
     folder, ckpt = tiny
-    uri, run_id = log_models(tmp_path, load_subject(folder).image)
+    monkeypatch.chdir(tmp_path)
+    uri, run_id = log_models(tmp_path, load_subject(folder).image, params)
     want = read(run_predict(str(ckpt), [folder], tmp_path / "ckpt.nii.gz")[0])[0]
     for ref in ("models:/unet-pt2/1", f"runs:/{run_id}/model"):
         got = read(run_predict(ref, [folder], tmp_path / "uri.nii.gz", tracking_uri=uri)[0])[0]
         np.testing.assert_array_equal(got, want)
-    # pickle format: the module attribute holds the config; refused where MLflow forbids pickle
+    # as `train` logs it (pickle): the attribute holds the config; refused where pickle is not
     got = read(run_predict("models:/unet-pickle/1", [folder], tmp_path / "pk.nii.gz",
                            tracking_uri=uri)[0])[0]
     np.testing.assert_array_equal(got, want)

@@ -74,7 +74,7 @@ def check_config(config: Any, source: str) -> None:
 def _build(config: dict[str, Any], source: str) -> UNet:
     try:
         return build_model(config["model"])
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, BrainsegError) as exc:
         raise BrainsegError(f"{source}: cannot build the model of its config: {exc}") from exc
 
 
