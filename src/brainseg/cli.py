@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                     "choose thresholds, clean-up and flip TTA on the validation split"),
     "evaluate": ("brainseg.evaluation.evaluate",
                  "segment test subjects in 3D, write NIfTI predictions and metrics"),
+    "predict": ("brainseg.evaluation.predict",
+                "segment new patients (a folder, four files, or a batch) with a trained model"),
     "figures": ("brainseg.reporting.figures",
                 "learning curves, Dice box plot and overlays of best/median/worst subjects"),
     "realism": ("brainseg.reporting.realism",

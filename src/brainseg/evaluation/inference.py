@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +21,144 @@ from brainseg.models.outputs import region_probabilities
 from brainseg.models.unet import UNet, build_model
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (torch's can run to hundreds of lines)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[UNet, dict[str, Any]]:
     """Rebuild the model from a checkpoint written by `train` (loaded with weights_only=True).
 
     Returns:
         The model in eval mode on `device`, and the checkpoint's config.
+
+    Raises:
+        BrainsegError: the file is missing, unreadable, not a brainseg checkpoint, or its
+            weights do not fit the architecture its config describes.
     """
     path = Path(path)
+    if not path.is_file():
+        raise BrainsegError(f"{path}: checkpoint not found")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise BrainsegError(f"{path}: cannot load checkpoint: {exc}") from exc
-    model = build_model(ckpt["config"]["model"])
-    model.load_state_dict(ckpt["state_dict"])
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        raise BrainsegError(f"{path}: cannot load checkpoint (corrupt or not a torch file?): "
+                            f"{_first_line(exc)}") from exc
+    if not (isinstance(ckpt, dict) and {"state_dict", "config"} <= set(ckpt)):
+        raise BrainsegError(f"{path}: not a brainseg checkpoint (expected the keys state_dict "
+                            "and config that `brainseg train` writes)")
+    check_config(ckpt["config"], str(path))
+    model = _build(ckpt["config"], str(path))
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise BrainsegError(f"{path}: weights do not match the architecture of its config "
+                            f"{ckpt['config']['model']}: {_first_line(exc)}") from exc
     model.to(device=device, memory_format=torch.channels_last).eval()
     return model, ckpt["config"]
+
+
+CONFIG_KEYS: dict[str, tuple[str, ...]] = {
+    "model": ("base_channels", "depth", "norm", "dropout"),
+    "extract": ("image_size", "margin", "min_brain_pixels"),
+    "normalize": ("clip_percentiles",),
+}
+
+
+def check_config(config: Any, source: str) -> None:
+    """Refuse a model config lacking what prediction needs (see `CONFIG_KEYS`)."""
+    if not isinstance(config, dict):
+        raise BrainsegError(f"{source}: model config is not a mapping")
+    for section, keys in CONFIG_KEYS.items():
+        got = config.get(section)
+        missing = [k for k in keys if not isinstance(got, dict) or k not in got]
+        if missing:
+            raise BrainsegError(f"{source}: model config lacks {section}.{missing[0]}")
+
+
+def _build(config: dict[str, Any], source: str) -> UNet:
+    try:
+        return build_model(config["model"])
+    except (ValueError, TypeError, BrainsegError) as exc:
+        raise BrainsegError(f"{source}: cannot build the model of its config: {exc}") from exc
+
+
+MLFLOW_SCHEMES: tuple[str, ...] = ("models:/", "runs:/")
+CONFIG_ATTRIBUTE = "brainseg_config"  # module attribute or MLmodel metadata key of the config
+
+
+class FrozenGraph(torch.nn.Module):
+    """An exported (`pt2`) graph, which is already in eval mode and refuses `eval()`.
+
+    `train()`/`eval()` do nothing here, so the graph can be used as any other model.
+    """
+
+    def __init__(self, graph: torch.nn.Module) -> None:
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.graph(x)
+
+    def train(self, mode: bool = True) -> FrozenGraph:
+        return self
+
+
+def _mlflow_config(model: torch.nn.Module, ref: str) -> Any:
+    """The config carried by a logged model: its attribute, else its MLmodel metadata."""
+    config = getattr(model, CONFIG_ATTRIBUTE, None)
+    if config is None:
+        import mlflow
+
+        metadata = mlflow.models.get_model_info(ref).metadata or {}
+        config = metadata.get(CONFIG_ATTRIBUTE)
+    return config
+
+
+def load_model(ref: str, device: str = "cpu",
+               tracking_uri: str | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Load a model from a `train` checkpoint path or an MLflow model URI.
+
+    Args:
+        ref: a checkpoint path, or `models:/<name>/<version>` (also `models:/<name>@<alias>`)
+            or `runs:/<run id>/<artifact path>`: a model logged with `mlflow.pytorch.log_model`
+            that carries its config (the checkpoint's "config") either in the MLmodel
+            metadata (`metadata={"brainseg_config": config}`, works with the default `pt2`
+            format) or as the module attribute `brainseg_config` (`pickle` format).
+        device: torch device to load on.
+        tracking_uri: the MLflow tracking (and registry) URI for model URIs; None keeps
+            MLflow's own default.
+
+    Returns:
+        The model in eval mode on `device`, and its config (as in a checkpoint).
+
+    Raises:
+        BrainsegError: the model cannot be found or loaded, or carries no config.
+    """
+    if not ref.startswith(MLFLOW_SCHEMES):
+        return load_checkpoint(ref, device)
+    import mlflow
+    import mlflow.pytorch
+    from mlflow.exceptions import MlflowException
+
+    if tracking_uri is not None:
+        mlflow.set_tracking_uri(tracking_uri)
+    try:
+        model = mlflow.pytorch.load_model(ref, map_location=device)
+        config = _mlflow_config(model, ref)
+    except (MlflowException, OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise BrainsegError(f"{ref}: cannot load MLflow model: {_first_line(exc)}") from exc
+    if not isinstance(model, torch.nn.Module) or config is None:
+        raise BrainsegError(f"{ref}: not a brainseg model (a torch module logged with its config "
+                            f"as MLmodel metadata or attribute '{CONFIG_ATTRIBUTE}')")
+    check_config(config, ref)
+    try:
+        model.eval()
+    except NotImplementedError:  # an exported graph: eval mode is fixed at export
+        model = FrozenGraph(model)
+    model.to(device=device, memory_format=torch.channels_last)
+    return model, config
 
 
 # Slices are (s, c, h, w) with h along the volume's first axis x: left-right in the
