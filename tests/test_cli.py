@@ -10,10 +10,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from brainseg.cli import COMMANDS
+from brainseg.models.unet import build_model
 from tests.conftest import REPO, write_subject
+from tests.evaluation.test_inference import MODEL, save_checkpoint
 
 
 def brainseg(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -27,7 +30,8 @@ def test_every_subcommand_explains_every_option(command, tmp_path):
     assert result.returncode == 0
     options = [line.split()[0] for line in result.stdout.splitlines()
                if line.strip().startswith("--")]
-    assert "--params" in options
+    # every pipeline stage reads params.yaml; predict takes its settings from the model
+    assert ("--model" if command == "predict" else "--params") in options
     # every option line is followed by (or carries) a description
     assert "help" in result.stdout and len(result.stdout.splitlines()) > len(options) + 3
 
@@ -100,3 +104,56 @@ def test_bad_subject_fails_download_and_extract_cleanly(case, tmp_path):
     assert result.returncode == 1 and message in result.stderr
     ext = tmp_path / "ext"
     assert (list(ext.rglob("*")) if ext.exists() else []) == []  # no temporary leftovers
+
+
+def _other_architecture(ckpt: Path) -> None:
+    checkpoint = torch.load(ckpt, weights_only=True)
+    checkpoint["state_dict"] = build_model({**MODEL, "depth": 3}).state_dict()
+    torch.save(checkpoint, ckpt)
+
+
+PREDICT_BREAKERS = {
+    "missing modality": (lambda f, m: (f / "P-001_t2.nii.gz").unlink(),
+                         "P-001: missing modality t2 (brats2020 names"),
+    "mismatched shapes": (lambda f, m: _rewrite(f / "P-001_flair.nii.gz", lambda d: d[:, :, :10]),
+                          "P-001_flair.nii.gz: shape (32, 32, 10) differs from P-001_t1.nii.gz"),
+    "missing checkpoint": (lambda f, m: m.unlink(), "m.pt: checkpoint not found"),
+    "corrupt checkpoint": (lambda f, m: m.write_bytes(m.read_bytes()[:300]),
+                           "m.pt: cannot load checkpoint (corrupt or not a torch file?)"),
+    "other architecture": (lambda f, m: _other_architecture(m),
+                           "m.pt: weights do not match the architecture of its config"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PREDICT_BREAKERS))
+def test_predict_bad_input_exits_1_with_one_message_and_no_output(case, tmp_path):
+    folder = write_subject(tmp_path / "in", "P-001")
+    save_checkpoint(tmp_path / "m.pt")
+    breaker, message = PREDICT_BREAKERS[case]
+    breaker(folder, tmp_path / "m.pt")
+    result = brainseg("predict", "--model", "m.pt", "--input", str(folder), "--output",
+                      "out/P-001_seg.nii.gz", cwd=tmp_path)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_predict_batch_writes_the_good_subjects_and_exits_1_naming_the_bad(tmp_path):
+    for i in range(2):
+        write_subject(tmp_path / "in", f"P-00{i}", seed=i)
+    (write_subject(tmp_path / "in", "P-009", seed=9) / "P-009_t1ce.nii.gz").unlink()
+    save_checkpoint(tmp_path / "m.pt")
+    result = brainseg("predict", "--model", "m.pt", "--input", "in", "--output", "out",
+                      "--threads", "1", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "P-009: failed:" in result.stderr and "missing modality t1ce" in result.stderr
+    assert "1 of 3 subjects failed" in result.stderr and "Traceback" not in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "P-000_seg.nii.gz", "P-001_seg.nii.gz"]
+    result = brainseg("predict", "--model", "m.pt", "--input", "in/P-000", "--output",
+                      "one.nii.gz", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "one.nii.gz").read_bytes() == (tmp_path / "out" / "P-000_seg.nii.gz"
+                                                      ).read_bytes()

@@ -16,7 +16,7 @@ def test_default_and_smoke_params_are_valid():
     for name in ("params.yaml", "tests/params-smoke.yaml"):
         params = load_params(REPO / name)
         assert set(params) == {"base", "download", "extract", "normalize", "split", "train",
-                               "evaluate", "figures", "realism"}
+                               "evaluate", "figures", "realism", "postprocess"}
 
 
 def test_smoke_params_set_every_key_of_the_defaults():
@@ -72,4 +72,13 @@ def test_unknown_augmentation_is_refused():
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["train"]["augment"]["cutout"] = {"p": 0.5}
     with pytest.raises(BrainsegError, match=r"train\.augment\.cutout"):
+        validate_params(params)
+
+
+def test_a_two_value_list_that_is_not_a_range_is_not_checked_as_one():
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["postprocess"]["thresholds"] = [0.6, 0.4]
+    assert validate_params(params) is params
+    params["normalize"]["clip_percentiles"] = [99.5, 0.5]
+    with pytest.raises(BrainsegError, match=r"normalize\.clip_percentiles"):
         validate_params(params)

@@ -55,14 +55,20 @@ def validate_params(params: Any, source: str = "params") -> dict[str, Any]:
     return params
 
 
-def _ranges(node: Any, prefix: str = ""):
-    """(dotted key, value) of every two-number list ([low, high] ranges) under `node`."""
+def _is_range(schema: Mapping[str, Any]) -> bool:
+    if "$ref" in schema:
+        return schema["$ref"].endswith("_range")
+    return schema.get("type") == "array" and schema.get("minItems") == schema.get("maxItems") == 2
+
+
+def _ranges(node: Any, schema: Mapping[str, Any], prefix: str = ""):
+    """(dotted key, value) of every [low, high] pair the schema declares under `node`."""
     if isinstance(node, Mapping):
+        props = schema.get("properties", {})
         for key, value in node.items():
-            yield from _ranges(value, f"{prefix}{key}.")
-    elif isinstance(node, list) and len(node) == 2 and all(
-        isinstance(v, int | float) and not isinstance(v, bool) for v in node
-    ):
+            if key in props:
+                yield from _ranges(value, props[key], f"{prefix}{key}.")
+    elif _is_range(schema) and isinstance(node, list) and len(node) == 2:
         yield prefix[:-1], node
 
 
@@ -73,7 +79,7 @@ def check_combinations(params: Mapping[str, Any], source: str = "params") -> Non
         BrainsegError: naming the key, for a [low, high] range with low > high or a
             combination of values that cannot work.
     """
-    for key, (low, high) in _ranges(params):
+    for key, (low, high) in _ranges(params, load_schema()):
         if low > high:
             raise BrainsegError(
                 f"{source}: invalid key '{key}': range [{low}, {high}] has low > high"

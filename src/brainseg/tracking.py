@@ -101,9 +101,23 @@ def dvc_dir_hash(folder: str | Path) -> str:
     return hashlib.md5(blob).hexdigest() + ".dir"
 
 
-def write_run_info(path: str | Path, run_id: str, experiment: str) -> None:
-    """Record the MLflow run of a training, for `evaluate` and `figures` to log into."""
-    write_text(path, json.dumps({"run_id": run_id, "experiment": experiment}, indent=1) + "\n")
+def write_run_info(path: str | Path, run_id: str, experiment: str, **extra: str) -> None:
+    """Record the MLflow run of a training (and its registered model, in `extra`), for
+    `evaluate` and `figures` to log into."""
+    info = {"run_id": run_id, "experiment": experiment, **extra}
+    write_text(path, json.dumps(info, indent=1) + "\n")
+
+
+def tag_model_version(uri: str, run_info: Path, metrics: dict[str, float]) -> None:
+    """Tag the registered model version of a training with (test) metrics, if it has one."""
+    info = read_run_info(run_info)
+    if "model_version" not in info:
+        return
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    for key, value in metrics.items():
+        client.set_model_version_tag(info["model_name"], info["model_version"], key, f"{value:.6g}")
 
 
 def read_run_info(path: str | Path) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import tarfile
 from pathlib import Path
 
@@ -64,6 +65,30 @@ def test_brats2023_folder_is_converted_to_the_internal_layout(params, tiny_cohor
     run_download(params, tmp_path / "raw", jobs=1)
     check_same_as_source(tmp_path / "raw", tiny_cohort, "TINY-003")
     assert pd.read_csv(tmp_path / "raw" / "manifest.csv")["et_voxels"].gt(0).all()
+
+
+def test_unlabelled_subjects_are_refused_for_training_by_name(params, tiny_cohort, tmp_path,
+                                                              caplog):
+    src = tmp_path / "brats23"
+    for folder in sorted(tiny_cohort.iterdir()):
+        as_brats2023(folder, src)
+    for subject in ("TINY-001", "TINY-004"):
+        (src / subject / f"{subject}-seg.nii.gz").unlink()
+    params["download"].update(source="local", path=str(src), layout="auto")
+    with caplog.at_level(logging.WARNING):
+        written = run_download(params, tmp_path / "raw", jobs=1)
+    assert written == ["TINY-000", "TINY-002", "TINY-003"]
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir() if p.is_dir()) == written
+    warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "2 subjects without a label map left out of the training cohort" in warning
+    assert "TINY-001, TINY-004" in warning and "brainseg predict" in warning
+    with pytest.raises(BrainsegError, match=r"--subject: unknown ids \['TINY-001'\] for "
+                       r"these params \(subjects without a label map are not part"):
+        run_download(params, tmp_path / "raw2", subjects=["TINY-001"], jobs=1)
+    for subject in ("TINY-000", "TINY-002", "TINY-003"):
+        (src / subject / f"{subject}-seg.nii.gz").unlink()
+    with pytest.raises(BrainsegError, match=r"no subject with a label map .*brainseg predict"):
+        run_download(params, tmp_path / "raw3", jobs=1)
 
 
 def test_decathlon_folder_skips_unlabelled_and_hidden_files(params, tiny_cohort, tmp_path):

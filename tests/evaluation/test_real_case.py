@@ -12,6 +12,7 @@ from brainseg.data.download import run_download
 from brainseg.data.extract import run_extract
 from brainseg.data.normalize import run_normalize
 from brainseg.evaluation.evaluate import run_evaluate
+from brainseg.evaluation.metrics import METRICS
 from tests.evaluation.test_inference import save_checkpoint
 
 
@@ -38,3 +39,12 @@ def test_real_case_end_to_end(params, real_case, tmp_path):
     assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2, 4}
     for region in ("WT", "TC", "ET"):
         assert 0.0 <= metrics["test"]["dice"][region] <= 1.0
+    per_subject = pd.read_csv(tmp_path / "per_subject.csv")
+    assert list(per_subject.columns) == ["subject", *[f"{m}_{r}" for m in METRICS
+                                                      for r in ("WT", "TC", "ET")], "dice_mean"]
+    assert metrics["test"]["n_subjects"] == 1 and set(metrics["test"]) == {"n_subjects", *METRICS}
+    assert metrics["test_stats"]["dice"]["WT"]["median"] == metrics["test"]["dice"]["WT"]
+    # the real reference has no enhancing tumour (labels 0, 1, 2 only)
+    et = {m: metrics["test"][m]["ET"] for m in ("dice", "sensitivity", "hd95")}
+    assert et in ({"dice": 1.0, "sensitivity": 1.0, "hd95": 0.0},
+                  {"dice": 0.0, "sensitivity": 0.0, "hd95": 373.13})

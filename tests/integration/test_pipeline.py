@@ -13,6 +13,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from brainseg.data.subjects import synthetic_ids
+from brainseg.evaluation.postprocess import read_settings
 from brainseg.tracking import dvc_dir_hash
 from tests.integration.conftest import run
 
@@ -36,6 +37,10 @@ def check_artifacts(repo: Path) -> None:
     assert splits["split"].value_counts().to_dict() == {"train": 4, "val": 1, "test": 1}
     history = pd.read_csv(repo / "reports/train_history.csv")
     assert history["epoch"].tolist() == list(range(1, SMOKE["train"]["epochs"] + 1))
+    chosen = read_settings(repo / "reports/postprocess.json")
+    tried = pd.read_csv(repo / "reports/postprocess.csv")
+    assert tried["option"].iloc[0] == "baseline" and tried["dice_mean"].between(0, 1).all()
+    assert chosen.flip_tta == bool(tried.loc[tried["option"] == "flip_tta", "chosen"].any())
     metrics = json.loads((repo / "reports/metrics.json").read_text())
     assert set(metrics["test"]["dice"]) == {"WT", "TC", "ET", "mean"}
     assert set(metrics["test"]["hd95"]) == {"WT", "TC", "ET"}
@@ -71,7 +76,7 @@ def test_dvc_builds_every_artifact(dvc_repo):
     check_artifacts(dvc_repo)
     lock = yaml.safe_load((dvc_repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"download", "extract", "normalize", "split", "train",
-                                   "evaluate", "figures", "realism"}
+                                   "postprocess", "evaluate", "figures", "realism"}
 
 
 @pytest.mark.parametrize("runner", ["snakemake_repo", "dvc_repo"])
@@ -90,10 +95,12 @@ def test_mlflow_records_params_curves_metrics_and_figures(runner, request):
     assert found.data.metrics["test_hd95_ET"] == pytest.approx(metrics["hd95"]["ET"])
     assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", found.data.tags["git_commit"])
     assert found.data.tags["data_version"] == dvc_dir_hash(repo / "data/slices")
-    artifacts = {a.path for d in ("model", "history", "evaluation", "figures")
+    assert "postprocess_val_dice_mean" in found.data.metrics
+    artifacts = {a.path for d in ("model", "history", "evaluation", "figures", "postprocess")
                  for a in client.list_artifacts(found.info.run_id, d)}
     assert {"model/model.pt", "history/learning_curves.png", "evaluation/metrics.json",
-            "evaluation/per_subject.csv"} | {f"figures/{f}.png" for f in FIGURES} <= artifacts
+            "evaluation/per_subject.csv", "postprocess/postprocess.json",
+            "postprocess/postprocess.csv"} | {f"figures/{f}.png" for f in FIGURES} <= artifacts
 
 
 def test_data_version_tag_is_dvc_hash(dvc_repo):
@@ -131,7 +138,7 @@ def test_dvc_commit_records_what_snakemake_built(snakemake_repo):
     assert "Data and pipelines are up to date" in run(["dvc", "status"], snakemake_repo)
     lock = yaml.safe_load((snakemake_repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"download", "extract", "normalize", "split", "train",
-                                   "evaluate", "figures", "realism"}
+                                   "postprocess", "evaluate", "figures", "realism"}
 
 
 def set_epochs(repo: Path, epochs: int) -> None:
@@ -145,14 +152,14 @@ def test_changing_epochs_reruns_only_training_onwards(snakemake_repo, dvc_repo):
     set_epochs(snakemake_repo, 2)
     dry = run(["snakemake", "--cores", "2", "-n", "--quiet", "rules"], snakemake_repo)
     planned = set(re.findall(r"^(\w+)\s+\d+\s*$", dry, flags=re.M)) - {"total", "job"}
-    assert planned == {"train", "evaluate", "figures", "realism", "all"}, dry
+    assert planned == {"train", "postprocess", "evaluate", "figures", "realism", "all"}, dry
     run(["snakemake", "--cores", "2"], snakemake_repo)
     assert len(pd.read_csv(snakemake_repo / "reports/train_history.csv")) == 2
 
     set_epochs(dvc_repo, 2)
     out = run(["dvc", "repro"], dvc_repo)
     ran = set(re.findall(r"Running stage '(\w+)'", out))
-    assert ran == {"train", "evaluate", "figures", "realism"}, out
+    assert ran == {"train", "postprocess", "evaluate", "figures", "realism"}, out
     assert len(pd.read_csv(dvc_repo / "reports/train_history.csv")) == 2
 
 

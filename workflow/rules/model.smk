@@ -1,4 +1,4 @@
-# train -> evaluate (whole cohort: one job each, all cores).
+# train -> postprocess -> evaluate (whole cohort: one job each, all cores).
 
 
 rule train:
@@ -25,6 +25,33 @@ rule train:
         " --threads {threads} > {log} 2>&1"
 
 
+rule postprocess:
+    input:
+        model="models/model.pt",
+        run_info="models/mlflow_run.json",
+        splits="data/splits.csv",
+        manifest="data/raw/manifest.csv",
+        raw=all_raw,
+    output:
+        settings="reports/postprocess.json",
+        table="reports/postprocess.csv",
+    log:
+        "logs/postprocess.log",
+    conda:
+        "../envs/brainseg.yaml"
+    threads: MAX_THREADS
+    params:
+        file=PARAMS,
+        threshold=config["evaluate"]["threshold"],
+        batch_size=config["evaluate"]["batch_size"],
+        postprocess=config["postprocess"],
+    shell:
+        "brainseg postprocess --params {params.file} --model {input.model}"
+        " --splits {input.splits} --raw-dir data/raw --settings-out {output.settings}"
+        " --table-out {output.table} --run-info {input.run_info}"
+        " --threads {threads} > {log} 2>&1"
+
+
 rule evaluate:
     input:
         model="models/model.pt",
@@ -32,6 +59,7 @@ rule evaluate:
         splits="data/splits.csv",
         manifest="data/raw/manifest.csv",
         raw=all_raw,
+        postprocess="reports/postprocess.json",
     output:
         predictions=directory("data/predictions"),
         per_subject=report(
@@ -58,4 +86,5 @@ rule evaluate:
         "brainseg evaluate --params {params.file} --model {input.model}"
         " --splits {input.splits} --raw-dir data/raw --pred-dir {output.predictions}"
         " --per-subject-out {output.per_subject} --metrics-out {output.metrics}"
-        " --run-info {input.run_info} --threads {threads} > {log} 2>&1"
+        " --run-info {input.run_info} --postprocess {input.postprocess}"
+        " --threads {threads} > {log} 2>&1"

@@ -52,8 +52,8 @@ def ingest_local(subject: str, out_dir: Path, root: Path, layout: str) -> str:
 
     src = load_source_subject(root, layout, subject)
     if src.seg is None:
-        raise BrainsegError(f"{root / subject}: no label map: subjects without one can be "
-                            "segmented but not used for training")
+        raise BrainsegError(f"{root / subject}: no label map: subject {subject} cannot be used "
+                            "for training (segment it with `brainseg predict`)")
     with atomic_dir(out_dir / subject) as tmp:
         for i, key in enumerate(MODALITIES):
             target = tmp / f"{subject}_{key}.nii.gz"
@@ -96,7 +96,9 @@ def run_download(
     todo = every if subjects is None else subjects
     unknown = sorted(set(todo) - set(every))
     if unknown:
-        raise BrainsegError(f"--subject: unknown ids {unknown} for these params")
+        why = "" if cfg["source"] == "synthetic" else (
+            " (subjects without a label map are not part of the training cohort)")
+        raise BrainsegError(f"--subject: unknown ids {unknown} for these params{why}")
     if cfg["source"] == "synthetic":
         args: tuple = (out_dir, params["base"]["seed"], cfg["synthetic"])
         fn = generate_synthetic

@@ -58,12 +58,12 @@ def _check_layout(layout: str) -> dict[int, int]:
     return LABEL_MAPS[layout]
 
 
-def _visible(path: Path) -> bool:
+def visible(path: Path) -> bool:
     """False for hidden entries (also macOS `._*` resource forks) and `__MACOSX` folders."""
     return not path.name.startswith(".") and path.name != "__MACOSX"
 
 
-def _strip_suffix(name: str) -> str | None:
+def strip_suffix(name: str) -> str | None:
     """`BRATS_001.nii.gz` -> `BRATS_001`; None for a non-NIfTI name."""
     for suffix in SUFFIXES:
         if name.endswith(suffix):
@@ -99,7 +99,7 @@ def detect_layout(root: Path) -> str:
         if (root / "dataset.json").is_file():
             return "decathlon"
         raise BrainsegError(f"{root}: {UNKNOWN_LAYOUT} (imagesTr/ found but no dataset.json)")
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and _visible(p))
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and visible(p))
     if folders:
         first = folders[0]
         for layout, sep in BRATS_SEPARATORS.items():
@@ -130,10 +130,10 @@ def list_subjects(root: Path, layout: str) -> list[str]:
         for part in ("imagesTr", "imagesTs"):
             folder = root / part
             if folder.is_dir():
-                names = (_strip_suffix(p.name) for p in folder.iterdir() if _visible(p))
+                names = (strip_suffix(p.name) for p in folder.iterdir() if visible(p))
                 ids.update(n for n in names if n)
     else:
-        ids = {p.name for p in root.iterdir() if p.is_dir() and _visible(p)}
+        ids = {p.name for p in root.iterdir() if p.is_dir() and visible(p)}
     if not ids:
         raise BrainsegError(f"{root}: no subjects found for layout {layout}")
     return sorted(ids)
@@ -231,7 +231,7 @@ def from_internal_labels(seg: np.ndarray, layout: str) -> np.ndarray:
     return _apply(seg, inverse)
 
 
-def _check_same_grid(path: Path, img: nib.Nifti1Image, ref: Path, ref_img: nib.Nifti1Image) -> None:
+def check_same_grid(path: Path, img: nib.Nifti1Image, ref: Path, ref_img: nib.Nifti1Image) -> None:
     """Refuse a file whose (x, y, z) shape or affine differs from the reference file's."""
     shape, ref_shape = tuple(img.shape[:3]), tuple(ref_img.shape[:3])
     if shape != ref_shape:
@@ -267,7 +267,7 @@ def _load_brats(root: Path, layout: str, subject: str) -> SourceSubject:
         data, img = load_nifti(files[key])
         if ref_img is None:
             ref_img = img
-        _check_same_grid(files[key], img, ref, ref_img)
+        check_same_grid(files[key], img, ref, ref_img)
         if key == "seg":
             seg = to_internal_labels(data, layout, files[key])
         else:
@@ -316,7 +316,7 @@ def _load_decathlon(root: Path, subject: str) -> SourceSubject:
     label_path = find_nifti(root / "labelsTr", subject)
     if label_path is not None:
         labels, label_img = load_nifti(label_path)
-        _check_same_grid(label_path, label_img, path, img)
+        check_same_grid(label_path, label_img, path, img)
         seg = to_internal_labels(labels, "decathlon", label_path)
         files["seg"] = label_path
     return SourceSubject(subject=subject, image=image, seg=seg,

@@ -77,8 +77,9 @@ def layout_of(cfg: dict[str, Any], root: Path) -> str:
 def dataset_ids(cfg: dict[str, Any], source_dir: Path) -> list[str]:
     """Ids of the labelled subjects of a local or fetched dataset (the training cohort).
 
-    Subjects without a label map (Decathlon `imagesTs`) are left out with a log line:
-    they can be segmented, not trained or evaluated on.
+    Subjects without a label map (Decathlon `imagesTs`, a BraTS folder without `seg`) are
+    refused for training with a warning that names every one of them: they can be
+    segmented with `brainseg predict`, not trained or evaluated on.
     """
     from brainseg.data.layouts import labelled_subjects, list_subjects
 
@@ -88,8 +89,10 @@ def dataset_ids(cfg: dict[str, Any], source_dir: Path) -> list[str]:
     labelled = labelled_subjects(root, layout)
     unlabelled = sorted(set(every) - set(labelled))
     if unlabelled:
-        log.warning("%d subjects without a label map left out of the cohort: %s", len(unlabelled),
-                 ", ".join(unlabelled[:5]) + (" ..." if len(unlabelled) > 5 else ""))
+        log.warning("%s: %d subjects without a label map left out of the training cohort "
+                    "(segment them with `brainseg predict`): %s", root, len(unlabelled),
+                    ", ".join(unlabelled))
     if not labelled:
-        raise BrainsegError(f"{root}: no subject with a label map ({layout} layout)")
+        raise BrainsegError(f"{root}: no subject with a label map ({layout} layout): nothing "
+                            "to train on (segment unlabelled subjects with `brainseg predict`)")
     return labelled

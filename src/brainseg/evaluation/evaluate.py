@@ -1,9 +1,11 @@
 """Stage `evaluate`: segment every test subject in 3D and score it the BraTS way.
 
 Writes `<pred-dir>/<subject>_seg.nii.gz` (input grid, affine and header; BraTS labels),
-`per_subject.csv` (every metric per subject and region) and `metrics.json`
-(`{"test": {"dice": {WT, TC, ET, mean}, "hd95": {...}, ...}}`), and logs them to the
-training's MLflow run.
+`per_subject.csv` (every metric of `metrics.METRICS` per subject and region, plus the
+subject's mean Dice) and `metrics.json`:
+`{"test": {"n_subjects", "dice": {WT, TC, ET, mean}, "hd95": {...}, ...}` (the means) and
+`"test_stats": {metric: {region: {"mean", "std", "median", "q1", "q3"}}}`; and logs the
+files and the means to the training's MLflow run.
 """
 
 from __future__ import annotations
@@ -20,32 +22,60 @@ from tqdm.auto import tqdm
 
 from brainseg.data.labels import REGIONS
 from brainseg.data.split import read_splits
-from brainseg.evaluation.inference import load_checkpoint, predict_volume
-from brainseg.evaluation.metrics import region_metrics
+from brainseg.evaluation.inference import load_checkpoint, predict_probabilities
+from brainseg.evaluation.metrics import METRICS, region_metrics
+from brainseg.evaluation.postprocess import PostprocessSettings, apply, read_settings
 from brainseg.io.atomic import atomic_dir, write_text
 from brainseg.io.nifti import load_subject, save_nifti
 from brainseg.params import load_params
-from brainseg.tracking import log_to_run
+from brainseg.tracking import log_to_run, tag_model_version
 from brainseg.training.train import add_runtime_arguments, resolve_device, set_threads
 
 log = logging.getLogger(__name__)
-METRICS = ("dice", "iou", "precision", "recall", "hd95")
+
+
+def describe(values: pd.Series) -> dict[str, float | None]:
+    """Mean, sample standard deviation (n - 1; None for one subject), median and quartiles.
+
+    Quartiles use linear interpolation between order statistics (numpy's default).
+    """
+    x = values.to_numpy(dtype=np.float64)
+    q1, median, q3 = np.percentile(x, [25, 50, 75])
+    std = float(np.std(x, ddof=1)) if x.size > 1 else None
+    return {"mean": float(np.mean(x)), "std": std, "median": float(median),
+            "q1": float(q1), "q3": float(q3)}
 
 
 def summarize(per_subject: pd.DataFrame) -> dict[str, Any]:
-    """Mean of every metric per region (plus the mean Dice over regions)."""
+    """Aggregate the per-subject table over subjects.
+
+    Returns:
+        {"test": {"n_subjects", metric: {region: mean}}, with "dice"."mean" the mean Dice
+        over regions, and "test_stats": {metric: {region: describe(...)}}, where
+        "dice"."mean" describes the per-subject mean Dice.
+    """
     summary: dict[str, Any] = {"n_subjects": len(per_subject)}
+    stats: dict[str, Any] = {}
     for metric in METRICS:
-        summary[metric] = {r: float(per_subject[f"{metric}_{r}"].mean()) for r in REGIONS}
+        stats[metric] = {r: describe(per_subject[f"{metric}_{r}"]) for r in REGIONS}
+        summary[metric] = {r: stats[metric][r]["mean"] for r in REGIONS}
     summary["dice"]["mean"] = float(np.mean([summary["dice"][r] for r in REGIONS]))
-    return {"test": summary}
+    stats["dice"]["mean"] = describe(per_subject["dice_mean"])
+    return {"test": summary, "test_stats": stats}
 
 
 def run_evaluate(params: dict[str, Any], model_path: Path, splits_path: Path, raw_dir: Path,
                  pred_dir: Path, per_subject_out: Path, metrics_out: Path,
-                 run_info: Path | None, tracking_uri: str, device: str = "cpu") -> dict:
-    """Predict, write and score every test subject; returns the metrics.json content."""
+                 run_info: Path | None, tracking_uri: str, device: str = "cpu",
+                 postprocess: Path | None = None) -> dict:
+    """Predict, write and score every test subject; returns the metrics.json content.
+
+    `postprocess`: settings chosen by the `postprocess` stage; without them, the plain
+    prediction (`evaluate.threshold` for every region).
+    """
     cfg = params["evaluate"]
+    settings = (read_settings(postprocess) if postprocess is not None
+                else PostprocessSettings.uniform(cfg["threshold"]))
     model, config = load_checkpoint(model_path, device)
     splits = read_splits(splits_path)
     subjects = sorted(splits.loc[splits["split"] == "test", "subject"])
@@ -53,8 +83,9 @@ def run_evaluate(params: dict[str, Any], model_path: Path, splits_path: Path, ra
     with atomic_dir(pred_dir) as tmp:
         for subject in tqdm(subjects, desc="evaluate", unit="subject"):
             loaded = load_subject(raw_dir / subject)
-            labels = predict_volume(model, config, loaded.image, cfg["threshold"],
-                                    cfg["batch_size"], device)
+            probs = predict_probabilities(model, config, loaded.image, cfg["batch_size"],
+                                          device, settings.flip_tta)
+            labels = apply(probs, settings, loaded.spacing)
             save_nifti(tmp / f"{subject}_seg.nii.gz", labels, loaded.affine, loaded.header)
             scores = region_metrics(labels, loaded.seg, loaded.spacing)
             row = {"subject": subject}
@@ -64,12 +95,14 @@ def run_evaluate(params: dict[str, Any], model_path: Path, splits_path: Path, ra
     per_subject = pd.DataFrame(rows)
     write_text(per_subject_out, per_subject.to_csv(index=False, lineterminator="\n"))
     metrics = summarize(per_subject)
-    write_text(metrics_out, json.dumps(metrics, indent=2) + "\n")
+    write_text(metrics_out, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     log.info("test Dice: %s", {k: round(v, 4) for k, v in metrics["test"]["dice"].items()})
     if run_info is not None:
         test = metrics["test"]
-        log_to_run(tracking_uri, run_info, "evaluation", [per_subject_out, metrics_out],
-                   {f"test_{m}_{r}": v for m in METRICS for r, v in test[m].items()})
+        scores = {f"test_{m}_{r}": v for m in METRICS for r, v in test[m].items()}
+        log_to_run(tracking_uri, run_info, "evaluation", [per_subject_out, metrics_out], scores)
+        tag_model_version(tracking_uri, run_info, {k: v for k, v in scores.items()
+                                                   if k.startswith(("test_dice", "test_hd95"))})
     return metrics
 
 
@@ -83,6 +116,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-out", required=True, type=Path, help="metrics JSON")
     parser.add_argument("--run-info", type=Path, default=None,
                         help="JSON written by train; metrics are logged to that MLflow run")
+    parser.add_argument("--postprocess", type=Path, default=None,
+                        help="settings from `brainseg postprocess` (reports/postprocess.json); "
+                        "default: evaluate.threshold for every region, no clean-up")
     add_runtime_arguments(parser)
 
 
@@ -92,4 +128,4 @@ def main(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     run_evaluate(load_params(args.params), args.model, args.splits, args.raw_dir, args.pred_dir,
                  args.per_subject_out, args.metrics_out, args.run_info,
-                 tracking_uri(args.tracking_uri), resolve_device(args.device))
+                 tracking_uri(args.tracking_uri), resolve_device(args.device), args.postprocess)

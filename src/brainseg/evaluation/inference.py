@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from brainseg.data.labels import regions_to_labels
-from brainseg.data.preprocess import extract_slices, normalize_slices, to_original_grid
+from brainseg.data.preprocess import (
+    SliceGeometry,
+    extract_slices,
+    normalize_slices,
+    to_original_grid,
+)
 from brainseg.errors import BrainsegError
+from brainseg.evaluation.postprocess import PostprocessSettings, apply
+from brainseg.models.outputs import region_probabilities
 from brainseg.models.unet import UNet, build_model
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (torch's can run to hundreds of lines)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[UNet, dict[str, Any]]:
@@ -19,30 +32,228 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[UNet, dict[s
 
     Returns:
         The model in eval mode on `device`, and the checkpoint's config.
+
+    Raises:
+        BrainsegError: the file is missing, unreadable, not a brainseg checkpoint, or its
+            weights do not fit the architecture its config describes.
     """
     path = Path(path)
+    if not path.is_file():
+        raise BrainsegError(f"{path}: checkpoint not found")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise BrainsegError(f"{path}: cannot load checkpoint: {exc}") from exc
-    model = build_model(ckpt["config"]["model"])
-    model.load_state_dict(ckpt["state_dict"])
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        raise BrainsegError(f"{path}: cannot load checkpoint (corrupt or not a torch file?): "
+                            f"{_first_line(exc)}") from exc
+    if not (isinstance(ckpt, dict) and {"state_dict", "config"} <= set(ckpt)):
+        raise BrainsegError(f"{path}: not a brainseg checkpoint (expected the keys state_dict "
+                            "and config that `brainseg train` writes)")
+    check_config(ckpt["config"], str(path))
+    model = _build(ckpt["config"], str(path))
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise BrainsegError(f"{path}: weights do not match the architecture of its config "
+                            f"{ckpt['config']['model']}: {_first_line(exc)}") from exc
     model.to(device=device, memory_format=torch.channels_last).eval()
     return model, ckpt["config"]
 
 
+CONFIG_KEYS: dict[str, tuple[str, ...]] = {
+    "model": ("base_channels", "depth", "norm", "dropout"),
+    "extract": ("image_size", "margin", "min_brain_pixels"),
+    "normalize": ("clip_percentiles",),
+}
+
+
+def check_config(config: Any, source: str) -> None:
+    """Refuse a model config lacking what prediction needs (see `CONFIG_KEYS`)."""
+    if not isinstance(config, dict):
+        raise BrainsegError(f"{source}: model config is not a mapping")
+    for section, keys in CONFIG_KEYS.items():
+        got = config.get(section)
+        missing = [k for k in keys if not isinstance(got, dict) or k not in got]
+        if missing:
+            raise BrainsegError(f"{source}: model config lacks {section}.{missing[0]}")
+
+
+def _build(config: dict[str, Any], source: str) -> UNet:
+    try:
+        return build_model(config["model"])
+    except (ValueError, TypeError, BrainsegError) as exc:
+        raise BrainsegError(f"{source}: cannot build the model of its config: {exc}") from exc
+
+
+MLFLOW_SCHEMES: tuple[str, ...] = ("models:/", "runs:/")
+CONFIG_ATTRIBUTE = "brainseg_config"  # module attribute or MLmodel metadata key of the config
+
+
+class FrozenGraph(torch.nn.Module):
+    """An exported (`pt2`) graph, which is already in eval mode and refuses `eval()`.
+
+    `train()`/`eval()` do nothing here, so the graph can be used as any other model.
+    """
+
+    def __init__(self, graph: torch.nn.Module) -> None:
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.graph(x)
+
+    def train(self, mode: bool = True) -> FrozenGraph:
+        return self
+
+
+def _mlflow_config(model: torch.nn.Module, ref: str) -> Any:
+    """The config carried by a logged model: its attribute, else its MLmodel metadata."""
+    config = getattr(model, CONFIG_ATTRIBUTE, None)
+    if config is None:
+        import mlflow
+
+        metadata = mlflow.models.get_model_info(ref).metadata or {}
+        config = metadata.get(CONFIG_ATTRIBUTE)
+    return config
+
+
+def load_model(ref: str, device: str = "cpu",
+               tracking_uri: str | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Load a model from a `train` checkpoint path or an MLflow model URI.
+
+    Args:
+        ref: a checkpoint path, or `models:/<name>/<version>` (also `models:/<name>@<alias>`)
+            or `runs:/<run id>/<artifact path>`: a model logged with `mlflow.pytorch.log_model`
+            that carries its config (the checkpoint's "config") either in the MLmodel
+            metadata (`metadata={"brainseg_config": config}`, works with the default `pt2`
+            format) or as the module attribute `brainseg_config` (`pickle` format).
+        device: torch device to load on.
+        tracking_uri: the MLflow tracking (and registry) URI for model URIs; None keeps
+            MLflow's own default.
+
+    Returns:
+        The model in eval mode on `device`, and its config (as in a checkpoint).
+
+    Raises:
+        BrainsegError: the model cannot be found or loaded, or carries no config.
+    """
+    if not ref.startswith(MLFLOW_SCHEMES):
+        return load_checkpoint(ref, device)
+    import mlflow
+    import mlflow.pytorch
+    from mlflow.exceptions import MlflowException
+
+    if tracking_uri is not None:
+        mlflow.set_tracking_uri(tracking_uri)
+    try:
+        model = mlflow.pytorch.load_model(ref, map_location=device)
+        config = _mlflow_config(model, ref)
+    except (MlflowException, OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise BrainsegError(f"{ref}: cannot load MLflow model: {_first_line(exc)}") from exc
+    if not isinstance(model, torch.nn.Module) or config is None:
+        raise BrainsegError(f"{ref}: not a brainseg model (a torch module logged with its config "
+                            f"as MLmodel metadata or attribute '{CONFIG_ATTRIBUTE}')")
+    check_config(config, ref)
+    try:
+        model.eval()
+    except NotImplementedError:  # an exported graph: eval mode is fixed at export
+        model = FrozenGraph(model)
+    model.to(device=device, memory_format=torch.channels_last)
+    return model, config
+
+
+# Slices are (s, c, h, w) with h along the volume's first axis x: left-right in the
+# BraTS (LPS) and RAS grids. Flip test-time augmentation mirrors this axis.
+FLIP_AXIS = -2
+
+
+def flip_lr(array: np.ndarray) -> np.ndarray:
+    """Mirror slices (s, c, h, w) left-right (along h, the volume's x axis)."""
+    return np.flip(array, axis=FLIP_AXIS)
+
+
 @torch.no_grad()
-def predict_slices(
-    model: torch.nn.Module, slices: np.ndarray, batch_size: int, device: str = "cpu"
-) -> np.ndarray:
-    """Sigmoid probabilities float32 (s, 3, h, w) for normalized slices (s, 4, h, w)."""
+def _forward(model: torch.nn.Module, slices: np.ndarray, batch_size: int, device: str,
+             output: str) -> np.ndarray:
+    """Region probabilities float32 (s, 3, h, w), batch by batch."""
     model.eval()
     out = []
     for start in range(0, len(slices), batch_size):
-        batch = torch.from_numpy(np.asarray(slices[start : start + batch_size], dtype=np.float32))
+        chunk = np.ascontiguousarray(slices[start : start + batch_size], dtype=np.float32)
+        batch = torch.from_numpy(chunk)
         batch = batch.to(device).contiguous(memory_format=torch.channels_last)
-        out.append(torch.sigmoid(model(batch)).float().cpu().numpy())
+        out.append(region_probabilities(model(batch), output).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 3, *slices.shape[2:]), np.float32)
+
+
+def predict_slices_with_tta(
+    model: torch.nn.Module, slices: np.ndarray, batch_size: int, device: str = "cpu",
+    output: str = "regions",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities without and with flip test-time augmentation, from two forward passes.
+
+    Returns:
+        (plain, tta), both float32 (s, 3, h, w); tta is the mean of the plain prediction
+        and the prediction of the left-right mirrored slices, mirrored back.
+    """
+    plain = _forward(model, slices, batch_size, device, output)
+    mirrored = flip_lr(_forward(model, flip_lr(slices), batch_size, device, output))
+    return plain, (plain + mirrored) / np.float32(2)
+
+
+def predict_slices(
+    model: torch.nn.Module, slices: np.ndarray, batch_size: int, device: str = "cpu",
+    output: str = "regions", flip_tta: bool = False,
+) -> np.ndarray:
+    """Probabilities of WT, TC, ET float32 (s, 3, h, w) for normalized slices (s, 4, h, w).
+
+    Args:
+        model: the network; its logits are read as `output` (`regions` or `softmax`,
+            see `brainseg.models.outputs.region_probabilities`).
+        slices: normalized slices (s, 4, h, w).
+        batch_size: slices per forward pass.
+        device: torch device.
+        output: the network's output mode.
+        flip_tta: average with the left-right mirrored prediction (twice the compute).
+    """
+    if flip_tta:
+        return predict_slices_with_tta(model, slices, batch_size, device, output)[1]
+    return _forward(model, slices, batch_size, device, output)
+
+
+def prepare_volume(config: dict[str, Any], image: np.ndarray) -> tuple[np.ndarray, SliceGeometry]:
+    """Normalized slices (s, 4, h, w) of a volume (4, x, y, z) and their geometry.
+
+    Exactly the preprocessing of the training data (`extract_slices`, `normalize_slices`,
+    with the params stored in the checkpoint).
+    """
+    ext, norm = config["extract"], config["normalize"]
+    slices, _, brain, geo = extract_slices(
+        image, None, ext["image_size"], ext["margin"], ext["min_brain_pixels"]
+    )
+    normed, _ = normalize_slices(slices, brain, tuple(norm["clip_percentiles"]))
+    return normed, geo
+
+
+def output_mode(config: dict[str, Any]) -> str:
+    """The network's output mode stored in a checkpoint config (`regions` before it existed)."""
+    return config["model"].get("output", "regions")
+
+
+def predict_probabilities(
+    model: torch.nn.Module,
+    config: dict[str, Any],
+    image: np.ndarray,
+    batch_size: int,
+    device: str = "cpu",
+    flip_tta: bool = False,
+) -> np.ndarray:
+    """Region probabilities float32 (3, x, y, z) of WT, TC, ET for a volume (4, x, y, z).
+
+    On the volume's own grid; 0 outside the brain's crop box and on slices not kept.
+    """
+    normed, geo = prepare_volume(config, image)
+    probs = predict_slices(model, normed, batch_size, device, output_mode(config), flip_tta)
+    return to_original_grid(probs, geo)
 
 
 def predict_volume(
@@ -55,14 +266,9 @@ def predict_volume(
 ) -> np.ndarray:
     """Segment one volume (4, x, y, z) into BraTS labels uint8 (x, y, z) on the same grid.
 
-    Uses exactly the preprocessing of the training data (`extract_slices`,
-    `normalize_slices`, with the params stored in the checkpoint).
+    One `threshold` for every region, ET ⊂ TC ⊂ WT, no other post-processing (see
+    `brainseg.evaluation.postprocess` for the tuned settings).
     """
-    ext, norm = config["extract"], config["normalize"]
-    slices, _, brain, geo = extract_slices(
-        image, None, ext["image_size"], ext["margin"], ext["min_brain_pixels"]
-    )
-    normed, _ = normalize_slices(slices, brain, tuple(norm["clip_percentiles"]))
-    probs = predict_slices(model, normed, batch_size, device)
-    grid = to_original_grid(probs, geo)
-    return regions_to_labels(grid > threshold)
+    probs = predict_probabilities(model, config, image, batch_size, device)
+    # no volume-based option is on, so the voxel spacing plays no part
+    return apply(probs, PostprocessSettings.uniform(threshold), spacing=(1.0, 1.0, 1.0))

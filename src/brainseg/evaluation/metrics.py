@@ -1,99 +1,221 @@
-"""3D overlap and distance metrics with the BraTS conventions for empty masks.
+"""3D overlap, distance and volume metrics with the BraTS conventions for empty masks.
 
-Conventions (as the BraTS challenge scores):
-- reference and prediction both empty: Dice = IoU = precision = recall = 1, HD95 = 0;
-- exactly one empty: Dice = IoU = 0, HD95 = 373.13 mm (the diagonal of a
-  240 x 240 x 155 mm volume); precision (prediction empty) and recall (reference
-  empty) are 0 as well.
-HD95 is the larger of the two directed 95th percentiles of surface-to-surface
-distances, in millimetres from the voxel spacing (as MedPy's `hd95`).
+P is the predicted mask, R the reference; TP, FP, FN, TN count voxels of the whole grid.
+
+- Dice = 2TP / (2TP + FP + FN), IoU = TP / (TP + FP + FN): 1 when P and R are both
+  empty, hence 0 when exactly one is.
+- precision = TP / |P|, sensitivity = TP / |R|, specificity = TN / |not R|: a ratio
+  whose denominator is empty is 1 when the other mask's matching set is empty too and
+  0 otherwise (the Dice rule again). So both empty gives precision = sensitivity = 1,
+  exactly one empty gives 0 for both; specificity is the sensitivity of the
+  complements and only needs the rule when R fills the whole grid.
+- accuracy = (TP + TN) / voxels.
+- HD95 (mm, from the voxel spacing) is the 95th percentile (linear interpolation) of
+  the distances from every surface voxel of P to the surface of R pooled with those
+  from every surface voxel of R to the surface of P, as MedPy's `hd95` (which the
+  BraTS organisers' CBICA `Hausdorff95` tool wraps). A surface voxel is a mask voxel
+  with a background 6-neighbour (erosion by the connectivity-1 cross; outside the grid
+  is background).
+  Both empty: 0; exactly one empty: 373.13 mm, the diagonal of a 240 x 240 x 155 mm
+  volume.
+- volume_diff_cm3 = (|P| - |R|) x voxel volume / 1000: signed, positive when the
+  prediction is larger than the reference.
+
+Speed: everything is computed inside the bounding box of the two tumors (outside it
+both masks are background, so the counts, surfaces and distances are unchanged), with
+the confusion counts taken once per region and distance transforms on that box only.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from scipy import ndimage
 
-from brainseg.data.labels import REGIONS, labels_to_regions
+from brainseg.data.labels import REGION_LABELS, REGIONS
+from brainseg.errors import BrainsegError
 
 HD95_EMPTY_MM = 373.13
+METRICS: tuple[str, ...] = ("dice", "iou", "precision", "sensitivity", "specificity",
+                            "accuracy", "hd95", "volume_diff_cm3")
 
 
-def _counts(pred: np.ndarray, ref: np.ndarray) -> tuple[int, int, int]:
-    tp = int(np.count_nonzero(pred & ref))
-    return tp, int(np.count_nonzero(pred)) - tp, int(np.count_nonzero(ref)) - tp
+class Confusion(NamedTuple):
+    """Voxel counts of a binary prediction against a binary reference."""
+
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+
+
+def confusion(pred: np.ndarray, ref: np.ndarray, n_voxels: int | None = None) -> Confusion:
+    """Count TP, FP, FN, TN of two bool masks of one shape.
+
+    Args:
+        pred: predicted mask (bool, any shape).
+        ref: reference mask (bool, same shape).
+        n_voxels: voxels of the full grid when `pred` and `ref` are a crop of it that
+            holds all their foreground (TN counts the voxels outside the crop too).
+    """
+    n_p, n_r = int(np.count_nonzero(pred)), int(np.count_nonzero(ref))
+    tp = int(np.count_nonzero(pred & ref)) if n_p and n_r else 0
+    total = pred.size if n_voxels is None else n_voxels
+    return Confusion(tp, n_p - tp, n_r - tp, total - n_p - n_r + tp)
+
+
+def _rate(num: int, den: int, other: int) -> float:
+    """num / den; for den == 0: 1 if the matching set of the other mask is empty, else 0."""
+    if den == 0:
+        return 1.0 if other == 0 else 0.0
+    return num / den
+
+
+def overlap_scores(c: Confusion) -> dict[str, float]:
+    """Dice, IoU, precision, sensitivity, specificity and accuracy from counts."""
+    n = c.tp + c.fp + c.fn + c.tn
+    return {
+        "dice": _rate(2 * c.tp, 2 * c.tp + c.fp + c.fn, 0),
+        "iou": _rate(c.tp, c.tp + c.fp + c.fn, 0),
+        "precision": _rate(c.tp, c.tp + c.fp, c.fn),
+        "sensitivity": _rate(c.tp, c.tp + c.fn, c.fp),
+        "specificity": _rate(c.tn, c.tn + c.fp, c.fn),
+        "accuracy": _rate(c.tp + c.tn, n, 0),
+    }
 
 
 def dice(pred: np.ndarray, ref: np.ndarray) -> float:
     """Dice = 2|P∩R| / (|P| + |R|); 1 when both are empty."""
-    tp, fp, fn = _counts(pred, ref)
-    return 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
+    return overlap_scores(confusion(pred, ref))["dice"]
 
 
 def iou(pred: np.ndarray, ref: np.ndarray) -> float:
     """IoU = |P∩R| / |P∪R|; 1 when both are empty."""
-    tp, fp, fn = _counts(pred, ref)
-    return 1.0 if tp + fp + fn == 0 else tp / (tp + fp + fn)
+    return overlap_scores(confusion(pred, ref))["iou"]
 
 
 def precision(pred: np.ndarray, ref: np.ndarray) -> float:
-    """|P∩R| / |P|; 1 when both are empty, 0 when only P is empty."""
-    tp, fp, fn = _counts(pred, ref)
-    if tp + fp == 0:
-        return 1.0 if fn == 0 else 0.0
-    return tp / (tp + fp)
+    """|P∩R| / |P|; 1 when both are empty, 0 when only P is."""
+    return overlap_scores(confusion(pred, ref))["precision"]
 
 
-def recall(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Sensitivity |P∩R| / |R|; 1 when both are empty, 0 when only R is empty."""
-    tp, fp, fn = _counts(pred, ref)
-    if tp + fn == 0:
-        return 1.0 if fp == 0 else 0.0
-    return tp / (tp + fn)
+def sensitivity(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Sensitivity (recall) |P∩R| / |R|; 1 when both are empty, 0 when only R is."""
+    return overlap_scores(confusion(pred, ref))["sensitivity"]
+
+
+def specificity(pred: np.ndarray, ref: np.ndarray) -> float:
+    """|not P ∩ not R| / |not R|; when R fills the grid: 1 if P does too, else 0."""
+    return overlap_scores(confusion(pred, ref))["specificity"]
+
+
+def accuracy(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Fraction of voxels where P and R agree."""
+    return overlap_scores(confusion(pred, ref))["accuracy"]
+
+
+def volume_difference_cm3(pred: np.ndarray, ref: np.ndarray,
+                          spacing: tuple[float, ...]) -> float:
+    """(|P| - |R|) times the voxel volume, in cm³ (`spacing` in mm); > 0: P is larger."""
+    diff = int(np.count_nonzero(pred)) - int(np.count_nonzero(ref))
+    return _volume_cm3(diff, spacing)
+
+
+def _volume_cm3(voxels: int, spacing: tuple[float, ...]) -> float:
+    return voxels * float(np.prod(spacing, dtype=np.float64)) / 1000.0
+
+
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The smallest box (one slice per axis) holding every True voxel; None when empty."""
+    box = []
+    for axis in range(mask.ndim):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        idx = np.flatnonzero(mask.any(axis=others) if others else mask)
+        if idx.size == 0:
+            return None
+        box.append(slice(int(idx[0]), int(idx[-1]) + 1))
+    return tuple(box)
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:
-    return mask & ~ndimage.binary_erosion(mask, border_value=0)
+    """Mask voxels with a background 6-neighbour (outside the array is background)."""
+    cross = ndimage.generate_binary_structure(mask.ndim, 1)
+    return mask & ~ndimage.binary_erosion(mask, structure=cross, border_value=0)
+
+
+def _check_spacing(spacing: tuple[float, ...], ndim: int) -> tuple[float, ...]:
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != ndim or not all(s > 0 for s in spacing):
+        raise BrainsegError(f"voxel spacing must be {ndim} positive numbers, got {spacing}")
+    return spacing
 
 
 def hd95(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...]) -> float:
-    """95th-percentile Hausdorff distance in mm between the surfaces of two masks.
+    """95th percentile of the pooled surface-to-surface distances, in mm (see module doc).
 
-    Computed on the bounding box of both masks (plus one voxel), with Euclidean
-    distance transforms that honour `spacing`.
+    Args:
+        pred: predicted mask (bool).
+        ref: reference mask (bool, same shape).
+        spacing: voxel size in mm along each axis of the arrays.
     """
+    spacing = _check_spacing(spacing, pred.ndim)
     has_p, has_r = bool(pred.any()), bool(ref.any())
     if not has_p and not has_r:
         return 0.0
     if not (has_p and has_r):
         return HD95_EMPTY_MM
-    coords = np.argwhere(pred | ref)
-    lo = np.maximum(coords.min(0) - 1, 0)
-    hi = coords.max(0) + 2
-    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    box = bounding_box(pred | ref)
     sp, sr = _surface(pred[box]), _surface(ref[box])
     to_ref = ndimage.distance_transform_edt(~sr, sampling=spacing)[sp]
     to_pred = ndimage.distance_transform_edt(~sp, sampling=spacing)[sr]
-    return float(max(np.percentile(to_ref, 95), np.percentile(to_pred, 95)))
+    return float(np.percentile(np.concatenate([to_ref, to_pred]), 95))
+
+
+def mask_metrics(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...],
+                 n_voxels: int | None = None) -> dict[str, float]:
+    """Every metric of METRICS for one pair of masks (or a crop holding all their foreground).
+
+    Args:
+        pred: predicted mask (bool).
+        ref: reference mask (bool, same shape).
+        spacing: voxel size in mm along each axis.
+        n_voxels: voxels of the full grid when the masks are a crop of it.
+    """
+    c = confusion(pred, ref, n_voxels)
+    scores = overlap_scores(c)
+    scores["hd95"] = hd95(pred, ref, spacing)
+    scores["volume_diff_cm3"] = _volume_cm3(c.fp - c.fn, spacing)
+    return {m: scores[m] for m in METRICS}
 
 
 def region_metrics(
     pred_labels: np.ndarray, ref_labels: np.ndarray, spacing: tuple[float, ...]
 ) -> dict[str, dict[str, float]]:
-    """Every metric for WT, TC and ET from two BraTS label maps (x, y, z).
+    """Every metric for WT, TC and ET from two BraTS label maps on the same grid.
+
+    Args:
+        pred_labels: predicted labels (x, y, z), values in {0, 1, 2, 4}.
+        ref_labels: reference labels, same shape.
+        spacing: voxel size in mm along x, y, z.
 
     Returns:
-        {region: {"dice", "iou", "precision", "recall", "hd95"}}.
+        {region: {metric: value}} for the regions of REGIONS and the metrics of METRICS.
+
+    Raises:
+        BrainsegError: the shapes differ or the spacing does not fit them.
     """
-    pred_r, ref_r = labels_to_regions(pred_labels), labels_to_regions(ref_labels)
+    if pred_labels.shape != ref_labels.shape:
+        raise BrainsegError(f"prediction shape {pred_labels.shape} does not match the "
+                            f"reference shape {ref_labels.shape}")
+    spacing = _check_spacing(spacing, ref_labels.ndim)
+    box = bounding_box((pred_labels != 0) | (ref_labels != 0))
+    if box is None:
+        box = tuple(slice(0, 0) for _ in ref_labels.shape)
+    pred_box, ref_box = pred_labels[box], ref_labels[box]
     out: dict[str, dict[str, float]] = {}
-    for i, region in enumerate(REGIONS):
-        p, r = pred_r[i], ref_r[i]
-        out[region] = {
-            "dice": dice(p, r),
-            "iou": iou(p, r),
-            "precision": precision(p, r),
-            "recall": recall(p, r),
-            "hd95": hd95(p, r, spacing),
-        }
+    for region in REGIONS:
+        labels = REGION_LABELS[region]
+        p, r = np.isin(pred_box, labels), np.isin(ref_box, labels)
+        out[region] = mask_metrics(p, r, spacing, n_voxels=ref_labels.size)
     return out

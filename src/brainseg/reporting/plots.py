@@ -53,7 +53,8 @@ def plot_learning_curves(history: pd.DataFrame, path: Path, dpi: int = 120) -> N
         axes[2].set(xlabel="epoch", ylabel="learning rate", title="Learning rate")
         axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     for ax in axes:
-        ax.axvline(best, color="#999999", ls=":", lw=1, label=f"best epoch ({best})")
+        ax.axvline(best, color="#999999", ls=":", lw=1,
+                   label=f"best val Dice (epoch {best})")
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
     ax_loss.legend()

@@ -1,7 +1,14 @@
-"""Training data: memory-mapped slices of the normalize stage, augmented with albumentations."""
+"""Training data: memory-mapped slices of the normalize stage, augmented with albumentations.
+
+Augmentation randomness is per sample: `SliceDataset[(index, sample_seed)]` reseeds the
+transform from `sample_seed` before applying it, so an augmented sample depends only on
+(index, sample_seed), never on the number of DataLoader workers, the order in which
+samples are drawn, or where a resumed training starts.
+"""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -11,33 +18,83 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from brainseg.data.labels import labels_to_regions
 from brainseg.errors import BrainsegError
+from brainseg.training.transforms import (
+    BrainBrightnessContrast,
+    BrainGamma,
+    BrainGaussianNoise,
+    FloatGaussianBlur,
+)
+
+# train.augment key -> name of the albumentations transform it builds
+AUGMENTATIONS: dict[str, str] = {
+    "flip": "VerticalFlip", "affine": "Affine", "elastic": "ElasticTransform",
+    "gamma": "BrainGamma", "brightness_contrast": "BrainBrightnessContrast",
+    "noise": "BrainGaussianNoise", "blur": "FloatGaussianBlur",
+}
 
 
-def build_augmentation(cfg: dict[str, Any], seed: int) -> A.Compose:
-    """Flips and affine transforms; the same spatial transform on the mask.
+def _spatial(cfg: dict[str, Any]) -> list[A.BasicTransform]:
+    """Flip, affine and elastic: image linear, mask nearest, zero outside the slice."""
+    aff, ela = cfg["affine"], cfg["elastic"]
+    if ela["p"] > 0 and ela["sigma"] < 1:
+        raise BrainsegError(
+            f"invalid key 'train.augment.elastic.sigma': {ela['sigma']} is below 1, the smallest "
+            "smoothing albumentations' ElasticTransform accepts")
+    border = {"border_mode": cv2.BORDER_CONSTANT, "fill": 0, "fill_mask": 0,
+              "interpolation": cv2.INTER_LINEAR, "mask_interpolation": cv2.INTER_NEAREST}
+    return [
+        # Slices are (x, y) arrays (extract keeps the volume's axis order): rows are the
+        # left-right axis, so the left-right mirror is albumentations' *vertical* flip.
+        A.VerticalFlip(p=cfg["flip"]["p"]),
+        A.Affine(rotate=(-aff["rotate_deg"], aff["rotate_deg"]), scale=tuple(aff["scale"]),
+                 translate_percent=(-aff["shift"], aff["shift"]), keep_ratio=True,
+                 p=aff["p"], **border),
+        A.ElasticTransform(alpha=ela["alpha"], sigma=max(ela["sigma"], 1.0), p=ela["p"],
+                           **border),
+    ]
+
+
+def build_augmentation(cfg: dict[str, Any], seed: int,
+                       save_applied_params: bool = False) -> A.Compose:
+    """Every transform of `train.augment`, in order: spatial, gamma, brightness/contrast,
+    noise, blur (a transform with p = 0 is never applied).
+
+    Images are float32 (h, w, 4) z-scores, masks uint8 (h, w) BraTS labels: spatial
+    transforms move both alike (nearest neighbour for the mask, so labels stay in
+    {0, 1, 2, 4}); intensity transforms never clip (see `brainseg.training.transforms`).
 
     Args:
         cfg: the `train.augment` params.
-        seed: seed of albumentations' own random generator.
+        seed: seed of the transforms' random stream (one stream shared by all of them).
+        save_applied_params: record what was applied in the output's `applied_transforms`.
+
+    Raises:
+        BrainsegError: for a setting albumentations cannot run.
     """
-    aff = cfg["affine"]
-    return A.Compose(
+    compose = A.Compose(
         [
-            A.HorizontalFlip(p=cfg["flip"]["p"]),
-            A.Affine(
-                rotate=(-aff["rotate_deg"], aff["rotate_deg"]),
-                interpolation=cv2.INTER_LINEAR,
-                mask_interpolation=cv2.INTER_NEAREST,
-                border_mode=cv2.BORDER_CONSTANT,
-                fill=0,
-                fill_mask=0,
-                p=aff["p"],
-            ),
+            *_spatial(cfg),
+            BrainGamma(gamma_range=tuple(cfg["gamma"]["range"]), p=cfg["gamma"]["p"]),
+            BrainBrightnessContrast(brightness=cfg["brightness_contrast"]["brightness"],
+                                    contrast=cfg["brightness_contrast"]["contrast"],
+                                    p=cfg["brightness_contrast"]["p"]),
+            BrainGaussianNoise(std_range=tuple(cfg["noise"]["std"]), p=cfg["noise"]["p"]),
+            FloatGaussianBlur(sigma_range=tuple(cfg["blur"]["sigma"]), p=cfg["blur"]["p"]),
         ],
-        seed=seed,
+        save_applied_params=save_applied_params,
     )
+    reseed(compose, seed)
+    return compose
+
+
+def reseed(transform: A.Compose, seed: int) -> None:
+    """Give every transform of `transform` one shared random stream started from `seed`.
+
+    (`Compose.set_random_seed` would give each transform its own generator with the same
+    seed, so that, e.g., two transforms with the same p would always be applied together.)
+    """
+    transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
 
 def load_subject_slices(folder: Path, mmap: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -53,26 +110,46 @@ def load_subject_slices(folder: Path, mmap: bool = True) -> tuple[np.ndarray, np
 
 
 class SliceDataset(Dataset):
-    """All axial slices of a list of subjects, as (image float32 (4,h,w), regions float32 (3,h,w)).
+    """All axial slices of a list of subjects, as (image, BraTS labels) tensors.
 
-    Arrays stay memory-mapped; a slice is read only when it is asked for.
+    An item is `dataset[index]` (the transform draws from its own running stream) or
+    `dataset[(index, sample_seed)]` (the transform is reseeded from `sample_seed` first,
+    so the same pair always gives the same sample). Arrays stay memory-mapped; a slice
+    is read only when it is asked for.
+
+    Attributes:
+        has_tumor: bool (len(self),): the slice holds a label > 0.
     """
 
     def __init__(self, folders: list[Path], transform: A.Compose | None = None) -> None:
         self.arrays = [load_subject_slices(f) for f in folders]
         self.index = [(i, k) for i, (img, _) in enumerate(self.arrays) for k in range(len(img))]
         self.transform = transform
+        # labels are uint8, so "any label > 0" is "any non-zero"; one pass over label.npy
+        self.has_tumor = np.concatenate(
+            [np.asarray(label).any(axis=(1, 2)) for _, label in self.arrays] or [np.zeros(0, bool)]
+        )
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, item: int | tuple[int, int]) -> dict[str, Any]:
+        """The (possibly augmented) arrays of one item: `image` float32 (h, w, 4), `mask`
+        uint8 (h, w), and `applied_transforms` when the transform records them."""
+        idx, seed = (item[0], item[1]) if isinstance(item, tuple | list) else (item, None)
+        idx, seed = int(idx), None if seed is None else int(seed)
         i, k = self.index[idx]
-        image = np.asarray(self.arrays[i][0][k], dtype=np.float32)
-        label = np.asarray(self.arrays[i][1][k])
-        if self.transform is not None:
-            out = self.transform(image=image.transpose(1, 2, 0), mask=label)
-            image = np.ascontiguousarray(out["image"].transpose(2, 0, 1), dtype=np.float32)
-            label = out["mask"]
-        regions = labels_to_regions(label).astype(np.float32)
-        return torch.from_numpy(image), torch.from_numpy(regions)
+        data = {"image": np.asarray(self.arrays[i][0][k], dtype=np.float32).transpose(1, 2, 0),
+                "mask": np.asarray(self.arrays[i][1][k])}
+        if self.transform is None:
+            return data
+        if seed is not None:
+            reseed(self.transform, seed)
+        return self.transform(**data)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image float32 (4, h, w) and labels int64 (h, w) with BraTS values 0/1/2/4."""
+        data = self.sample(item)
+        image = np.ascontiguousarray(data["image"].transpose(2, 0, 1), dtype=np.float32)
+        label = np.ascontiguousarray(data["mask"], dtype=np.int64)
+        return torch.from_numpy(image), torch.from_numpy(label)

@@ -1,15 +1,27 @@
-"""The MLflow run of one training: params, tags, per-epoch metrics and artifacts."""
+"""The MLflow run of one training: params, tags, per-epoch metrics, artifacts, the model.
+
+The trained model is logged with `mlflow.pytorch.log_model` (signature and input
+example) and registered under `train.registered_model`; `evaluate` later tags that
+model version with the test metrics.
+"""
 
 from __future__ import annotations
 
+import copy
+import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import torch
 
 from brainseg.params import flatten
 from brainseg.tracking import dvc_dir_hash, git_commit, setup_experiment, write_run_info
+
+log = logging.getLogger(__name__)
 
 
 class TrainingRun:
@@ -20,27 +32,37 @@ class TrainingRun:
         experiment: experiment name (created once if missing).
         params: the whole validated params, logged flattened (`train.optimizer.lr`, ...).
         data_dir: training data folder; its DVC hash is the `data_version` tag.
+        run_id: an existing run to continue (`train --resume`), or None for a new run.
     """
 
-    def __init__(self, uri: str, experiment: str, params: dict[str, Any], data_dir: Path) -> None:
+    def __init__(self, uri: str, experiment: str, params: dict[str, Any], data_dir: Path,
+                 run_id: str | None = None) -> None:
         import mlflow
 
         self.mlflow = mlflow
         self.experiment = experiment
         self.experiment_id = setup_experiment(uri, experiment)
         self.params, self.data_dir = params, data_dir
-        self.run_id = ""
+        self.resumed = run_id is not None
+        self.run_id = run_id or ""
 
     def __enter__(self) -> TrainingRun:
+        if self.resumed:
+            self.mlflow.start_run(run_id=self.run_id)
+            self.mlflow.set_tag("resumed", "true")
+            return self
         run = self.mlflow.start_run(experiment_id=self.experiment_id)
         self.run_id = run.info.run_id
         self.mlflow.log_params(flatten(self.params))
-        self.mlflow.set_tags({
+        tags = {
             "git_commit": git_commit(),
             "data_version": dvc_dir_hash(self.data_dir),
             "data_dir": self.data_dir.as_posix(),
             "stage": "train",
-        })
+        }
+        if os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run` for its stage commands
+            tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
+        self.mlflow.set_tags(tags)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -51,15 +73,50 @@ class TrainingRun:
         epoch = int(row["epoch"])
         self.mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=epoch)
 
-    def finish(self, best: dict[str, float], model: Path, history: Path, run_info: Path) -> None:
+    def relog_missing(self, history: list[dict[str, float]]) -> None:
+        """After a resume: log the history rows that the killed process had not logged yet."""
+        client = self.mlflow.tracking.MlflowClient()
+        logged = {m.step for m in client.get_metric_history(self.run_id, "train_loss")}
+        for row in history:
+            if int(row["epoch"]) not in logged:
+                self.log_epoch(row)
+
+    def log_model(self, model: torch.nn.Module, config: dict[str, Any], name: str,
+                  example: np.ndarray) -> dict[str, str]:
+        """Log the model (on CPU, with its brainseg config), register it; returns name/version.
+
+        Pickled (not exported to a fixed-shape graph), so that the loaded module is a
+        brainseg U-Net that takes any slice size and carries `brainseg_config` (the
+        checkpoint's config, also in the MLmodel metadata), which
+        `brainseg predict --model models:/<name>/<version>` reads.
+        """
+        from mlflow.models import infer_signature
+
+        cpu = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).eval()
+        cpu.brainseg_config = config
+        with torch.no_grad():
+            output = cpu(torch.from_numpy(example)).numpy()
+        info = self.mlflow.pytorch.log_model(
+            cpu, name="model", signature=infer_signature(example, output),
+            input_example=example, registered_model_name=name, serialization_format="pickle",
+            metadata={"brainseg_config": config},
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "brainseg"],
+        )
+        version = str(info.registered_model_version)
+        log.info("registered model %s version %s (logged as %s)", name, version, info.model_uri)
+        return {"model_name": name, "model_version": version,
+                "model_uri": f"models:/{name}/{version}"}
+
+    def finish(self, best: dict[str, float], model: Path, history: Path, run_info: Path,
+               registered: dict[str, str]) -> None:
         """Log the best epoch, the checkpoint, the history and its learning curves."""
         from brainseg.reporting.plots import plot_learning_curves
 
         self.mlflow.log_metrics({f"best_{k}": float(v) for k, v in best.items()})
-        self.mlflow.log_artifact(str(model), artifact_path="model")
+        self.mlflow.log_artifact(str(model), artifact_path="checkpoint")
         self.mlflow.log_artifact(str(history), artifact_path="history")
         with tempfile.TemporaryDirectory() as tmp:
             png = Path(tmp) / "learning_curves.png"
             plot_learning_curves(pd.read_csv(history), png)
             self.mlflow.log_artifact(str(png), artifact_path="history")
-        write_run_info(run_info, self.run_id, self.experiment)
+        write_run_info(run_info, self.run_id, self.experiment, **registered)

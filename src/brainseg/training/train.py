@@ -1,13 +1,17 @@
 """Stage `train`: a 2D U-Net on the normalized slices, validated per subject each epoch.
 
 Writes the best checkpoint (by mean validation Dice) with the config needed to rebuild
-it and to preprocess new scans, the per-epoch history CSV, and one MLflow run.
+it and to preprocess new scans, the per-epoch history CSV, one MLflow run with the
+registered model, and (until the training completes) a resumable state after every
+epoch. Under `torchrun` it trains data-parallel; only rank 0 writes and logs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import random
 import time
 from pathlib import Path
@@ -16,33 +20,40 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from brainseg.data.labels import REGIONS, labels_to_regions
+from brainseg.data.labels import REGIONS
 from brainseg.data.split import read_splits
 from brainseg.errors import BrainsegError
-from brainseg.evaluation.inference import predict_slices
-from brainseg.evaluation.metrics import dice
 from brainseg.io.atomic import atomic_file
+from brainseg.models.outputs import out_channels
 from brainseg.models.unet import build_model
 from brainseg.parallel import default_jobs
 from brainseg.params import load_params
 from brainseg.tracking import add_tracking_argument
-from brainseg.training.data import SliceDataset, build_augmentation, load_subject_slices
-from brainseg.training.losses import DiceBCELoss
+from brainseg.training import distributed
+from brainseg.training.data import SliceDataset, build_augmentation
+from brainseg.training.losses import SegmentationLoss
 from brainseg.training.mlflow_run import TrainingRun
+from brainseg.training.optim import build_optimizer, build_scheduler, clip_gradients
+from brainseg.training.sampling import BatchPlan, EpochBatchSampler
+from brainseg.training.state import fingerprint, load_state, save_state, set_rng_states
+from brainseg.training.validation import validate
 
 log = logging.getLogger(__name__)
 
 
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch; returns a seeded generator for the sampler."""
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch, and ask torch for deterministic algorithms."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
     torch.use_deterministic_algorithms(True, warn_only=True)
-    return torch.Generator().manual_seed(seed)
 
 
 def subject_folders(slices_dir: Path, splits: pd.DataFrame, split: str) -> list[Path]:
@@ -53,90 +64,186 @@ def subject_folders(slices_dir: Path, splits: pd.DataFrame, split: str) -> list[
     return [slices_dir / n for n in names]
 
 
-def make_loader(dataset: SliceDataset, cfg: dict[str, Any], gen: torch.Generator,
-                workers: int) -> DataLoader:
-    n = cfg["slices_per_epoch"] or len(dataset)
-    sampler = RandomSampler(dataset, replacement=n > len(dataset), num_samples=n, generator=gen)
-    return DataLoader(dataset, batch_size=cfg["batch_size"], sampler=sampler, num_workers=workers,
-                      drop_last=len(dataset) > cfg["batch_size"], persistent_workers=workers > 0)
+def autocast(precision: str, device: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast (CPU or CUDA), fp16 autocast (CUDA), or nothing for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
 
 
-def validate(model, folders: list[Path], loss_fn, batch_size: int, device: str) -> dict[str, float]:
-    """Mean validation loss and per-subject 3D Dice (in slice space) per region."""
-    scores = {r: [] for r in REGIONS}
-    losses = []
-    for folder in folders:
-        image, label = load_subject_slices(folder, mmap=False)
-        probs = predict_slices(model, image, batch_size, device)
-        regions = labels_to_regions(label)  # (3, s, h, w)
-        target = torch.from_numpy(regions.transpose(1, 0, 2, 3).astype(np.float32))
-        logits = torch.logit(torch.from_numpy(probs).clamp(1e-6, 1 - 1e-6))
-        losses.append(float(loss_fn(logits, target)))
-        for i, region in enumerate(REGIONS):
-            scores[region].append(dice(probs[:, i] > 0.5, regions[i]))
-    out = {f"val_dice_{r}": float(np.mean(v)) for r, v in scores.items()}
-    out["val_dice_mean"] = float(np.mean([out[f"val_dice_{r}"] for r in REGIONS]))
-    out["val_loss"] = float(np.mean(losses))
-    return out
+def model_config(params: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint stores to rebuild the model and preprocess new scans."""
+    cfg = params["train"]
+    return {"model": {**cfg["model"], "in_channels": 4,
+                      "out_channels": out_channels(cfg["model"]["output"])},
+            "extract": params["extract"], "normalize": params["normalize"],
+            "regions": list(REGIONS), "precision": cfg["precision"],
+            "channels_last": cfg["channels_last"]}
 
 
-def train_epoch(model, loader, loss_fn, optimizer, device: str, epoch: int) -> tuple[float, float]:
-    """One pass over the loader; returns (mean loss, slices per second)."""
-    model.train()
-    total, count, start = 0.0, 0, time.perf_counter()
-    for image, target in tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False):
-        image = image.to(device).contiguous(memory_format=torch.channels_last)
-        loss = loss_fn(model(image), target.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += float(loss.detach()) * len(image)
-        count += len(image)
-    return total / max(count, 1), count / (time.perf_counter() - start)
+class Trainer:
+    """Model, data, optimizer and schedule of one training, in one process of `ctx`."""
+
+    def __init__(self, params: dict[str, Any], slices_dir: Path, splits_path: Path,
+                 ctx: distributed.Context, workers: int) -> None:
+        cfg = self.cfg = params["train"]
+        self.ctx, self.seed = ctx, params["base"]["seed"]
+        if cfg["precision"] == "fp16" and not ctx.device.startswith("cuda"):
+            raise BrainsegError("train.precision fp16 needs a CUDA device; use bf16 on CPU")
+        seed_everything(self.seed)
+        splits = read_splits(splits_path)
+        self.dataset = SliceDataset(subject_folders(slices_dir, splits, "train"),
+                                    build_augmentation(cfg["augment"], self.seed))
+        self.val_folders = subject_folders(slices_dir, splits, "val")
+        plan = BatchPlan(self.dataset.has_tumor, cfg["batch_size"], cfg["slices_per_epoch"],
+                         cfg["tumor_fraction"], self.seed)
+        self.sampler = EpochBatchSampler(plan, ctx.rank, ctx.world)
+        self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=workers,
+                                 persistent_workers=workers > 0,
+                                 generator=torch.Generator().manual_seed(self.seed))
+        self.config = model_config(params)
+        self.memory = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
+        self.model = build_model(self.config["model"]).to(ctx.device, memory_format=self.memory)
+        self.net = (DistributedDataParallel(self.model) if ctx.distributed else self.model)
+        self.optimizer = build_optimizer(self.model, cfg["optimizer"])
+        self.scheduler = build_scheduler(self.optimizer, cfg["schedule"], len(plan), cfg["epochs"])
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg["precision"] == "fp16")
+        self.loss_fn = SegmentationLoss(cfg["model"]["output"], cfg["loss"]["dice_weight"],
+                                        cfg["loss"]["ce_weight"])
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()}
+
+    def load(self, state: dict[str, Any], path: Path) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise BrainsegError(f"{path}: the saved state does not fit this model: {exc}") from exc
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+
+    def train_epoch(self, epoch: int) -> tuple[float, float]:
+        """One pass over this epoch's batches; returns (mean loss, slices per second)."""
+        self.net.train()
+        self.sampler.set_epoch(epoch)
+        total, count, start = 0.0, 0, time.perf_counter()
+        bar = tqdm(self.loader, desc=f"epoch {epoch}", unit="batch", leave=False,
+                   disable=not self.ctx.main)
+        for image, label in bar:
+            image = image.to(self.ctx.device).contiguous(memory_format=self.memory)
+            with autocast(self.cfg["precision"], self.ctx.device):
+                outputs = self.net(image)
+            loss = self.loss_fn(outputs, label.to(self.ctx.device))
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            clip_gradients(self.model, self.cfg["optimizer"]["grad_clip"])
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            total += float(loss.detach()) * len(image)
+            count += len(image)
+        return total / max(count, 1), count / (time.perf_counter() - start)
+
+    def validate(self) -> dict[str, float]:
+        with autocast(self.cfg["precision"], self.ctx.device):
+            return validate(self.model, self.val_folders, self.loss_fn,
+                            self.cfg["model"]["output"], self.cfg["batch_size"],
+                            self.ctx.device, self.memory)
+
+    def example(self) -> np.ndarray:
+        """One validation slice (1, 4, h, w) float32: the MLflow model's input example."""
+        image = np.load(self.val_folders[0] / "image.npy", mmap_mode="r")
+        return np.asarray(image[len(image) // 2: len(image) // 2 + 1], dtype=np.float32)
 
 
 def run_train(params: dict[str, Any], slices_dir: str | Path, splits_path: str | Path,
               model_out: str | Path, history_out: str | Path, run_info_out: str | Path,
-              tracking_uri: str, device: str = "cpu", workers: int = 0) -> dict[str, float]:
+              tracking_uri: str, device: str = "cpu", workers: int = 0, resume: bool = False,
+              state_path: str | Path | None = None) -> dict[str, float]:
     """Train, keep the best epoch's weights, and record everything in one MLflow run.
 
+    Args:
+        resume: continue from the state at `state_path` (same params), in the same run.
+        state_path: the per-epoch training state (default: train_state.pt next to
+            `model_out`); removed when the training completes.
+
     Returns:
-        The best epoch's validation metrics.
+        The best epoch's history row.
     """
-    cfg, seed = params["train"], params["base"]["seed"]
-    gen = seed_everything(seed)
-    splits = read_splits(splits_path)
-    train_set = SliceDataset(subject_folders(Path(slices_dir), splits, "train"),
-                             build_augmentation(cfg["augment"], seed))
-    val_folders = subject_folders(Path(slices_dir), splits, "val")
-    loader = make_loader(train_set, cfg, gen, workers)
-    model = build_model(cfg["model"]).to(device=device, memory_format=torch.channels_last)
-    opt = cfg["optimizer"]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=opt["lr"],
-                                  weight_decay=opt["weight_decay"])
-    loss_fn = DiceBCELoss(cfg["loss"]["dice_weight"], cfg["loss"]["ce_weight"])
-    config = {"model": {**cfg["model"], "in_channels": 4, "out_channels": len(REGIONS)},
-              "extract": params["extract"], "normalize": params["normalize"],
-              "regions": list(REGIONS)}
-    history, best = [], {"val_dice_mean": -1.0}
-    with TrainingRun(tracking_uri, cfg["experiment"], params, Path(slices_dir)) as run:
-        log.info("training on %d slices; MLflow run %s", len(train_set), run.run_id)
-        for epoch in range(1, cfg["epochs"] + 1):
-            train_loss, speed = train_epoch(model, loader, loss_fn, optimizer, device, epoch)
-            scores = validate(model, val_folders, loss_fn, cfg["batch_size"], device)
-            row = {"epoch": epoch, "train_loss": train_loss, **scores, "slices_per_s": speed}
+    model_out, state_path = Path(model_out), Path(state_path or Path(model_out).parent
+                                                   / "train_state.pt")
+    ctx = distributed.setup(device)
+    try:
+        return _train(params, Path(slices_dir), Path(splits_path), model_out, Path(history_out),
+                      Path(run_info_out), tracking_uri, ctx, workers, resume, state_path)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _train(params, slices_dir, splits_path, model_out, history_out, run_info_out, uri, ctx,
+           workers, resume, state_path) -> dict[str, float]:
+    cfg = params["train"]
+    previous = load_state(state_path, params) if resume else None
+    trainer = Trainer(params, slices_dir, splits_path, ctx, workers)
+    history, best, bad, run_id, first = [], {"val_dice_mean": -1.0}, 0, None, 1
+    if previous is not None:
+        trainer.load(previous, state_path)
+        set_rng_states(previous["rng"])
+        history, best, bad = previous["history"], previous["best"], previous["bad_epochs"]
+        run_id, first = previous["run_id"], previous["epoch"] + 1
+        log.info("resuming after epoch %d from %s", previous["epoch"], state_path)
+    run = (TrainingRun(uri, cfg["experiment"], params, slices_dir, run_id) if ctx.main
+           else contextlib.nullcontext())
+    with run:
+        if ctx.main:
+            log.info("training on %d slices, %d process(es); MLflow run %s",
+                     len(trainer.dataset), ctx.world, run.run_id)
+            if previous is not None:
+                run.relog_missing(history)
+        patience, min_delta = cfg["early_stopping"]["patience"], cfg["early_stopping"]["min_delta"]
+        for epoch in range(first, cfg["epochs"] + 1):
+            loss, speed = trainer.train_epoch(epoch)
+            row = {"epoch": epoch, "train_loss": distributed.mean_over_ranks(loss, ctx)}
+            row.update(distributed.from_main(trainer.validate() if ctx.main else None, ctx))
+            row["lr"] = trainer.scheduler.get_last_lr()[0]
+            row["slices_per_s"] = distributed.mean_over_ranks(speed, ctx) * ctx.world
             history.append(row)
-            run.log_epoch(row)
-            log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in row.items()})
-            if row["val_dice_mean"] > best["val_dice_mean"]:
-                best = row
-                with atomic_file(model_out) as tmp:
-                    torch.save({"state_dict": model.state_dict(), "config": config,
-                                "epoch": epoch, "val_dice_mean": row["val_dice_mean"]}, tmp)
-        with atomic_file(history_out) as tmp:
-            pd.DataFrame(history).to_csv(tmp, index=False, lineterminator="\n")
-        run.finish(best, Path(model_out), Path(history_out), Path(run_info_out))
+            improved = row["val_dice_mean"] > best["val_dice_mean"] + min_delta
+            best, bad = (row, 0) if improved else (best, bad + 1)
+            if ctx.main:
+                if improved:
+                    with atomic_file(model_out) as tmp:
+                        torch.save({"state_dict": trainer.model.state_dict(),
+                                    "config": trainer.config, "epoch": epoch,
+                                    "val_dice_mean": row["val_dice_mean"]}, tmp)
+                save_state(state_path, **trainer.state(), epoch=epoch, history=history,
+                           best=best, bad_epochs=bad, run_id=run.run_id,
+                           fingerprint=fingerprint(params))
+                run.log_epoch(row)
+                log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in row.items()})
+            if patience and bad >= patience:
+                log.info("early stopping: no gain above %g for %d epochs", min_delta, patience)
+                break
+        if ctx.main:
+            _finish(run, trainer, best, history, model_out, history_out, run_info_out, cfg)
+            state_path.unlink(missing_ok=True)
     return best
+
+
+def _finish(run, trainer, best, history, model_out, history_out, run_info_out, cfg) -> None:
+    """Write the history, log and register the best model, close the run's record."""
+    with atomic_file(history_out) as tmp:
+        pd.DataFrame(history).to_csv(tmp, index=False, lineterminator="\n")
+    ckpt = torch.load(model_out, map_location="cpu", weights_only=True)
+    trainer.model.load_state_dict(ckpt["state_dict"])
+    registered = run.log_model(trainer.model, trainer.config, cfg["registered_model"],
+                               trainer.example())
+    run.mlflow.log_metrics({"epochs_run": len(history)})
+    run.finish(best, model_out, history_out, run_info_out, registered)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -146,15 +253,24 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-out", required=True, type=Path, help="best checkpoint (.pt)")
     parser.add_argument("--history-out", required=True, type=Path, help="per-epoch CSV")
     parser.add_argument("--run-info-out", required=True, type=Path,
-                        help="JSON with the MLflow run id, read by evaluate and figures")
+                        help="JSON with the MLflow run id and registered model version, read "
+                        "by evaluate and figures")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted training from its state file, in the same "
+                        "MLflow run (the params must not have changed)")
+    parser.add_argument("--state", type=Path, default=None,
+                        help="training state saved after every epoch (default: train_state.pt "
+                        "next to --model-out; removed when the training completes)")
     add_runtime_arguments(parser)
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     """Knobs that change speed, not results: kept out of params.yaml."""
     add_tracking_argument(parser)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                        help="torch device (auto: cuda when available, else cpu)")
+    parser.add_argument("--device", default=os.environ.get("BRAINSEG_DEVICE", "auto"),
+                        choices=["auto", "cpu", "cuda"],
+                        help="torch device (default: $BRAINSEG_DEVICE, else auto: cuda when "
+                        "available, else cpu)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (0: torch's default)")
     parser.add_argument("--workers", type=int, default=0, help="data loader worker processes")
@@ -175,6 +291,9 @@ def resolve_device(name: str) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise BrainsegError("--device cuda: no CUDA device is available")
+    if name not in ("cpu", "cuda"):
+        raise BrainsegError(f"unknown device '{name}' (auto | cpu | cuda; from --device or "
+                            "$BRAINSEG_DEVICE)")
     return name
 
 
@@ -184,4 +303,4 @@ def main(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     run_train(load_params(args.params), args.slices_dir, args.splits, args.model_out,
               args.history_out, args.run_info_out, tracking_uri(args.tracking_uri),
-              resolve_device(args.device), args.workers)
+              resolve_device(args.device), args.workers, args.resume, args.state)

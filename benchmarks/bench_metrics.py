@@ -1,0 +1,120 @@
+"""Seconds per subject for every metric of `evaluate` (3 regions, 240 x 240 x 155, one core).
+
+Run: taskset -c 0 .venv/bin/python benchmarks/bench_metrics.py [--repeats 7]
+     [--json benchmarks/results/bench_metrics.json]
+
+Two realistic pairs of label maps, each timed `--repeats` times (median reported):
+- real: tests/data/real/TCGA-DU-7294's reference (its label-1 voxels next to edema
+  relabelled 4, so that ET is not empty) against a perturbed copy (shifted by a few
+  voxels, boundary voxels flipped at random);
+- blob: a large synthetic tumour (WT about 240 cm³, ET rim, necrotic centre) against a
+  smaller, shifted, noisy one: the largest box the distance transforms see in BraTS.
+The target is < 0.5 s per subject. No torch import; timings include the label-to-region
+conversion, the confusion counts, HD95 and the volumes (everything `region_metrics` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import scipy
+from scipy import ndimage
+
+from brainseg.evaluation.metrics import region_metrics
+
+log = logging.getLogger("bench_metrics")
+REAL_DIR = Path(__file__).resolve().parents[1] / "tests/data/real/TCGA-DU-7294"
+REAL_SEG = REAL_DIR / "TCGA-DU-7294_seg.nii.gz"
+TARGET_S = 0.5
+
+
+def perturb(labels: np.ndarray, rng: np.random.Generator, shift: tuple[int, ...]) -> np.ndarray:
+    """Shift a label map and flip a random third of the voxels on the tumour boundary."""
+    out = np.roll(labels, shift, axis=(0, 1, 2))
+    tumour = out > 0
+    band = ndimage.binary_dilation(tumour) & ~ndimage.binary_erosion(tumour)
+    flip = band & (rng.random(out.shape) < 0.33)
+    out[flip & tumour] = 0
+    out[flip & ~tumour] = 2
+    return out
+
+
+def real_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    img = nib.load(REAL_SEG)
+    ref = np.asarray(img.dataobj).astype(np.uint8)
+    rim = (ref == 1) & ndimage.binary_dilation(ref == 2, iterations=2)
+    ref[rim] = 4
+    spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
+    return perturb(ref, rng, (2, -1, 1)), ref, spacing
+
+
+def ellipsoid(shape: tuple[int, ...], centre: tuple[float, ...],
+              radii: tuple[float, ...]) -> np.ndarray:
+    grid = np.ogrid[tuple(slice(0, n) for n in shape)]
+    return sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii, strict=True)) <= 1
+
+
+def blob_labels(shape: tuple[int, ...], centre: tuple[float, ...], scale: float) -> np.ndarray:
+    labels = np.zeros(shape, np.uint8)
+    labels[ellipsoid(shape, centre, (45 * scale, 40 * scale, 32 * scale))] = 2
+    labels[ellipsoid(shape, centre, (25 * scale, 22 * scale, 18 * scale))] = 4
+    labels[ellipsoid(shape, centre, (17 * scale, 15 * scale, 12 * scale))] = 1
+    return labels
+
+
+def blob_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    shape = (240, 240, 155)
+    ref = blob_labels(shape, (120, 118, 75), 1.0)
+    pred = perturb(blob_labels(shape, (124, 115, 78), 0.92), rng, (0, 0, 0))
+    return pred, ref, (1.0, 1.0, 1.0)
+
+
+def time_pair(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...],
+              repeats: int) -> dict[str, float]:
+    region_metrics(pred, ref, spacing)  # warm-up (imports, caches)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        region_metrics(pred, ref, spacing)
+        times.append(time.perf_counter() - start)
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+            "wt_cm3": float(np.count_nonzero(ref) * np.prod(spacing) / 1000)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs per pair")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the perturbations")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    rng = np.random.default_rng(args.seed)
+    results = {}
+    for name, make in (("real", real_pair), ("blob", blob_pair)):
+        result = time_pair(*make(rng), repeats=args.repeats)
+        results[name] = result
+        log.info("%-4s (WT %.0f cm3): median %.3f s per subject (min %.3f, max %.3f) over %d;"
+                 " %.2fx the %.1f s target", name, result["wt_cm3"], result["median_s"],
+                 result["min_s"], result["max_s"], args.repeats, result["median_s"] / TARGET_S,
+                 TARGET_S)
+    if args.json is not None:
+        record = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor()
+                  or platform.machine(), "cores_allowed": len(os.sched_getaffinity(0)),
+                  "python": platform.python_version(), "numpy": np.__version__,
+                  "scipy": scipy.__version__, "target_s": TARGET_S, "repeats": args.repeats,
+                  "pairs": results}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""`brainseg predict`: segment new patients with a trained model, in their own grid and labels.
+
+Input: a subject folder, four modality files, or a folder of subject folders (batch).
+Each subject is reoriented (axis permutations and flips only) to the voxel axes the
+model was trained in (`MODEL_AXCODES`, the BraTS grid), segmented with the training
+preprocessing (`predict_volume`), and transformed back, so the output NIfTI has the
+input's exact shape, affine and header (uint8), with labels in the input's convention:
+0/1/2/4 for BraTS 2020/2021 names, 0/1/2/3 for BraTS 2023 names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from brainseg.data.inputs import SubjectFiles, folder_files, listed_files, load_modalities
+from brainseg.data.layouts import from_internal_labels, visible
+from brainseg.errors import BrainsegError
+from brainseg.evaluation.inference import MLFLOW_SCHEMES, load_model, predict_probabilities
+from brainseg.evaluation.postprocess import PostprocessSettings, apply, read_settings
+from brainseg.io.nifti import SUFFIXES, save_nifti
+from brainseg.io.orientation import Reorientation
+from brainseg.tracking import add_tracking_argument
+
+log = logging.getLogger(__name__)
+
+LAYOUT_CHOICES: tuple[str, ...] = ("auto", "brats2020", "brats2023")
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """A loaded model with the settings of one `predict` call."""
+
+    model: torch.nn.Module
+    config: dict[str, Any]
+    settings: PostprocessSettings
+    batch_size: int = 32
+    device: str = "cpu"
+
+
+def predict_subject(predictor: Predictor, inputs: SubjectFiles, output: Path) -> Path:
+    """Segment one subject and write its label map atomically to `output`.
+
+    Returns:
+        `output`, a uint8 NIfTI on the T1 file's grid (shape, affine, header but for the
+        display range cal_min/cal_max, reset) with labels in the convention of `inputs.layout`.
+
+    Raises:
+        BrainsegError: an input file is missing, unreadable or on another grid.
+    """
+    image, ref = load_modalities(inputs)
+    turn = Reorientation.of(ref.affine)
+    model_axes = np.stack([turn.apply(channel) for channel in image])  # (4, x', y', z')
+    probs = predict_probabilities(predictor.model, predictor.config, model_axes,
+                                  predictor.batch_size, predictor.device,
+                                  predictor.settings.flip_tta)
+    # only the voxel volume enters the post-processing: the axis order does not matter
+    zooms = tuple(float(z) for z in ref.header.get_zooms()[:3])
+    labels = apply(probs, predictor.settings, zooms)
+    labels = from_internal_labels(turn.undo(labels), inputs.layout)
+    header = ref.header.copy()
+    header["cal_min"], header["cal_max"] = 0, 0  # the scan's display range is not a label's
+    save_nifti(output, labels, ref.affine, header)
+    log.debug("%s: axes %s, %s labels -> %s", inputs.subject, "".join(turn.source),
+              inputs.layout, output)
+    return output
+
+
+def is_nifti_name(path: Path) -> bool:
+    return path.name.lower().endswith(SUFFIXES)
+
+
+def subject_folders(root: Path) -> list[Path]:
+    """The visible sub-folders of a batch folder, sorted by name."""
+    return sorted(p for p in root.iterdir() if p.is_dir() and visible(p))
+
+
+def _has_nifti(folder: Path) -> bool:
+    return any(p.is_file() and visible(p) and is_nifti_name(p) for p in folder.iterdir())
+
+
+def predict_batch(predictor: Predictor, root: Path, out_dir: Path, layout: str) -> list[Path]:
+    """Segment every subject folder of `root` into `<out_dir>/<subject>_seg.nii.gz`.
+
+    A subject that fails is logged by name and skipped; the others are still written.
+
+    Raises:
+        BrainsegError: after all subjects, naming those that failed.
+    """
+    folders = subject_folders(root)
+    written, failed = [], []
+    for folder in tqdm(folders, desc="predict", unit="subject"):
+        try:
+            target = out_dir / f"{folder.name}_seg.nii.gz"
+            written.append(predict_subject(predictor, folder_files(folder, layout), target))
+        except BrainsegError as exc:
+            log.error("%s: failed: %s", folder.name, exc)
+            failed.append(folder.name)
+    log.info("wrote %d of %d predictions to %s", len(written), len(folders), out_dir)
+    if failed:
+        raise BrainsegError(f"{len(failed)} of {len(folders)} subjects failed (the others are "
+                            f"written to {out_dir}): {', '.join(failed)}")
+    return written
+
+
+def _check_file_output(output: Path) -> None:
+    if not is_nifti_name(output) or output.is_dir():
+        raise BrainsegError(f"--output {output}: expected a file name ending in .nii.gz or .nii "
+                            "for one subject")
+
+
+def run_predict(model_ref: str, inputs: list[Path], output: Path, layout: str = "auto",
+                threshold: float = 0.5, batch_size: int = 32, device: str = "cpu",
+                tracking_uri: str | None = None,
+                postprocess: Path | None = None) -> list[Path]:
+    """Segment one subject (a folder or four files) or a folder of subject folders.
+
+    Args:
+        model_ref: a `train` checkpoint path, or an MLflow `models:/` or `runs:/` URI.
+        inputs: one subject folder, four files (t1 t1ce t2 flair, or named by modality),
+            or one folder of subject folders.
+        output: the output file for one subject; the output folder in batch.
+        layout: "auto", "brats2020" or "brats2023": the file names searched and the label
+            convention written.
+        threshold: probability threshold of every region (WT, TC, ET), when no
+            `postprocess` settings are given.
+        batch_size: slices per forward pass.
+        device: torch device.
+        tracking_uri: MLflow tracking URI for model URIs.
+        postprocess: settings chosen by the `postprocess` stage (reports/postprocess.json):
+            per-region thresholds, clean-up, flip TTA, as `evaluate` applies them.
+
+    Returns:
+        The files written.
+
+    Raises:
+        BrainsegError: bad input, model or output (nothing written), or failed subjects
+            in batch (the others written).
+    """
+    if layout not in LAYOUT_CHOICES:
+        raise BrainsegError(f"--layout: unknown layout '{layout}' ({', '.join(LAYOUT_CHOICES)})")
+    batch = len(inputs) == 1 and inputs[0].is_dir() and not _has_nifti(inputs[0])
+    subject = None
+    if batch:
+        if not subject_folders(inputs[0]):
+            raise BrainsegError(f"{inputs[0]}: no NIfTI files and no subject folders")
+        if is_nifti_name(output):
+            raise BrainsegError(f"--output {output}: a folder is expected with a folder of "
+                                "subjects as --input")
+    else:
+        _check_file_output(output)
+        subject = _single_inputs(inputs, layout)
+    settings = (read_settings(postprocess) if postprocess is not None
+                else PostprocessSettings.uniform(threshold))
+    model, config = load_model(model_ref, device, tracking_uri)
+    predictor = Predictor(model, config, settings, batch_size, device)
+    if subject is None:
+        return predict_batch(predictor, inputs[0], output, layout)
+    return [predict_subject(predictor, subject, output)]
+
+
+def _single_inputs(inputs: list[Path], layout: str) -> SubjectFiles:
+    if len(inputs) == 1:
+        if not inputs[0].exists():
+            raise BrainsegError(f"--input {inputs[0]}: not found")
+        if not inputs[0].is_dir():
+            raise BrainsegError(f"--input {inputs[0]}: expected a subject folder, a folder of "
+                                "subject folders, or four files (t1 t1ce t2 flair)")
+        return folder_files(inputs[0], layout)
+    return listed_files(inputs, layout)
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", required=True,
+        help="a checkpoint written by `brainseg train` (models/model.pt), or an MLflow model "
+        "URI: models:/<name>/<version>, models:/<name>@<alias> or runs:/<run id>/<path> "
+        "(looked up at --tracking-uri)")
+    parser.add_argument(
+        "--input", required=True, nargs="+", type=Path, metavar="PATH",
+        help="one subject folder (BraTS 2020/2021 names *_t1, *_t1ce, *_t2, *_flair or "
+        "BraTS 2023 names *-t1n, *-t1c, *-t2w, *-t2f; a label map is not needed); or four "
+        "files, in the order t1 t1ce t2 flair unless their names say the modality; or a "
+        "folder of subject folders (batch)")
+    parser.add_argument(
+        "--output", required=True, type=Path,
+        help="output .nii.gz for one subject; in batch, a folder that receives "
+        "<subject>_seg.nii.gz per subject. Same shape, affine and header as the input")
+    parser.add_argument(
+        "--layout", default="auto", choices=LAYOUT_CHOICES,
+        help="file names to look for and label convention of the output: brats2020 "
+        "(labels 0/1/2/4), brats2023 (0/1/2/3); auto: from the input's file names "
+        "(brats2020 when they carry none)")
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="probability threshold of every region WT, TC, ET (default 0.5; "
+                        "ignored with --postprocess)")
+    parser.add_argument("--postprocess", type=Path, default=None, metavar="JSON",
+                        help="post-processing settings chosen on the validation split by "
+                        "`brainseg postprocess` (reports/postprocess.json): per-region "
+                        "thresholds, small-component removal, ET->necrosis, flip TTA")
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="axial slices per forward pass (memory, not results; default 32)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="torch device (auto: cuda when available, else cpu)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads, at most the usable cores (0: torch's default)")
+    add_tracking_argument(parser)
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BrainsegError("--device cuda: no CUDA device is available")
+    return name
+
+
+def main(args: argparse.Namespace) -> None:
+    from brainseg.tracking import tracking_uri
+
+    if args.threads > 0:
+        torch.set_num_threads(min(args.threads, len(os.sched_getaffinity(0))))
+    if not 0.0 < args.threshold < 1.0:
+        raise BrainsegError(f"--threshold {args.threshold}: expected a value in (0, 1)")
+    if args.batch_size < 1:
+        raise BrainsegError(f"--batch-size {args.batch_size}: expected a positive integer")
+    uri = tracking_uri(args.tracking_uri) if args.model.startswith(MLFLOW_SCHEMES) else None
+    written = run_predict(args.model, args.input, args.output, args.layout, args.threshold,
+                          args.batch_size, _device(args.device), uri, args.postprocess)
+    log.info("wrote %s", written[0] if len(written) == 1 else f"{len(written)} files")

@@ -1,0 +1,274 @@
+"""Stage `postprocess`: choose the post-processing on the validation split.
+
+Every validation subject is predicted once (region probabilities with and without flip
+test-time augmentation, kept in memory, cropped to where any setting tried can predict
+tumour or the reference has some). Then, greedily and in this fixed order:
+
+1. flip TTA (`postprocess.flip_tta`);
+2. the threshold of WT, then TC, then ET: the best of `postprocess.thresholds`;
+3. removal of small connected components of WT, then TC, then ET
+   (`postprocess.min_component_mm3.<region>`);
+4. a tiny predicted enhancing tumour becomes necrosis (`postprocess.et_to_necrosis_mm3`).
+
+The start is the plain prediction (`evaluate.threshold` for every region, nothing else).
+A step is kept only if it raises the mean validation Dice (the mean over subjects of
+the mean over WT, TC and ET) by more than `postprocess.min_gain`: ties (and gains within
+that margin, noise on a few subjects) keep the simpler setting (no TTA, the current
+threshold, no clean-up). Among threshold candidates with equal Dice the first in the
+list wins. An option is off (not tried) with `flip_tta: false`, an empty threshold
+list, or a volume of 0.
+
+Writes `postprocess.json` (the chosen settings, read by `evaluate`) and
+`postprocess.csv` (every setting tried: validation Dice per region and mean, its gain
+over the settings it was compared with, chosen or not), and adds both files (artifact
+folder `postprocess/`) and metrics to the training's MLflow run:
+`postprocess.chosen.<setting>` (the chosen settings, flattened as in the JSON; flip_tta
+as 0/1) and `postprocess_{baseline_,}val_dice_<region|mean>`. Metrics, not params:
+MLflow params cannot change once logged, and this stage reruns alone on the same run
+when only its params change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from brainseg.data.labels import REGIONS, labels_to_regions
+from brainseg.data.preprocess import to_original_grid
+from brainseg.data.split import read_splits
+from brainseg.errors import BrainsegError
+from brainseg.evaluation.inference import (
+    load_checkpoint,
+    output_mode,
+    predict_slices,
+    predict_slices_with_tta,
+    prepare_volume,
+)
+from brainseg.evaluation.metrics import dice
+from brainseg.evaluation.postprocess import PostprocessSettings, apply, write_settings
+from brainseg.io.atomic import write_text
+from brainseg.io.nifti import load_subject
+from brainseg.params import flatten, load_params
+from brainseg.tracking import log_to_run
+from brainseg.training.train import add_runtime_arguments, resolve_device, set_threads
+
+log = logging.getLogger(__name__)
+COLUMNS = ["step", "option", "value", *(f"dice_{r}" for r in REGIONS), "dice_mean", "gain",
+           "chosen"]
+
+
+@dataclass
+class Case:
+    """One validation subject, cropped to the box where anything can be predicted.
+
+    Attributes:
+        subject: subject id.
+        probs: region probabilities (3, bx, by, bz), keyed by flip_tta (False, True).
+        ref: bool reference regions (3, bx, by, bz).
+        spacing: voxel size in mm.
+    """
+
+    subject: str
+    probs: dict[bool, np.ndarray]
+    ref: np.ndarray
+    spacing: tuple[float, ...]
+
+
+def crop_box(*masks: np.ndarray) -> tuple[slice, ...]:
+    """Bounding box of the union of bool (x, y, z) masks (one voxel when all are empty)."""
+    union = np.logical_or.reduce(masks)
+    if not union.any():
+        return (slice(0, 1),) * union.ndim
+    coords = np.argwhere(union)
+    return tuple(slice(lo, hi + 1) for lo, hi in zip(coords.min(0), coords.max(0), strict=True))
+
+
+def make_case(subject: str, probs: dict[bool, np.ndarray], seg: np.ndarray,
+              spacing: tuple[float, ...], floor: float) -> Case:
+    """Crop the probabilities and reference to where a threshold above `floor` can matter.
+
+    Exact for every setting whose thresholds are >= floor: outside the box no voxel is
+    predicted and none is in the reference, so Dice and connected components are unchanged.
+    """
+    ref = labels_to_regions(seg)
+    box = crop_box(ref[0], *((p > floor).any(axis=0) for p in probs.values()))
+    full = (slice(None), *box)
+    return Case(subject, {k: np.ascontiguousarray(p[full]) for k, p in probs.items()},
+                np.ascontiguousarray(ref[full]), spacing)
+
+
+def predict_cases(model: torch.nn.Module, config: dict[str, Any], raw_dir: Path,
+                  subjects: list[str], batch_size: int, device: str, with_tta: bool,
+                  floor: float) -> list[Case]:
+    """Predict every subject once: without flip TTA, and with it when `with_tta`."""
+    cases = []
+    output = output_mode(config)
+    for subject in tqdm(subjects, desc="postprocess", unit="subject"):
+        loaded = load_subject(raw_dir / subject)
+        normed, geo = prepare_volume(config, loaded.image)
+        if with_tta:
+            plain, tta = predict_slices_with_tta(model, normed, batch_size, device, output)
+            probs = {False: to_original_grid(plain, geo), True: to_original_grid(tta, geo)}
+        else:
+            probs = {False: to_original_grid(
+                predict_slices(model, normed, batch_size, device, output), geo)}
+        cases.append(make_case(subject, probs, loaded.seg, loaded.spacing, floor))
+    return cases
+
+
+def score(cases: list[Case], settings: PostprocessSettings) -> dict[str, float]:
+    """Mean validation Dice per region and their mean, under `settings`."""
+    per_subject = []
+    for case in cases:
+        pred = labels_to_regions(apply(case.probs[settings.flip_tta], settings, case.spacing))
+        per_subject.append([dice(pred[i], case.ref[i]) for i in range(len(REGIONS))])
+    means = np.mean(per_subject, axis=0)
+    out = {r: float(m) for r, m in zip(REGIONS, means, strict=True)}
+    out["mean"] = float(np.mean(means))
+    return out
+
+
+class GreedySearch:
+    """Keeps the current settings, their Dice, and one row per setting tried."""
+
+    def __init__(self, cases: list[Case], start: PostprocessSettings,
+                 min_gain: float = 0.0) -> None:
+        self.cases = cases
+        self.min_gain = min_gain
+        self.current = start
+        self.best = score(cases, start)
+        self.baseline = self.best
+        self.rows: list[dict[str, Any]] = []
+        self._record("baseline", "", self.best, chosen=True)
+
+    def _record(self, option: str, value: Any, dice_: dict[str, float], chosen: bool) -> None:
+        row = {"step": len(self.rows), "option": option, "value": value}
+        row.update({f"dice_{k}": v for k, v in dice_.items()})
+        row["gain"] = dice_["mean"] - self.best["mean"]
+        self.rows.append({**row, "chosen": chosen})
+
+    def step(self, option: str, candidates: list[tuple[Any, PostprocessSettings]]) -> None:
+        """Score every candidate; keep the best (the first on ties) if it beats the current
+        mean Dice by more than `min_gain`.
+
+        Args:
+            option: name of the option, for the report.
+            candidates: (value shown in the report, settings) pairs.
+        """
+        if not candidates:
+            log.info("postprocess: %s not tried (off in params)", option)
+            return
+        first = len(self.rows)
+        scores = [score(self.cases, settings) for _, settings in candidates]
+        for (value, _), dice_ in zip(candidates, scores, strict=True):
+            self._record(option, value, dice_, chosen=False)
+        best = int(np.argmax([s["mean"] for s in scores]))  # argmax: first of equal values
+        if scores[best]["mean"] > self.best["mean"] + self.min_gain:
+            self.current, self.best = candidates[best][1], scores[best]
+            self.rows[first + best]["chosen"] = True
+        log.info("postprocess: %s -> %s (val mean Dice %.4f)", option,
+                 _describe(option, self.current), self.best["mean"])
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=COLUMNS)
+
+
+def _describe(option: str, settings: PostprocessSettings) -> Any:
+    if option.startswith("threshold_"):
+        return settings.thresholds[option.removeprefix("threshold_")]
+    if option.startswith("min_component_mm3_"):
+        return settings.min_component_mm3[option.removeprefix("min_component_mm3_")]  # type: ignore[index]
+    return settings.to_dict()[option]
+
+
+def choose(cases: list[Case], cfg: dict[str, Any], base_threshold: float) -> GreedySearch:
+    """Run the greedy selection of the module docstring.
+
+    Args:
+        cases: the validation subjects (with TTA probabilities when `cfg["flip_tta"]`).
+        cfg: the `postprocess` params.
+        base_threshold: the threshold of the plain prediction (`evaluate.threshold`).
+    """
+    search = GreedySearch(cases, PostprocessSettings.uniform(base_threshold), cfg["min_gain"])
+    search.step("flip_tta", [(True, replace(search.current, flip_tta=True))]
+                if cfg["flip_tta"] else [])
+    for region in REGIONS:
+        search.step(f"threshold_{region}", [
+            (t, search.current.with_threshold(region, t)) for t in cfg["thresholds"]
+            if t != search.current.thresholds[region]])
+    for region in REGIONS:
+        volume = cfg["min_component_mm3"][region]
+        search.step(f"min_component_mm3_{region}", [
+            (volume, search.current.with_min_component(region, volume))] if volume > 0 else [])
+    volume = cfg["et_to_necrosis_mm3"]
+    search.step("et_to_necrosis_mm3", [(volume, replace(search.current, et_to_necrosis_mm3=volume))]
+                if volume > 0 else [])
+    return search
+
+
+def run_postprocess(params: dict[str, Any], model_path: Path, splits_path: Path, raw_dir: Path,
+                    settings_out: Path, table_out: Path, run_info: Path | None,
+                    tracking_uri: str, device: str = "cpu") -> PostprocessSettings:
+    """Predict the validation subjects, choose the settings, write and log them."""
+    cfg, base_threshold = params["postprocess"], params["evaluate"]["threshold"]
+    splits = read_splits(splits_path)
+    subjects = sorted(splits.loc[splits["split"] == "val", "subject"])
+    if not subjects:
+        raise BrainsegError(f"{splits_path}: no subject in the 'val' split to tune on")
+    model, config = load_checkpoint(model_path, device)
+    floor = min([base_threshold, *cfg["thresholds"]])
+    cases = predict_cases(model, config, raw_dir, subjects, params["evaluate"]["batch_size"],
+                          device, cfg["flip_tta"], floor)
+    search = choose(cases, cfg, base_threshold)
+    write_settings(settings_out, search.current)
+    write_text(table_out, search.table().to_csv(index=False, lineterminator="\n"))
+    log.info("postprocess: chosen %s; val Dice %s -> %s", search.current.to_dict(),
+             _rounded(search.baseline), _rounded(search.best))
+    if run_info is not None:
+        log_to_run(tracking_uri, run_info, "postprocess", [settings_out, table_out],
+                   run_metrics(search))
+    return search.current
+
+
+def _rounded(d: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in d.items()}
+
+
+def run_metrics(search: GreedySearch) -> dict[str, float]:
+    """The chosen settings and the validation Dice before and after, as MLflow metrics."""
+    chosen = flatten(search.current.to_dict(), prefix="postprocess.chosen.")
+    metrics = {k: float(v) for k, v in chosen.items()}
+    metrics.update({f"postprocess_val_dice_{k}": v for k, v in search.best.items()})
+    metrics.update({f"postprocess_baseline_val_dice_{k}": v for k, v in search.baseline.items()})
+    return metrics
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", required=True, help="params.yaml to read (validated)")
+    parser.add_argument("--model", required=True, type=Path, help="checkpoint from train")
+    parser.add_argument("--splits", required=True, type=Path, help="data/splits.csv")
+    parser.add_argument("--raw-dir", required=True, type=Path, help="raw NIfTI folder (data/raw)")
+    parser.add_argument("--settings-out", required=True, type=Path,
+                        help="JSON of the chosen settings (reports/postprocess.json)")
+    parser.add_argument("--table-out", required=True, type=Path,
+                        help="CSV of every setting tried (reports/postprocess.csv)")
+    parser.add_argument("--run-info", type=Path, default=None,
+                        help="JSON written by train; results are logged to that MLflow run")
+    add_runtime_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> None:
+    from brainseg.tracking import tracking_uri
+
+    set_threads(args.threads)
+    run_postprocess(load_params(args.params), args.model, args.splits, args.raw_dir,
+                    args.settings_out, args.table_out, args.run_info,
+                    tracking_uri(args.tracking_uri), resolve_device(args.device))

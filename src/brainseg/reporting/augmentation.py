@@ -1,0 +1,129 @@
+"""Figure of augmented training samples: a few tumour slices, each next to augmented versions.
+
+Each augmented panel is titled with the transforms albumentations applied to it (and their
+main drawn values, read from the Compose's `applied_transforms`), so the figure shows what
+the `train.augment` params do. Everything is drawn from `seed`: the same inputs give the
+same figure.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from brainseg.data.labels import REGIONS, labels_to_regions
+from brainseg.errors import BrainsegError
+from brainseg.io.nifti import MODALITIES
+from brainseg.reporting.plots import REGION_COLORS, save_png
+from brainseg.training.data import SliceDataset, build_augmentation
+
+FLAIR = MODALITIES.index("flair")
+GREY = plt.get_cmap("gray").with_extremes(bad="black")
+
+
+def describe(name: str, params: dict[str, Any]) -> str:
+    """A short label of one applied transform, with its drawn values (FLAIR's where per channel).
+
+    Args:
+        name: the albumentations class name, as in `applied_transforms`.
+        params: the params it was applied with.
+    """
+    if name == "VerticalFlip":
+        return "flip L-R"
+    if name == "Affine":
+        return f"rot {params['rotate']:+.0f}°, zoom {params['scale']['x']:.2f}"
+    if name == "ElasticTransform":
+        return "elastic"
+    if name == "BrainGamma":
+        return f"gamma {params['gamma'][FLAIR]:.2f}"
+    if name == "BrainBrightnessContrast":
+        return f"x{params['contrast'][FLAIR]:.2f} {params['brightness'][FLAIR]:+.2f}"
+    if name == "BrainGaussianNoise":
+        return f"noise {params['std']:.2f}"
+    if name == "FloatGaussianBlur":
+        return f"blur {params['sigma'][FLAIR]:.1f} px"
+    return name
+
+
+def pick_tumour_slices(dataset: SliceDataset, n: int, seed: int) -> list[int]:
+    """`n` dataset indices, one drawn from each of `n` consecutive runs (so different
+    subjects or distant slices) of the tumour slices whose tumour is at least median size.
+
+    Raises:
+        BrainsegError: when no slice holds tumour.
+    """
+    tumour = np.flatnonzero(dataset.has_tumor)
+    if not len(tumour):
+        raise BrainsegError("no training slice holds tumour: nothing to show augmented")
+    area = np.array([(dataset.sample(int(i))["mask"] > 0).sum() for i in tumour])
+    large = tumour[area >= np.median(area)]
+    rng = np.random.default_rng(seed)
+    return [int(rng.choice(run)) for run in np.array_split(large, min(n, len(large)))]
+
+
+def variant_seed(seed: int, index: int, variant: int) -> int:
+    """The sample seed of one augmented panel."""
+    return int(np.random.SeedSequence([seed, index, variant]).generate_state(1)[0])
+
+
+def _panel(ax: plt.Axes, image: np.ndarray, mask: np.ndarray, vmin: float, vmax: float,
+           title: str) -> None:
+    """FLAIR of an (x, y) slice shown anterior up (background black), with the WT, TC, ET
+    contours."""
+    flair = np.ma.masked_where(~(image != 0).any(axis=-1), image[..., FLAIR])
+    ax.imshow(flair.T, cmap=GREY, vmin=vmin, vmax=vmax)
+    for region, region_mask in zip(REGIONS, labels_to_regions(mask), strict=True):
+        if region_mask.any():
+            ax.contour(region_mask.T, levels=[0.5], colors=REGION_COLORS[region],
+                       linewidths=1.0)
+    ax.set_title(title, fontsize=7)
+    ax.axis("off")
+
+
+def plot_augmentations(folders: list[Path], augment_cfg: dict[str, Any], seed: int,
+                       out_png: Path, dpi: int, n_slices: int = 3, n_variants: int = 5) -> None:
+    """Tumour slices (rows): the original, then `n_variants` augmentations under `augment_cfg`.
+
+    Args:
+        folders: slice folders of the normalize stage (`image.npy`, `label.npy`), e.g. the
+            training subjects.
+        augment_cfg: the `train.augment` params.
+        seed: chooses the slices and the augmentations.
+        out_png: the figure (written atomically).
+        dpi: its resolution.
+        n_slices: rows.
+        n_variants: augmented versions per slice.
+
+    Raises:
+        BrainsegError: when no slice holds tumour, or the params cannot be built.
+    """
+    dataset = SliceDataset(folders, build_augmentation(augment_cfg, seed,
+                                                       save_applied_params=True))
+    plain = SliceDataset(folders)
+    rows = pick_tumour_slices(plain, n_slices, seed)
+    fig, axes = plt.subplots(len(rows), n_variants + 1, squeeze=False,
+                             figsize=(1.9 * (n_variants + 1), 2.3 * len(rows)))
+    for row, index in zip(axes, rows, strict=True):
+        original = plain.sample(index)
+        flair = original["image"][..., FLAIR]
+        vmin, vmax = np.percentile(flair[flair != 0], [0.5, 99.5]) if flair.any() else (0, 1)
+        subject, k = plain.index[index]
+        _panel(row[0], original["image"], original["mask"], vmin, vmax,
+               f"original\n{Path(folders[subject]).name} slice {k}")
+        for col in range(1, n_variants + 1):
+            out = dataset.sample((index, variant_seed(seed, index, col)))
+            names = [describe(n, p) for n, p in out.get("applied_transforms", [])]
+            title = "\n".join([", ".join(names[i:i + 2]) for i in range(0, len(names), 2)])
+            _panel(row[col], out["image"], out["mask"], vmin, vmax, title or "(none applied)")
+    handles = [plt.Line2D([], [], color=REGION_COLORS[r], label=r) for r in REGIONS]
+    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=8)
+    fig.suptitle("Training augmentation (FLAIR, label contours; same grey scale per row)",
+                 fontsize=9)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    save_png(fig, Path(out_png), dpi)

@@ -1,0 +1,45 @@
+"""Validation during training: loss and per-subject Dice per region, in slice space."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from brainseg.data.labels import REGIONS, labels_to_regions
+from brainseg.evaluation.metrics import dice
+from brainseg.models.outputs import region_probabilities
+from brainseg.training.data import load_subject_slices
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, folders: list[Path], loss_fn: torch.nn.Module, output: str,
+             batch_size: int, device: str,
+             memory: torch.memory_format = torch.channels_last) -> dict[str, float]:
+    """Mean validation loss, and mean over subjects of the 3D Dice (slice space) per region.
+
+    Returns:
+        {"val_loss", "val_dice_WT", "val_dice_TC", "val_dice_ET", "val_dice_mean"}.
+    """
+    model.eval()
+    scores: dict[str, list[float]] = {r: [] for r in REGIONS}
+    losses = []
+    for folder in folders:
+        image, label = load_subject_slices(folder, mmap=False)
+        probs, loss_sum = [], 0.0
+        for start in range(0, len(image), batch_size):
+            x = torch.from_numpy(image[start:start + batch_size].astype(np.float32))
+            y = torch.from_numpy(label[start:start + batch_size].astype(np.int64)).to(device)
+            logits = model(x.to(device).contiguous(memory_format=memory)).float()
+            loss_sum += float(loss_fn(logits, y)) * len(x)
+            probs.append(region_probabilities(logits, output).cpu().numpy())
+        losses.append(loss_sum / max(len(image), 1))
+        predicted = np.concatenate(probs).transpose(1, 0, 2, 3) > 0.5  # (3, s, h, w)
+        reference = labels_to_regions(label)
+        for i, region in enumerate(REGIONS):
+            scores[region].append(dice(predicted[i], reference[i]))
+    out = {"val_loss": float(np.mean(losses))}
+    out.update({f"val_dice_{r}": float(np.mean(v)) for r, v in scores.items()})
+    out["val_dice_mean"] = float(np.mean([out[f"val_dice_{r}"] for r in REGIONS]))
+    return out
