@@ -4,6 +4,7 @@ from functools import lru_cache
 import yaml
 
 from brainseg.data.subjects import subject_ids
+from brainseg.reporting.figures import FIGURES as FIGURE_FILES
 
 # Every `brainseg` command reads this file; Snakemake's config is the same file,
 # validated by the Snakefile. Overrides with --config would not reach the commands,
@@ -22,16 +23,7 @@ SOURCE_DIR = "data/source"  # a url source is cached and unpacked here (rule fet
 # brainseg lowers it again to the cores the machine has.
 MAX_THREADS = 8
 KEYS = ["t1", "t1ce", "t2", "flair", "seg"]
-FIGURES = expand(
-    "reports/figures/{name}.png",
-    name=[
-        "learning_curves",
-        "dice_boxplot",
-        "overlay_best",
-        "overlay_median",
-        "overlay_worst",
-    ],
-)
+FIGURES = expand("reports/figures/{name}", name=FIGURE_FILES)
 
 
 wildcard_constraints:

@@ -62,8 +62,18 @@ rule evaluate:
         postprocess="reports/postprocess.json",
     output:
         predictions=directory("data/predictions"),
-        per_subject="reports/per_subject.csv",
-        metrics="reports/metrics.json",
+        per_subject=report(
+            "reports/per_subject.csv",
+            caption="../report/per_subject.rst",
+            category="Evaluation",
+            labels={"figure": "metrics per subject (CSV)"},
+        ),
+        metrics=report(
+            "reports/metrics.json",
+            caption="../report/metrics.rst",
+            category="Evaluation",
+            labels={"figure": "summary metrics (JSON)"},
+        ),
     log:
         "logs/evaluate.log",
     conda:

@@ -1,4 +1,5 @@
-# figures: captioned for `snakemake --report reports/report.html`.
+# figures: one caption per figure (workflow/report/*.rst) for
+# `snakemake --report reports/report.html` (a single self-contained HTML file).
 
 
 rule figures:
@@ -13,26 +14,43 @@ rule figures:
             "reports/figures/learning_curves.png",
             caption="../report/learning_curves.rst",
             category="Training",
+            labels={"figure": "learning curves"},
         ),
         box=report(
             "reports/figures/dice_boxplot.png",
             caption="../report/dice_boxplot.rst",
             category="Evaluation",
+            labels={"figure": "Dice per region"},
+        ),
+        table=report(
+            "reports/figures/per_subject_table.png",
+            caption="../report/per_subject_table.rst",
+            category="Evaluation",
+            labels={"figure": "metrics per subject"},
         ),
         best=report(
             "reports/figures/overlay_best.png",
-            caption="../report/overlay.rst",
+            caption="../report/overlay_best.rst",
             category="Overlays",
+            labels={"figure": "best subject"},
         ),
         median=report(
             "reports/figures/overlay_median.png",
-            caption="../report/overlay.rst",
+            caption="../report/overlay_median.rst",
             category="Overlays",
+            labels={"figure": "median subject"},
         ),
         worst=report(
             "reports/figures/overlay_worst.png",
-            caption="../report/overlay.rst",
+            caption="../report/overlay_worst.rst",
             category="Overlays",
+            labels={"figure": "worst subject"},
+        ),
+        gif=report(
+            "reports/figures/overlay_median.gif",
+            caption="../report/overlay_gif.rst",
+            category="Overlays",
+            labels={"figure": "median subject, axial slices"},
         ),
     log:
         "logs/figures.log",

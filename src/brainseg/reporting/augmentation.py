@@ -20,7 +20,7 @@ import numpy as np
 from brainseg.data.labels import REGIONS, labels_to_regions
 from brainseg.errors import BrainsegError
 from brainseg.io.nifti import MODALITIES
-from brainseg.reporting.plots import REGION_COLORS, _save
+from brainseg.reporting.plots import REGION_COLORS, save_png
 from brainseg.training.data import SliceDataset, build_augmentation
 
 FLAIR = MODALITIES.index("flair")
@@ -126,4 +126,4 @@ def plot_augmentations(folders: list[Path], augment_cfg: dict[str, Any], seed: i
     fig.suptitle("Training augmentation (FLAIR, label contours; same grey scale per row)",
                  fontsize=9)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    _save(fig, Path(out_png), dpi)
+    save_png(fig, Path(out_png), dpi)

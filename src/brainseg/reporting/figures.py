@@ -1,5 +1,6 @@
-"""Stage `figures`: learning curves, test Dice per region, and overlays of the best,
-median and worst test subject; logged to the training's MLflow run."""
+"""Stage `figures`: learning curves, test Dice per region, the per-subject table, overlays
+of the best, median and worst test subject, and an axial GIF of the median one; all
+logged to the training's MLflow run."""
 
 from __future__ import annotations
 
@@ -8,18 +9,21 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_dir
-from brainseg.io.nifti import find_nifti
+from brainseg.io.nifti import find_nifti, load_nifti
 from brainseg.params import load_params
-from brainseg.reporting.plots import plot_dice_box, plot_learning_curves, plot_overlay
+from brainseg.reporting.overlays import animate_axial, plot_overlay
+from brainseg.reporting.plots import plot_dice_box, plot_learning_curves, plot_metrics_table
 from brainseg.tracking import add_tracking_argument, log_to_run, tracking_uri
 
 log = logging.getLogger(__name__)
-FIGURES = ("learning_curves", "dice_boxplot", "overlay_best", "overlay_median", "overlay_worst")
+CASES = ("best", "median", "worst")
+FIGURES = ("learning_curves.png", "dice_boxplot.png", "per_subject_table.png",
+           *(f"overlay_{case}.png" for case in CASES), "overlay_median.gif")
 
 
 def pick_cases(per_subject: pd.DataFrame) -> dict[str, str]:
@@ -29,23 +33,60 @@ def pick_cases(per_subject: pd.DataFrame) -> dict[str, str]:
     return {"best": subjects[0], "median": subjects[len(subjects) // 2], "worst": subjects[-1]}
 
 
+def load_case(raw_dir: Path, pred_dir: Path, subject: str) -> tuple[np.ndarray, ...]:
+    """FLAIR (x, y, z), reference and predicted labels (uint8) and the voxel size in mm.
+
+    Raises:
+        BrainsegError: a file is missing, unreadable, or the grids differ.
+    """
+    paths = [find_nifti(raw_dir / subject, f"{subject}_{key}") for key in ("flair", "seg")]
+    paths.append(find_nifti(pred_dir, f"{subject}_seg"))
+    expected = [raw_dir / subject / f"{subject}_flair.nii.gz",
+                raw_dir / subject / f"{subject}_seg.nii.gz", pred_dir / f"{subject}_seg.nii.gz"]
+    for path, fallback in zip(paths, expected, strict=True):
+        if path is None:
+            raise BrainsegError(f"{fallback}: missing (needed for the figures of {subject})")
+    (flair, img), (ref, _), (pred, _) = (load_nifti(p) for p in paths)
+    if not flair.shape == ref.shape == pred.shape:
+        raise BrainsegError(f"{paths[2]}: shape {pred.shape} differs from the scan's "
+                            f"{flair.shape} or the reference's {ref.shape}")
+    spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
+    return flair, ref.astype(np.uint8), pred.astype(np.uint8), spacing
+
+
+def case_title(case: str, row: pd.Series) -> str:
+    return (f"{case}: {row.name}  Dice WT {row['dice_WT']:.3f}  TC {row['dice_TC']:.3f}"
+            f"  ET {row['dice_ET']:.3f}")
+
+
+def draw_cases(per_subject: pd.DataFrame, raw_dir: Path, pred_dir: Path, out: Path,
+               cfg: dict[str, Any]) -> None:
+    """Overlays of the best, median and worst subject, and the GIF of the median one."""
+    rows = per_subject.set_index("subject")
+    for case, subject in pick_cases(per_subject).items():
+        flair, ref, pred, spacing = load_case(raw_dir, pred_dir, subject)
+        title = case_title(case, rows.loc[subject])
+        plot_overlay(flair, ref, pred, title, out / f"overlay_{case}.png", cfg["dpi"], spacing)
+        if case == "median":
+            frames = animate_axial(flair, ref, pred, title, out / "overlay_median.gif",
+                                   cfg["gif"]["dpi"], cfg["gif"]["max_frames"],
+                                   cfg["gif"]["fps"], spacing)
+            log.info("GIF of %s: %d axial slices", subject, frames)
+
+
 def run_figures(params: dict[str, Any], history: Path, per_subject_csv: Path, raw_dir: Path,
                 pred_dir: Path, out_dir: Path, run_info: Path | None, uri: str) -> list[Path]:
     """Draw every figure into `out_dir` (replaced atomically); returns their paths."""
-    dpi = params["figures"]["dpi"]
+    cfg = params["figures"]
     per_subject = pd.read_csv(per_subject_csv)
+    if per_subject.empty:
+        raise BrainsegError(f"{per_subject_csv}: no test subject to draw")
     with atomic_dir(out_dir) as tmp:
-        plot_learning_curves(pd.read_csv(history), tmp / "learning_curves.png", dpi)
-        plot_dice_box(per_subject, tmp / "dice_boxplot.png", dpi)
-        for case, subject in pick_cases(per_subject).items():
-            flair = np.asarray(nib.load(find_nifti(raw_dir / subject, f"{subject}_flair")).dataobj)
-            ref = np.asarray(nib.load(find_nifti(raw_dir / subject, f"{subject}_seg")).dataobj)
-            pred = np.asarray(nib.load(pred_dir / f"{subject}_seg.nii.gz").dataobj)
-            row = per_subject.set_index("subject").loc[subject]
-            title = (f"{case}: {subject}  Dice WT {row['dice_WT']:.3f}  TC {row['dice_TC']:.3f}"
-                     f"  ET {row['dice_ET']:.3f}")
-            plot_overlay(flair, ref, pred, title, tmp / f"overlay_{case}.png", dpi)
-    paths = [out_dir / f"{name}.png" for name in FIGURES]
+        plot_learning_curves(pd.read_csv(history), tmp / "learning_curves.png", cfg["dpi"])
+        plot_dice_box(per_subject, tmp / "dice_boxplot.png", cfg["dpi"])
+        plot_metrics_table(per_subject, tmp / "per_subject_table.png", cfg["dpi"])
+        draw_cases(per_subject, raw_dir, pred_dir, tmp, cfg)
+    paths = [out_dir / name for name in FIGURES]
     if run_info is not None:
         log_to_run(uri, run_info, "figures", paths)
     log.info("wrote %d figures to %s", len(paths), out_dir)

@@ -1,4 +1,5 @@
-"""Matplotlib figures: learning curves, Dice per region, and contour overlays."""
+"""Matplotlib figures: learning curves, Dice per region, the per-subject table, and the
+realism comparison (overlays live in `overlays.py`)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from brainseg.data.labels import REGIONS, labels_to_regions
+from brainseg.data.labels import REGIONS
 from brainseg.io.atomic import atomic_file
 from brainseg.io.nifti import MODALITIES, Subject
 
 REGION_COLORS = {"WT": "#f2c230", "TC": "#e4572e", "ET": "#1f9bd1"}
 
 
-def _save(fig: plt.Figure, path: Path, dpi: int) -> None:
+def save_png(fig: plt.Figure, path: Path, dpi: int) -> None:
+    """Write `fig` as a PNG atomically (no timestamp or version metadata), then close it."""
     with atomic_file(path) as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png",
                     metadata={"Software": None})
@@ -26,82 +28,92 @@ def _save(fig: plt.Figure, path: Path, dpi: int) -> None:
 
 
 def plot_learning_curves(history: pd.DataFrame, path: Path, dpi: int = 120) -> None:
-    """Train/val loss and validation Dice per region against the epoch."""
-    fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(history["epoch"], history["train_loss"], "o-", label="train")
-    ax_loss.plot(history["epoch"], history["val_loss"], "s-", label="validation")
-    ax_loss.set(xlabel="epoch", ylabel="Dice + BCE loss", title="Loss")
-    ax_loss.legend()
+    """Train/val loss, validation Dice per region and, if logged, the learning rate.
+
+    Args:
+        history: one row per epoch with `epoch`, `train_loss`, `val_loss`,
+            `val_dice_{WT,TC,ET,mean}` and optionally `lr`.
+    """
+    has_lr = "lr" in history.columns
+    fig, axes = plt.subplots(1, 3 if has_lr else 2, figsize=(14 if has_lr else 10, 4))
+    epochs = history["epoch"]
+    best = int(epochs[history["val_dice_mean"].idxmax()])
+    ax_loss, ax_dice = axes[0], axes[1]
+    ax_loss.plot(epochs, history["train_loss"], "o-", label="train")
+    ax_loss.plot(epochs, history["val_loss"], "s-", label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
     for region in REGIONS:
-        ax_dice.plot(history["epoch"], history[f"val_dice_{region}"], "o-",
+        ax_dice.plot(epochs, history[f"val_dice_{region}"], "o-",
                      color=REGION_COLORS[region], label=region)
-    ax_dice.plot(history["epoch"], history["val_dice_mean"], "k--", label="mean")
+    ax_dice.plot(epochs, history["val_dice_mean"], "k--", label="mean")
     ax_dice.set(xlabel="epoch", ylabel="Dice (3D, per subject)", ylim=(0, 1),
                 title="Validation Dice")
-    ax_dice.legend(loc="lower right")
-    for ax in (ax_loss, ax_dice):
+    if has_lr:
+        axes[2].plot(epochs, history["lr"], "o-", color="#555555")
+        axes[2].set(xlabel="epoch", ylabel="learning rate", title="Learning rate")
+        axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    for ax in axes:
+        ax.axvline(best, color="#999999", ls=":", lw=1,
+                   label=f"best val Dice (epoch {best})")
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    _save(fig, path, dpi)
+    ax_loss.legend()
+    ax_dice.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    save_png(fig, path, dpi)
 
 
 def plot_dice_box(per_subject: pd.DataFrame, path: Path, dpi: int = 120) -> None:
-    """Box plot of test Dice per region, every subject drawn as a point."""
+    """Box plot of test Dice per region, every subject drawn as a jittered point."""
     fig, ax = plt.subplots(figsize=(5, 4))
     data = [per_subject[f"dice_{r}"].to_numpy() for r in REGIONS]
-    ax.boxplot(data, tick_labels=list(REGIONS), widths=0.5, showfliers=False)
+    boxes = ax.boxplot(data, tick_labels=[f"{r}\nn = {len(v)}" for r, v in zip(REGIONS, data,
+                                                                           strict=True)],
+                       widths=0.5, showfliers=False, patch_artist=True,
+                       medianprops={"color": "k"})
     rng = np.random.default_rng(0)
     for i, (region, values) in enumerate(zip(REGIONS, data, strict=True), start=1):
-        ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, s=18, alpha=0.8,
-                   color=REGION_COLORS[region], zorder=3)
-    ax.set(ylabel="Dice (3D)", ylim=(-0.02, 1.02),
-           title=f"Test Dice per region (n = {len(per_subject)})")
+        boxes["boxes"][i - 1].set(facecolor=REGION_COLORS[region], alpha=0.3)
+        ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, s=18, alpha=0.85,
+                   color=REGION_COLORS[region], edgecolors="k", linewidths=0.3, zorder=3)
+    ax.set(ylabel="Dice (3D, per subject)", ylim=(-0.02, 1.02),
+           title=f"Test Dice per region (n = {len(per_subject)} subjects)")
     ax.grid(axis="y", alpha=0.3)
-    _save(fig, path, dpi)
+    save_png(fig, path, dpi)
 
 
-def _planes(volume: np.ndarray, centre: tuple[int, int, int]) -> list[np.ndarray]:
-    """Axial (anterior up), coronal and sagittal (superior up) planes through `centre`.
-
-    Assumes the BraTS voxel order (x towards the patient's right, y towards posterior).
-    """
-    x, y, z = centre
-    return [volume[:, :, z].T, np.rot90(volume[:, y, :]), np.rot90(volume[x, :, :])]
+TABLE_COLUMNS = {"dice_WT": "Dice WT", "dice_TC": "Dice TC", "dice_ET": "Dice ET",
+                 "dice_mean": "Dice mean", "hd95_WT": "HD95 WT", "hd95_TC": "HD95 TC",
+                 "hd95_ET": "HD95 ET"}
 
 
-def plot_overlay(flair: np.ndarray, ref: np.ndarray, pred: np.ndarray, title: str,
-                 path: Path, dpi: int = 120) -> None:
-    """FLAIR through the tumour centre with reference (solid) and predicted (dashed) contours.
+def metrics_table(per_subject: pd.DataFrame) -> pd.DataFrame:
+    """Dice and HD95 (mm) per subject, then their mean and median over subjects."""
+    columns = [c for c in TABLE_COLUMNS if c in per_subject.columns]
+    table = per_subject.set_index("subject")[columns]
+    summary = pd.DataFrame([table.mean(), table.median()], index=["mean", "median"])
+    return pd.concat([table, summary]).rename(columns=TABLE_COLUMNS)
 
-    Args:
-        flair: (x, y, z) intensities; ref, pred: (x, y, z) BraTS label maps.
-    """
-    tumour = ref > 0 if ref.any() else pred > 0
-    centre = tuple(int(c) for c in (np.argwhere(tumour).mean(0) if tumour.any()
-                                    else np.array(flair.shape) // 2))
-    ref_r, pred_r = labels_to_regions(ref), labels_to_regions(pred)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
-    vmax = np.percentile(flair[flair != 0], 99.5) if flair.any() else 1.0
-    names = ("axial", "coronal", "sagittal")
-    for ax, name, img, refs, preds in zip(axes, names, _planes(flair, centre),
-                                          zip(*[_planes(r, centre) for r in ref_r], strict=True),
-                                          zip(*[_planes(p, centre) for p in pred_r], strict=True),
-                                          strict=True):
-        ax.imshow(img, cmap="gray", vmin=0, vmax=vmax)
-        for region, r_mask, p_mask in zip(REGIONS, refs, preds, strict=True):
-            color = REGION_COLORS[region]
-            if r_mask.any():
-                ax.contour(r_mask, levels=[0.5], colors=color, linewidths=1.2)
-            if p_mask.any():
-                ax.contour(p_mask, levels=[0.5], colors=color, linewidths=1.2, linestyles="--")
-        ax.set_title(name)
-        ax.axis("off")
-    handles = [plt.Line2D([], [], color=REGION_COLORS[r], label=r) for r in REGIONS]
-    handles += [plt.Line2D([], [], color="k", label="reference"),
-                plt.Line2D([], [], color="k", ls="--", label="prediction")]
-    fig.legend(handles=handles, loc="lower center", ncol=5, frameon=False)
-    fig.suptitle(title)
-    _save(fig, path, dpi)
+
+def plot_metrics_table(per_subject: pd.DataFrame, path: Path, dpi: int = 120) -> None:
+    """The per-subject CSV drawn as a table; Dice cells shaded from red (0) to green (1)."""
+    table = metrics_table(per_subject)
+    text = [[f"{v:.3f}" if name.startswith("Dice") else f"{v:.2f}"
+             for name, v in row.items()] for _, row in table.iterrows()]
+    cmap = plt.get_cmap("RdYlGn")
+    colours = [[(*cmap(v)[:3], 0.45) if name.startswith("Dice") else (1, 1, 1, 1)
+                for name, v in row.items()] for _, row in table.iterrows()]
+    fig, ax = plt.subplots(figsize=(0.95 * len(table.columns) + 1.6, 0.25 * (len(table) + 1)))
+    ax.axis("off")
+    drawn = ax.table(cellText=text, cellColours=colours, rowLabels=list(table.index),
+                     colLabels=list(table.columns), cellLoc="right", bbox=[0, 0, 1, 1])
+    drawn.auto_set_font_size(False)
+    drawn.set_fontsize(8)
+    for (row, _), cell in drawn.get_celld().items():
+        if row == 0 or row > len(per_subject):
+            cell.set_text_props(fontweight="bold")
+    ax.set_title("Test metrics per subject (HD95 in mm)", fontsize=10)
+    save_png(fig, path, dpi)
 
 
 def plot_histograms(synthetic: dict[str, np.ndarray], real: dict[str, np.ndarray],
@@ -124,7 +136,7 @@ def plot_histograms(synthetic: dict[str, np.ndarray], real: dict[str, np.ndarray
     axes[0, 0].legend(fontsize=8)
     fig.supxlabel("intensity after the pipeline's normalization (z-score in brain)")
     fig.tight_layout()
-    _save(fig, path, dpi)
+    save_png(fig, path, dpi)
 
 
 def plot_volumes(wt_cm3: np.ndarray, reference: tuple[float, float], path: Path,
@@ -135,7 +147,7 @@ def plot_volumes(wt_cm3: np.ndarray, reference: tuple[float, float], path: Path,
     ax.hist(wt_cm3, bins=np.geomspace(1, 400, 25), color="#1f9bd1", label="synthetic cohort")
     ax.set(xscale="log", xlabel="whole-tumour volume (cm³)", ylabel="subjects")
     ax.legend(fontsize=8)
-    _save(fig, path, dpi)
+    save_png(fig, path, dpi)
 
 
 def plot_side_by_side(synthetic: Subject, real: Subject, path: Path, dpi: int = 120) -> None:
@@ -154,4 +166,4 @@ def plot_side_by_side(synthetic: Subject, real: Subject, path: Path, dpi: int = 
         axes[row, 4].set_title("labels (0/1/2/4)", fontsize=9)
     for ax in axes.ravel():
         ax.axis("off")
-    _save(fig, path, dpi)
+    save_png(fig, path, dpi)
