@@ -18,6 +18,7 @@ from brainseg.errors import BrainsegError
 from brainseg.reporting.figures import FIGURES, run_figures
 from brainseg.tracking import setup_experiment, write_run_info
 from tests.conftest import REPO, write_subject
+from tests.training.conftest import write_store
 
 HISTORY = pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.5], "val_loss": [1.1, 0.6],
                         "val_dice_WT": [0.3, 0.8], "val_dice_TC": [0.2, 0.6],
@@ -48,6 +49,12 @@ def inputs(tmp_path: Path, raw_dir: Path, shifts: dict[str, int]) -> tuple[Path,
     return tmp_path / "history.csv", tmp_path / "per_subject.csv"
 
 
+def training_slices(tmp_path: Path) -> tuple[Path, Path]:
+    """A normalize-stage store with two training subjects: (slices dir, splits.csv)."""
+    root = write_store(tmp_path / "store", {"S-0": "train", "S-1": "train", "S-2": "val"})
+    return root / "slices", root / "splits.csv"
+
+
 def test_figures_are_drawn_and_logged_to_the_training_run(params, tmp_path):
     raw = tmp_path / "raw"
     shifts = {f"TINY-{i:03d}": i for i in range(4)}
@@ -63,7 +70,7 @@ def test_figures_are_drawn_and_logged_to_the_training_run(params, tmp_path):
     write_run_info(tmp_path / "run.json", run.info.run_id, "figures-test")
     out = tmp_path / "reports" / "figures"
     paths = run_figures(params, history, per_subject, raw, tmp_path / "pred", out,
-                        tmp_path / "run.json", uri)
+                        tmp_path / "run.json", uri, *training_slices(tmp_path))
     assert sorted(p.name for p in out.iterdir()) == sorted(FIGURES) == sorted(p.name for p in paths)
     logged = MlflowClient(tracking_uri=uri).list_artifacts(run.info.run_id, "figures")
     assert sorted(a.path for a in logged) == sorted(f"figures/{f}" for f in FIGURES)
@@ -80,7 +87,8 @@ def test_a_missing_prediction_stops_with_its_path_and_leaves_nothing(params, tmp
     (tmp_path / "pred" / "TINY-001_seg.nii.gz").unlink()
     out = tmp_path / "figures"
     with pytest.raises(BrainsegError, match=r"pred/TINY-001_seg\.nii\.gz: missing"):
-        run_figures(params, history, per_subject, raw, tmp_path / "pred", out, None, "")
+        run_figures(params, history, per_subject, raw, tmp_path / "pred", out, None, "",
+                    *training_slices(tmp_path))
     assert not out.exists() and not list(tmp_path.glob(".*tmp*"))
 
 
@@ -92,7 +100,7 @@ def test_a_prediction_on_another_grid_is_refused(params, tmp_path):
              tmp_path / "pred" / "TINY-000_seg.nii.gz")
     with pytest.raises(BrainsegError, match=r"TINY-000_seg\.nii\.gz: shape \(8, 8, 8\) differs"):
         run_figures(params, history, per_subject, raw, tmp_path / "pred", tmp_path / "f", None,
-                    "")
+                    "", *training_slices(tmp_path))
 
 
 def test_real_case_figures_at_the_default_gif_settings(params, real_case, tmp_path):
@@ -100,7 +108,8 @@ def test_real_case_figures_at_the_default_gif_settings(params, real_case, tmp_pa
     params["figures"]["gif"] = yaml.safe_load((REPO / "params.yaml").read_text())["figures"]["gif"]
     history, per_subject = inputs(tmp_path, real_case.parent, {real_case.name: 3})
     out = tmp_path / "figures"
-    run_figures(params, history, per_subject, real_case.parent, tmp_path / "pred", out, None, "")
+    run_figures(params, history, per_subject, real_case.parent, tmp_path / "pred", out, None, "",
+                *training_slices(tmp_path))
     gif = out / "overlay_median.gif"
     assert 0 < gif.stat().st_size < 2 * 1024 * 1024
     frames = Image.open(gif).n_frames

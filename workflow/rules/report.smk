@@ -9,6 +9,8 @@ rule figures:
         predictions="data/predictions",
         run_info="models/mlflow_run.json",
         raw=all_raw,
+        slices=all_slices,
+        splits="data/splits.csv",
     output:
         curves=report(
             "reports/figures/learning_curves.png",
@@ -52,6 +54,12 @@ rule figures:
             category="Overlays",
             labels={"figure": "median subject, axial slices"},
         ),
+        augmentation=report(
+            "reports/figures/augmentation.png",
+            caption="../report/augmentation.rst",
+            category="Training",
+            labels={"figure": "augmentation"},
+        ),
     log:
         "logs/figures.log",
     conda:
@@ -59,10 +67,13 @@ rule figures:
     params:
         file=PARAMS,
         figures=config["figures"],
+        augment=config["train"]["augment"],
+        seed=config["base"]["seed"],
     shell:
         "brainseg figures --params {params.file} --history {input.history}"
         " --per-subject {input.per_subject} --raw-dir data/raw"
-        " --pred-dir {input.predictions} --out-dir reports/figures"
+        " --pred-dir {input.predictions} --slices-dir data/slices"
+        " --splits {input.splits} --out-dir reports/figures"
         " --run-info {input.run_info} > {log} 2>&1"
 
 

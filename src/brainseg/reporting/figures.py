@@ -1,6 +1,7 @@
 """Stage `figures`: learning curves, test Dice per region, the per-subject table, overlays
-of the best, median and worst test subject, and an axial GIF of the median one; all
-logged to the training's MLflow run."""
+of the best, median and worst test subject, an axial GIF of the median one, and what the
+training augmentation does to a few training slices; all logged to the training's
+MLflow run."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from brainseg.data.split import read_splits
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_dir
 from brainseg.io.nifti import find_nifti, load_nifti
 from brainseg.params import load_params
+from brainseg.reporting.augmentation import plot_augmentations
 from brainseg.reporting.overlays import animate_axial, plot_overlay
 from brainseg.reporting.plots import plot_dice_box, plot_learning_curves, plot_metrics_table
 from brainseg.tracking import add_tracking_argument, log_to_run, tracking_uri
@@ -23,7 +26,7 @@ from brainseg.tracking import add_tracking_argument, log_to_run, tracking_uri
 log = logging.getLogger(__name__)
 CASES = ("best", "median", "worst")
 FIGURES = ("learning_curves.png", "dice_boxplot.png", "per_subject_table.png",
-           *(f"overlay_{case}.png" for case in CASES), "overlay_median.gif")
+           *(f"overlay_{case}.png" for case in CASES), "overlay_median.gif", "augmentation.png")
 
 
 def pick_cases(per_subject: pd.DataFrame) -> dict[str, str]:
@@ -74,8 +77,18 @@ def draw_cases(per_subject: pd.DataFrame, raw_dir: Path, pred_dir: Path, out: Pa
             log.info("GIF of %s: %d axial slices", subject, frames)
 
 
+def draw_augmentation(params: dict[str, Any], slices_dir: Path, splits_csv: Path,
+                      out: Path) -> None:
+    """Training slices with tumour and their augmented versions, under `train.augment`."""
+    splits = read_splits(splits_csv)
+    folders = [slices_dir / s for s in sorted(splits.loc[splits["split"] == "train", "subject"])]
+    plot_augmentations(folders, params["train"]["augment"], params["base"]["seed"], out,
+                       params["figures"]["dpi"])
+
+
 def run_figures(params: dict[str, Any], history: Path, per_subject_csv: Path, raw_dir: Path,
-                pred_dir: Path, out_dir: Path, run_info: Path | None, uri: str) -> list[Path]:
+                pred_dir: Path, out_dir: Path, run_info: Path | None, uri: str,
+                slices_dir: Path, splits_csv: Path) -> list[Path]:
     """Draw every figure into `out_dir` (replaced atomically); returns their paths."""
     cfg = params["figures"]
     per_subject = pd.read_csv(per_subject_csv)
@@ -86,6 +99,7 @@ def run_figures(params: dict[str, Any], history: Path, per_subject_csv: Path, ra
         plot_dice_box(per_subject, tmp / "dice_boxplot.png", cfg["dpi"])
         plot_metrics_table(per_subject, tmp / "per_subject_table.png", cfg["dpi"])
         draw_cases(per_subject, raw_dir, pred_dir, tmp, cfg)
+        draw_augmentation(params, slices_dir, splits_csv, tmp / "augmentation.png")
     paths = [out_dir / name for name in FIGURES]
     if run_info is not None:
         log_to_run(uri, run_info, "figures", paths)
@@ -99,6 +113,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-subject", required=True, type=Path, help="evaluate's CSV")
     parser.add_argument("--raw-dir", required=True, type=Path, help="raw NIfTI folder")
     parser.add_argument("--pred-dir", required=True, type=Path, help="evaluate's predictions")
+    parser.add_argument("--slices-dir", required=True, type=Path,
+                        help="normalize output (training slices for the augmentation figure)")
+    parser.add_argument("--splits", required=True, type=Path, help="data/splits.csv")
     parser.add_argument("--out-dir", required=True, type=Path, help="figure folder")
     parser.add_argument("--run-info", type=Path, default=None,
                         help="JSON written by train; figures are logged to that MLflow run")
@@ -107,4 +124,5 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> None:
     run_figures(load_params(args.params), args.history, args.per_subject, args.raw_dir,
-                args.pred_dir, args.out_dir, args.run_info, tracking_uri(args.tracking_uri))
+                args.pred_dir, args.out_dir, args.run_info, tracking_uri(args.tracking_uri),
+                args.slices_dir, args.splits)
