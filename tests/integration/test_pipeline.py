@@ -96,11 +96,16 @@ def test_mlflow_records_params_curves_metrics_and_figures(runner, request):
     assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", found.data.tags["git_commit"])
     assert found.data.tags["data_version"] == dvc_dir_hash(repo / "data/slices")
     assert "postprocess_val_dice_mean" in found.data.metrics
-    artifacts = {a.path for d in ("model", "history", "evaluation", "figures", "postprocess")
+    artifacts = {a.path for d in ("checkpoint", "history", "evaluation", "figures", "postprocess")
                  for a in client.list_artifacts(found.info.run_id, d)}
-    assert {"model/model.pt", "history/learning_curves.png", "evaluation/metrics.json",
+    assert {"checkpoint/model.pt", "history/learning_curves.png", "evaluation/metrics.json",
             "evaluation/per_subject.csv", "postprocess/postprocess.json",
             "postprocess/postprocess.csv"} | {f"figures/{f}.png" for f in FIGURES} <= artifacts
+    info = json.loads((repo / "models/mlflow_run.json").read_text())
+    version = client.get_model_version(info["model_name"], info["model_version"])
+    assert info["model_name"] == SMOKE["train"]["registered_model"]
+    assert version.run_id == found.info.run_id
+    assert float(version.tags["test_dice_WT"]) == pytest.approx(metrics["dice"]["WT"], rel=1e-5)
 
 
 def test_data_version_tag_is_dvc_hash(dvc_repo):
