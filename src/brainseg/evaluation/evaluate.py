@@ -106,11 +106,16 @@ def run_evaluate(params: dict[str, Any], model_path: Path, splits_path: Path, ra
     return metrics
 
 
-def configure_parser(parser: argparse.ArgumentParser) -> None:
+def add_model_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The inputs shared by `evaluate` and `postprocess`: params, model, splits, raw scans."""
     parser.add_argument("--params", required=True, help="params.yaml to read (validated)")
     parser.add_argument("--model", required=True, type=Path, help="checkpoint from train")
     parser.add_argument("--splits", required=True, type=Path, help="data/splits.csv")
     parser.add_argument("--raw-dir", required=True, type=Path, help="raw NIfTI folder (data/raw)")
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    add_model_data_arguments(parser)
     parser.add_argument("--pred-dir", required=True, type=Path, help="where to write predictions")
     parser.add_argument("--per-subject-out", required=True, type=Path, help="per-subject CSV")
     parser.add_argument("--metrics-out", required=True, type=Path, help="metrics JSON")

@@ -29,6 +29,7 @@ from brainseg.evaluation.postprocess import PostprocessSettings, apply, read_set
 from brainseg.io.nifti import SUFFIXES, save_nifti
 from brainseg.io.orientation import Reorientation
 from brainseg.tracking import add_tracking_argument
+from brainseg.training.train import resolve_device, set_threads
 
 log = logging.getLogger(__name__)
 
@@ -208,31 +209,24 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         "thresholds, small-component removal, ET->necrosis, flip TTA")
     parser.add_argument("--batch-size", type=int, default=32,
                         help="axial slices per forward pass (memory, not results; default 32)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                        help="torch device (auto: cuda when available, else cpu)")
+    parser.add_argument("--device", default=os.environ.get("BRAINSEG_DEVICE", "auto"),
+                        choices=["auto", "cpu", "cuda"],
+                        help="torch device (default: $BRAINSEG_DEVICE, else auto: cuda when "
+                        "available, else cpu)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads, at most the usable cores (0: torch's default)")
     add_tracking_argument(parser)
 
 
-def _device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BrainsegError("--device cuda: no CUDA device is available")
-    return name
-
-
 def main(args: argparse.Namespace) -> None:
     from brainseg.tracking import tracking_uri
 
-    if args.threads > 0:
-        torch.set_num_threads(min(args.threads, len(os.sched_getaffinity(0))))
+    set_threads(args.threads)
     if not 0.0 < args.threshold < 1.0:
         raise BrainsegError(f"--threshold {args.threshold}: expected a value in (0, 1)")
     if args.batch_size < 1:
         raise BrainsegError(f"--batch-size {args.batch_size}: expected a positive integer")
     uri = tracking_uri(args.tracking_uri) if args.model.startswith(MLFLOW_SCHEMES) else None
     written = run_predict(args.model, args.input, args.output, args.layout, args.threshold,
-                          args.batch_size, _device(args.device), uri, args.postprocess)
+                          args.batch_size, resolve_device(args.device), uri, args.postprocess)
     log.info("wrote %s", written[0] if len(written) == 1 else f"{len(written)} files")

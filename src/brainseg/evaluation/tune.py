@@ -45,6 +45,7 @@ from brainseg.data.labels import REGIONS, labels_to_regions
 from brainseg.data.preprocess import to_original_grid
 from brainseg.data.split import read_splits
 from brainseg.errors import BrainsegError
+from brainseg.evaluation.evaluate import add_model_data_arguments
 from brainseg.evaluation.inference import (
     load_checkpoint,
     output_mode,
@@ -252,10 +253,7 @@ def run_metrics(search: GreedySearch) -> dict[str, float]:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", required=True, help="params.yaml to read (validated)")
-    parser.add_argument("--model", required=True, type=Path, help="checkpoint from train")
-    parser.add_argument("--splits", required=True, type=Path, help="data/splits.csv")
-    parser.add_argument("--raw-dir", required=True, type=Path, help="raw NIfTI folder (data/raw)")
+    add_model_data_arguments(parser)
     parser.add_argument("--settings-out", required=True, type=Path,
                         help="JSON of the chosen settings (reports/postprocess.json)")
     parser.add_argument("--table-out", required=True, type=Path,
