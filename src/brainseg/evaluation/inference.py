@@ -171,17 +171,25 @@ def flip_lr(array: np.ndarray) -> np.ndarray:
     return np.flip(array, axis=FLIP_AXIS)
 
 
+def iter_logits(model: torch.nn.Module, slices: np.ndarray, batch_size: int, device: str,
+                memory: torch.memory_format = torch.channels_last):
+    """Yield (start index, float32 logits) of slices (s, 4, h, w), `batch_size` at a time.
+
+    Call under `torch.no_grad()` with the model in eval mode.
+    """
+    for start in range(0, len(slices), batch_size):
+        chunk = np.ascontiguousarray(slices[start : start + batch_size], dtype=np.float32)
+        batch = torch.from_numpy(chunk).to(device).contiguous(memory_format=memory)
+        yield start, model(batch).float()
+
+
 @torch.no_grad()
 def _forward(model: torch.nn.Module, slices: np.ndarray, batch_size: int, device: str,
              output: str) -> np.ndarray:
     """Region probabilities float32 (s, 3, h, w), batch by batch."""
     model.eval()
-    out = []
-    for start in range(0, len(slices), batch_size):
-        chunk = np.ascontiguousarray(slices[start : start + batch_size], dtype=np.float32)
-        batch = torch.from_numpy(chunk)
-        batch = batch.to(device).contiguous(memory_format=torch.channels_last)
-        out.append(region_probabilities(model(batch), output).float().cpu().numpy())
+    out = [region_probabilities(logits, output).cpu().numpy()
+           for _, logits in iter_logits(model, slices, batch_size, device)]
     return np.concatenate(out) if out else np.zeros((0, 3, *slices.shape[2:]), np.float32)
 
 

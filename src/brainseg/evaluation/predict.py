@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from brainseg.evaluation.postprocess import PostprocessSettings, apply, read_set
 from brainseg.io.nifti import SUFFIXES, save_nifti
 from brainseg.io.orientation import Reorientation
 from brainseg.tracking import add_tracking_argument
-from brainseg.training.train import resolve_device, set_threads
+from brainseg.training.train import add_device_arguments, resolve_device, set_threads
 
 log = logging.getLogger(__name__)
 
@@ -209,12 +208,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         "thresholds, small-component removal, ET->necrosis, flip TTA")
     parser.add_argument("--batch-size", type=int, default=32,
                         help="axial slices per forward pass (memory, not results; default 32)")
-    parser.add_argument("--device", default=os.environ.get("BRAINSEG_DEVICE", "auto"),
-                        choices=["auto", "cpu", "cuda"],
-                        help="torch device (default: $BRAINSEG_DEVICE, else auto: cuda when "
-                        "available, else cpu)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch CPU threads, at most the usable cores (0: torch's default)")
+    add_device_arguments(parser)
     add_tracking_argument(parser)
 
 

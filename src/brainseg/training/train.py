@@ -264,15 +264,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_runtime_arguments(parser)
 
 
-def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
-    """Knobs that change speed, not results: kept out of params.yaml."""
-    add_tracking_argument(parser)
+def add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--device` (or $BRAINSEG_DEVICE) and `--threads`, read by `resolve_device`/`set_threads`."""
     parser.add_argument("--device", default=os.environ.get("BRAINSEG_DEVICE", "auto"),
                         choices=["auto", "cpu", "cuda"],
                         help="torch device (default: $BRAINSEG_DEVICE, else auto: cuda when "
                         "available, else cpu)")
     parser.add_argument("--threads", type=int, default=0,
-                        help="torch CPU threads (0: torch's default)")
+                        help="torch CPU threads, at most the usable cores (0: torch's default)")
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """Knobs that change speed, not results: kept out of params.yaml."""
+    add_tracking_argument(parser)
+    add_device_arguments(parser)
     parser.add_argument("--workers", type=int, default=0, help="data loader worker processes")
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from brainseg.data.labels import REGIONS, labels_to_regions
+from brainseg.evaluation.inference import iter_logits
 from brainseg.evaluation.metrics import dice
 from brainseg.models.outputs import region_probabilities
 from brainseg.training.data import load_subject_slices
@@ -28,11 +29,9 @@ def validate(model: torch.nn.Module, folders: list[Path], loss_fn: torch.nn.Modu
     for folder in folders:
         image, label = load_subject_slices(folder, mmap=False)
         probs, loss_sum = [], 0.0
-        for start in range(0, len(image), batch_size):
-            x = torch.from_numpy(image[start:start + batch_size].astype(np.float32))
-            y = torch.from_numpy(label[start:start + batch_size].astype(np.int64)).to(device)
-            logits = model(x.to(device).contiguous(memory_format=memory)).float()
-            loss_sum += float(loss_fn(logits, y)) * len(x)
+        for start, logits in iter_logits(model, image, batch_size, device, memory):
+            y = torch.from_numpy(label[start:start + len(logits)].astype(np.int64)).to(device)
+            loss_sum += float(loss_fn(logits, y)) * len(logits)
             probs.append(region_probabilities(logits, output).cpu().numpy())
         losses.append(loss_sum / max(len(image), 1))
         predicted = np.concatenate(probs).transpose(1, 0, 2, 3) > 0.5  # (3, s, h, w)
