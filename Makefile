@@ -40,11 +40,11 @@ test: lint  ## linters, then the whole test suite
 
 lock:  ## re-resolve requirements.lock from pyproject.toml (needs network; uses uv)
 	$(BIN)/python -m pip install --quiet uv
-	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra bench --python-version 3.11 \
 	  --find-links /opt/wheels --no-emit-find-links --no-header -o requirements.lock.tmp
 	sed -i 's/^torch==\([0-9.]*\)+cpu/torch==\1/' requirements.lock.tmp
 	{ printf '%s\n' '# Lock file for brainseg: every dependency (run + dev), resolved in one pass' \
-	  '# by `make lock` (uv pip compile pyproject.toml --extra dev). torch is pinned to' \
+	  '# by `make lock` (uv pip compile pyproject.toml --extra dev --extra bench). torch is pinned to' \
 	  '# 2.13.0; the CPU build is used where it is on disk.'; cat requirements.lock.tmp; } > requirements.lock
 	rm requirements.lock.tmp
 

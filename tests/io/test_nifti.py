@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from brainseg.errors import BrainsegError
-from brainseg.io.nifti import load_subject, save_nifti
+from brainseg.io.nifti import MODALITIES, load_nifti, load_subject, save_nifti
 from tests.conftest import AFFINE, write_subject
 
 
@@ -96,3 +96,35 @@ def test_save_nifti_is_deterministic_and_atomic(tmp_path):
     assert a.read_bytes() == b.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz", "b.nii.gz"]
     np.testing.assert_array_equal(np.asarray(nib.load(a).dataobj), data)
+
+
+@pytest.mark.parametrize("damage", ["cut_body", "flipped_bytes", "bad_crc"])
+def test_damaged_gzip_stream_is_named(tmp_path, damage):
+    """The ISA-L decoder reads the whole stream: a cut, a corrupt block or a bad CRC is named."""
+    folder = write_subject(tmp_path, "S-001")
+    path = folder / "S-001_flair.nii.gz"
+    data = bytearray(path.read_bytes())
+    if damage == "cut_body":
+        data = data[: len(data) // 2]
+    elif damage == "flipped_bytes":
+        middle = len(data) // 2
+        data[middle:middle + 64] = bytes(255 - b for b in data[middle:middle + 64])
+    else:
+        data[-8] ^= 0xFF  # CRC32 of the trailer
+    path.write_bytes(bytes(data))
+    with pytest.raises(BrainsegError, match=r"S-001_flair\.nii\.gz: cannot read NIfTI"):
+        load_subject(folder)
+
+
+def test_fast_decoder_matches_nibabel(real_case, tmp_path):
+    """Same values as nibabel's own reader, scaled integers included; volumes Fortran-ordered."""
+    subject = load_subject(real_case)
+    for c, path in enumerate(subject.files[m] for m in MODALITIES):
+        expected = np.asarray(nib.load(path).dataobj, dtype=np.float32)
+        np.testing.assert_array_equal(subject.image[c], expected)
+        assert subject.image[c].flags.f_contiguous
+    scaled = nib.Nifti1Image(np.arange(24, dtype=np.int16).reshape(2, 3, 4), AFFINE)
+    scaled.header.set_slope_inter(0.5, 10.0)
+    nib.save(scaled, tmp_path / "scaled.nii.gz")
+    data, _ = load_nifti(tmp_path / "scaled.nii.gz")
+    np.testing.assert_array_equal(data, np.arange(24).reshape(2, 3, 4) * 0.5 + 10.0)

@@ -16,9 +16,18 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from isal import isal_zlib
 
 from brainseg.errors import BrainsegError
-from brainseg.io.nifti import LABEL_VALUES, MODALITIES, SUFFIXES, Subject, find_nifti, load_nifti
+from brainseg.io.nifti import (
+    LABEL_VALUES,
+    MODALITIES,
+    SUFFIXES,
+    Subject,
+    decode_nifti,
+    find_nifti,
+    load_nifti,
+)
 
 log = logging.getLogger(__name__)
 
@@ -180,12 +189,18 @@ def _inverse(mapping: dict[int, int]) -> dict[int, int]:
 
 
 def _apply(seg: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
-    """Map the values of `seg` (all keys of `mapping`) with a lookup table; uint8 out."""
-    return np.take(_lookup_table(mapping), np.asarray(seg).astype(np.uint8))
+    """Map the values of `seg` (all keys of `mapping`) with a lookup table; uint8 out.
+
+    Walks `seg` in its memory order (nibabel's arrays are Fortran-ordered) and keeps it.
+    """
+    seg = np.asarray(seg)
+    order = "F" if seg.flags.f_contiguous and not seg.flags.c_contiguous else "C"
+    flat = seg.ravel(order=order).astype(np.uint8)
+    return _lookup_table(mapping)[flat].reshape(seg.shape, order=order)
 
 
 def _bad_values(seg: np.ndarray, mapping: dict[int, int]) -> list[float]:
-    return [v for v in np.unique(seg).tolist() if v not in mapping]
+    return [v for v in np.unique(np.asarray(seg).ravel(order="K")).tolist() if v not in mapping]
 
 
 def to_internal_labels(seg: np.ndarray, layout: str, path: Path) -> np.ndarray:
@@ -260,30 +275,43 @@ def brats_files(root: Path, layout: str, subject: str) -> dict[str, Path]:
 def _load_brats(root: Path, layout: str, subject: str) -> SourceSubject:
     files = brats_files(root, layout, subject)
     ref = files[MODALITIES[0]]
-    volumes, dtypes, ref_img, seg = [], [], None, None
+    image, dtypes, ref_img, seg = None, [], None, None
     for key in (*MODALITIES, "seg"):
         if key not in files:
             continue
-        data, img = load_nifti(files[key])
+        target = image[MODALITIES.index(key)] if image is not None and key != "seg" else None
+        data, img = load_nifti(files[key], out=target)
         if ref_img is None:
             ref_img = img
+            image = channels_first(len(MODALITIES), data.shape)
         check_same_grid(files[key], img, ref, ref_img)
         if key == "seg":
             seg = to_internal_labels(data, layout, files[key])
         else:
-            volumes.append(data)
+            if data is not target:  # the first file, decoded before `image` existed
+                image[MODALITIES.index(key)] = data
             dtypes.append(img.get_data_dtype())
-    return SourceSubject(subject=subject, image=np.stack(volumes), seg=seg,
+    return SourceSubject(subject=subject, image=image, seg=seg,
                          affine=np.asarray(ref_img.affine, dtype=np.float64),
                          header=ref_img.header, files=files, dtype=np.result_type(*dtypes))
+
+
+def channels_first(channels: int, shape: tuple[int, ...]) -> np.ndarray:
+    """An empty float32 (channels, x, y, z) array whose volumes keep nibabel's memory order.
+
+    Each `image[c]` is one Fortran-ordered block (axial slices contiguous), so filling it
+    from a decoded volume is a straight copy, not the transpose `np.stack` would make.
+    """
+    return np.empty((*shape, channels), dtype=np.float32, order="F").transpose(3, 0, 1, 2)
 
 
 def _load_4d(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
     """Decode a Decathlon 4D image (x, y, z, 4) into float32, refusing bad shape or values."""
     try:
-        img = nib.load(path)
+        img = decode_nifti(path)
         data = np.asarray(img.dataobj, dtype=np.float32)
-    except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as exc:
+    except (OSError, EOFError, zlib.error, isal_zlib.error, ValueError,
+            nib.filebasedimages.ImageFileError) as exc:
         raise BrainsegError(f"{path}: cannot read NIfTI (corrupt or truncated?): {exc}") from exc
     if data.ndim != 4 or data.shape[3] != len(MODALITIES):
         raise BrainsegError(f"{path}: expected a 4D image (x, y, z, 4) with channels FLAIR, T1w, "
@@ -310,7 +338,9 @@ def _load_decathlon(root: Path, subject: str) -> SourceSubject:
         raise BrainsegError(f"{root / 'imagesTr' / (subject + '.nii.gz')}: missing image "
                             "(also not in imagesTs/)")
     data, img = _load_4d(path)
-    image = np.stack([data[..., DECATHLON_CHANNELS[m]] for m in MODALITIES])
+    image = channels_first(len(MODALITIES), data.shape[:3])
+    for c, modality in enumerate(MODALITIES):
+        image[c] = data[..., DECATHLON_CHANNELS[modality]]
     files = {m: path for m in MODALITIES}
     seg = None
     label_path = find_nifti(root / "labelsTr", subject)

@@ -52,14 +52,17 @@ class SliceGeometry:
 
 def brain_mask(image: np.ndarray) -> np.ndarray:
     """Bool (x, y, z): voxels that are non-zero in any modality of `image` (4, x, y, z)."""
-    return np.any(image != 0, axis=0)
+    mask = image[0] != 0
+    for channel in image[1:]:
+        mask |= channel != 0
+    return mask
 
 
 def slice_geometry(
     mask: np.ndarray, image_size: int, margin: int, min_brain_pixels: int
 ) -> SliceGeometry:
     """Compute the square crop box and the kept slices from a brain mask (x, y, z)."""
-    per_slice = mask.sum(axis=(0, 1))
+    per_slice = np.count_nonzero(mask, axis=(0, 1))
     z = tuple(int(i) for i in np.flatnonzero(per_slice >= min_brain_pixels))
     if not z:
         raise BrainsegError(f"no axial slice holds {min_brain_pixels} brain voxels")
@@ -77,19 +80,29 @@ def slice_geometry(
     )
 
 
-def _crop_box(volume: np.ndarray, geo: SliceGeometry) -> np.ndarray:
-    """Crop (..., x, y, z) to (..., side, side, len(z)), zero-padded outside the volume."""
-    out = np.zeros((*volume.shape[:-3], geo.side, geo.side, len(geo.z)), dtype=volume.dtype)
+def _box(geo: SliceGeometry) -> tuple[slice, slice, slice, slice]:
+    """The crop box's part inside the volume (sx, sy) and where it lies in the box (dx, dy)."""
     sx = slice(max(geo.x0, 0), min(geo.x0 + geo.side, geo.shape[0]))
     sy = slice(max(geo.y0, 0), min(geo.y0 + geo.side, geo.shape[1]))
     dx = slice(sx.start - geo.x0, sx.stop - geo.x0)
     dy = slice(sy.start - geo.y0, sy.stop - geo.y0)
-    out[..., dx, dy, :] = volume[..., sx, sy, :][..., list(geo.z)]
-    return out
+    return sx, sy, dx, dy
 
 
-def _resize(plane: np.ndarray, size: int, interpolation: int) -> np.ndarray:
-    return cv2.resize(plane, (size, size), interpolation=interpolation)
+def _resize_planes(volume: np.ndarray, geo: SliceGeometry, interpolation: int,
+                   out: np.ndarray, dtype: type = np.float32) -> None:
+    """Crop each kept axial plane of `volume` (x, y, z) to the box and resize it into `out[k]`.
+
+    One (side, side) buffer is reused: its part outside the volume stays zero (the
+    padding), the rest is overwritten plane by plane. No cropped copy of the whole volume
+    is made, and an axial plane of a Fortran-ordered volume is read as one block.
+    """
+    sx, sy, dx, dy = _box(geo)
+    plane = np.zeros((geo.side, geo.side), dtype=dtype)
+    size = (geo.image_size, geo.image_size)
+    for k, z in enumerate(geo.z):
+        plane[dx, dy] = volume[sx, sy, z]
+        out[k] = cv2.resize(plane, size, interpolation=interpolation)
 
 
 def extract_slices(
@@ -114,23 +127,17 @@ def extract_slices(
     """
     mask = brain_mask(image)
     geo = slice_geometry(mask, image_size, margin, min_brain_pixels)
-    crop = _crop_box(image, geo)  # (4, side, side, s)
     n = len(geo.z)
     slices = np.empty((n, image.shape[0], image_size, image_size), dtype=np.float32)
-    for k in range(n):
-        for c in range(image.shape[0]):
-            slices[k, c] = _resize(crop[c, :, :, k], image_size, cv2.INTER_AREA)
-    mask_crop = _crop_box(mask.astype(np.uint8), geo)
-    brain = np.stack(
-        [_resize(mask_crop[:, :, k], image_size, cv2.INTER_NEAREST_EXACT) for k in range(n)]
-    ).astype(bool)
+    for c in range(image.shape[0]):
+        _resize_planes(image[c], geo, cv2.INTER_AREA, slices[:, c])
+    brain = np.empty((n, image_size, image_size), dtype=np.uint8)
+    _resize_planes(mask, geo, cv2.INTER_NEAREST_EXACT, brain, np.uint8)
     labels = None
     if seg is not None:
-        seg_crop = _crop_box(seg, geo)
-        labels = np.stack(
-            [_resize(seg_crop[:, :, k], image_size, cv2.INTER_NEAREST_EXACT) for k in range(n)]
-        ).astype(np.uint8)
-    return slices, labels, brain, geo
+        labels = np.empty((n, image_size, image_size), dtype=np.uint8)
+        _resize_planes(seg, geo, cv2.INTER_NEAREST_EXACT, labels, np.uint8)
+    return slices, labels, brain.astype(bool), geo
 
 
 def normalize_slices(
@@ -159,8 +166,7 @@ def normalize_slices(
         clipped = np.clip(values, low, high)
         mean, std = float(clipped.mean()), float(clipped.std())
         std = std if std > 1e-6 else 1.0
-        norm = (np.clip(channel, low, high) - mean) / std
-        out[:, c] = np.where(brain, norm, 0.0).astype(np.float16)
+        out[:, c][brain] = ((clipped - mean) / std).astype(np.float16)  # outside: stays 0
         for key, val in zip(("low", "high", "mean", "std"), (low, high, mean, std), strict=True):
             stats[key].append(float(val))
     return out, stats
@@ -174,12 +180,10 @@ def to_original_grid(probs: np.ndarray, geo: SliceGeometry) -> np.ndarray:
     """
     c = probs.shape[1]
     out = np.zeros((c, *geo.shape), dtype=np.float32)
-    sx = slice(max(geo.x0, 0), min(geo.x0 + geo.side, geo.shape[0]))
-    sy = slice(max(geo.y0, 0), min(geo.y0 + geo.side, geo.shape[1]))
-    dx = slice(sx.start - geo.x0, sx.stop - geo.x0)
-    dy = slice(sy.start - geo.y0, sy.stop - geo.y0)
+    sx, sy, dx, dy = _box(geo)
     for k, z in enumerate(geo.z):
         for ch in range(c):
-            plane = _resize(probs[k, ch].astype(np.float32), geo.side, cv2.INTER_LINEAR)
+            plane = cv2.resize(probs[k, ch].astype(np.float32), (geo.side, geo.side),
+                               interpolation=cv2.INTER_LINEAR)
             out[ch, sx, sy, z] = plane[dx, dy]
     return out
