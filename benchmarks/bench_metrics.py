@@ -1,7 +1,7 @@
 """Seconds per subject for every metric of `evaluate` (3 regions, 240 x 240 x 155, one core).
 
-Run: taskset -c 0 .venv/bin/python benchmarks/bench_metrics.py [--repeats 7]
-     [--json benchmarks/results/bench_metrics.json]
+Run: taskset -c 0 .venv/bin/python -m benchmarks.bench_metrics [--repeats 7]
+Results: section `metrics` of benchmarks/results/latest.json.
 
 Two realistic pairs of label maps, each timed `--repeats` times (median reported):
 - real: tests/data/real/TCGA-DU-7294's reference (its label-1 voxels next to edema
@@ -16,19 +16,16 @@ conversion, the confusion counts, HD95 and the volumes (everything `region_metri
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import scipy
 from scipy import ndimage
 
+from benchmarks.common import Figure, record, setup_logging
 from brainseg.evaluation.metrics import region_metrics
 
 log = logging.getLogger("bench_metrics")
@@ -94,9 +91,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per pair")
     parser.add_argument("--seed", type=int, default=0, help="seed of the perturbations")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging()
     rng = np.random.default_rng(args.seed)
     results = {}
     for name, make in (("real", real_pair), ("blob", blob_pair)):
@@ -106,14 +102,13 @@ def main() -> None:
                  " %.2fx the %.1f s target", name, result["wt_cm3"], result["median_s"],
                  result["min_s"], result["max_s"], args.repeats, result["median_s"] / TARGET_S,
                  TARGET_S)
-    if args.json is not None:
-        record = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor()
-                  or platform.machine(), "cores_allowed": len(os.sched_getaffinity(0)),
-                  "python": platform.python_version(), "numpy": np.__version__,
-                  "scipy": scipy.__version__, "target_s": TARGET_S, "repeats": args.repeats,
-                  "pairs": results}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
+    command = "taskset -c 0 python -m benchmarks.bench_metrics"
+    record("metrics", [
+        Figure(f"metrics.{name}", f"all metrics, 3 regions, {name} pair", r["median_s"],
+               "s/subject", target=f"< {TARGET_S} s", met=r["median_s"] < TARGET_S,
+               repeats=args.repeats, command=command,
+               note=f"WT {r['wt_cm3']:.0f} cm3; one core", extra=r)
+        for name, r in results.items()])
 
 
 if __name__ == "__main__":

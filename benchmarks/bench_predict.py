@@ -1,6 +1,7 @@
-"""Seconds per 240x240x155 subject for `brainseg predict`, I/O included (target < 3 s).
+"""Seconds per 240x240x155 subject for `brainseg predict`, I/O included (target <= 2 s).
 
-Run: .venv/bin/python benchmarks/bench_predict.py [--repeats 3] [--threads 0] [--cli]
+Run: .venv/bin/python -m benchmarks.bench_predict [--repeats 3] [--threads 0] [--cli]
+Results: section `predict` of benchmarks/results/latest.json.
 
 The model has the default architecture and preprocessing of params.yaml (train.model,
 extract, normalize) with random weights (seed 0): timing does not depend on the weights.
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import Figure, record, setup_logging
 from brainseg.evaluation.predict import run_predict
 from brainseg.models.unet import build_model
 from brainseg.params import load_params
@@ -59,7 +61,7 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
     parser.add_argument("--cli", action="store_true", help="also time `brainseg predict`")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -70,18 +72,30 @@ def main() -> None:
         first = timed(lambda: run_predict(str(ckpt), [args.input], out))
         times = [timed(lambda: run_predict(str(ckpt), [args.input], out))
                  for _ in range(args.repeats)]
+        median = statistics.median(times)
         log.info("in process: first %.2f s; median of %d %.2f s (min %.2f, max %.2f); "
-                 "target < 3 s, ratio %.2f; load average %.1f", first, len(times),
-                 statistics.median(times), min(times), max(times),
-                 statistics.median(times) / 3.0, os.getloadavg()[0])
+                 "load average %.1f", first, len(times), median, min(times), max(times),
+                 os.getloadavg()[0])
+        figures = [Figure(
+            "predict.subject", "brainseg predict, one 240x240x155 subject", median, "s/subject",
+            target="<= 2 s", met=median <= 2.0, repeats=len(times),
+            command="python -m benchmarks.bench_predict",
+            note=f"in process, I/O and model loading included, {torch.get_num_threads()} "
+                 f"threads, default model and image size {config['extract']['image_size']}; "
+                 f"first call {first:.2f} s",
+            extra={"times": times, "first_s": first})]
         if args.cli:
             command = [sys.executable, "-m", "brainseg", "-q", "predict", "--model", str(ckpt),
                        "--input", str(args.input), "--output", str(out)]
             if args.threads > 0:
                 command += ["--threads", str(args.threads)]
             cli = [timed(lambda: subprocess.run(command, check=True)) for _ in range(args.repeats)]
-            log.info("whole command (process start-up included): median of %d %.2f s "
-                     "(min %.2f, max %.2f)", len(cli), statistics.median(cli), min(cli), max(cli))
+            figures.append(Figure(
+                "predict.command", "brainseg predict, whole command", statistics.median(cli),
+                "s/subject", repeats=len(cli), command="python -m benchmarks.bench_predict --cli",
+                note="a fresh process per subject: Python and torch start-up included",
+                extra={"times": cli}))
+        record("predict", figures)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Training step against this machine's matrix-multiply peak, and what the loader adds.
 
-Run: .venv/bin/python benchmarks/bench_training.py [--params params.yaml] [--steps 8]
-     [--json benchmarks/results/bench_training.json]
+Run: .venv/bin/python -m benchmarks.bench_training [--params params.yaml] [--steps 8]
+Results: sections `training` and `loader` of benchmarks/results/latest.json.
 
 Measured in one process, all cores, median of `--steps` timed steps after warm-up:
 - matmul peak: GFLOP/s of a 2048 x 2048 float32 (and bf16) matrix product;
@@ -18,7 +18,6 @@ Measured in one process, all cores, median of `--steps` timed steps after warm-u
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import platform
 import statistics
@@ -31,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.common import Figure, median_time, record, setup_logging
 from brainseg.models.unet import build_model
 from brainseg.params import load_params
 from brainseg.training.data import SliceDataset, build_augmentation
@@ -131,9 +131,8 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml", help="params whose model is timed")
     parser.add_argument("--steps", type=int, default=8, help="timed steps per measurement")
     parser.add_argument("--workers", type=int, default=0, help="data loader workers")
-    parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging()
     params = load_params(args.params)
     size, batch = params["extract"]["image_size"], params["train"]["batch_size"]
     results: dict = {"machine": platform.processor() or platform.machine(),
@@ -158,10 +157,12 @@ def main() -> None:
         rate = statistics.median(loader_rate(loader) for _ in range(3))
         step = Step(params, "fp32")
         in_memory = time_steps(step, batches, args.steps) * args.steps
-        start = time.perf_counter()
-        for _, batch_ in zip(range(args.steps), loader, strict=False):
-            step(*batch_)
-        fed = time.perf_counter() - start
+
+        def fed_loop() -> None:
+            for _, batch_ in zip(range(args.steps), loader, strict=False):
+                step(*batch_)
+
+        fed, _ = median_time(fed_loop, repeats=3, warmup=0)
         added = max(0.0, fed / in_memory - 1)
         results["loader"] = {"slices_per_s": rate, "step_rate_ratio": rate
                              / results["fp32"]["slices_per_s"], "added_share": added,
@@ -169,9 +170,40 @@ def main() -> None:
         log.info("loader alone %.0f slices/s = %.1fx the fp32 step rate (target >= 10x); "
                  "adds %.1f %% to the step time in the loop (target <= 5 %%)",
                  rate, results["loader"]["step_rate_ratio"], 100 * added)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    record_results(results, args)
+
+
+def record_results(results: dict, args: argparse.Namespace) -> None:
+    command = "python -m benchmarks.bench_training"
+    model = results["model"]
+    note = (f"{model['arch']} base {model['base_channels']} depth {model['depth']}, batch "
+            f"{results['batch']} at {results['size']}x{results['size']}, forward + loss + "
+            f"backward + AdamW; {results['threads']} threads")
+    figures = []
+    for precision in ("fp32", "bf16"):
+        r = results[precision]
+        figures.append(Figure(
+            f"training.step_{precision}", f"training step, {precision}", r["achieved_gflops"],
+            "GFLOP/s", reference=r["matmul_gflops"],
+            reference_label=f"{precision} matmul 2048^2", ratio=r["fraction_of_peak"],
+            ratio_label="of peak", target=">= 0.75 of peak" if precision == "fp32" else "",
+            met=r["fraction_of_peak"] >= 0.75 if precision == "fp32" else None,
+            repeats=args.steps, command=command,
+            note=f"{note}; {r['step_gflop']:.1f} GFLOP/step, {r['step_s']:.3f} s/step, "
+                 f"{r['slices_per_s']:.1f} slices/s", extra=r))
+    record("training", figures, model=model)
+    loader = results["loader"]
+    record("loader", [
+        Figure("loader.rate", "augmenting loader alone", loader["slices_per_s"], "slices/s",
+               reference=results["fp32"]["slices_per_s"], reference_label="fp32 step rate",
+               ratio=loader["step_rate_ratio"], ratio_label="x step rate", target=">= 10x",
+               met=loader["step_rate_ratio"] >= 10, repeats=3, command=command,
+               note=f"{loader['workers']} workers, default augmentation"),
+        Figure("loader.added", "time the loader adds to a step", 100 * loader["added_share"],
+               "%", target="<= 5 %", met=loader["added_share"] <= 0.05, repeats=args.steps,
+               command=command, note=f"{args.steps} steps fed by the loader (median of 3 runs) vs "
+                                     f"the same steps from memory, {loader['workers']} workers"),
+    ])
 
 
 if __name__ == "__main__":

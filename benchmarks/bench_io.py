@@ -1,0 +1,130 @@
+"""NIfTI decode floor against our extract + normalize, seconds per subject of the default cohort.
+
+Run: .venv/bin/python -m benchmarks.bench_io [--raw-dir data/raw] [--subjects 24] [--repeats 3]
+
+The cohort is the default one (params.yaml's download section: 24 synthetic subjects of
+240 x 240 x 155), generated in a temporary folder by `brainseg download`, unless
+`--raw-dir` names a finished download. For each subject, in this process (one job, as
+Snakemake runs the per-subject rules), median of `--repeats` after a warm-up:
+- floor, zlib: bare decode of the subject's five .nii.gz files into numpy arrays with
+  nibabel's default reader (`np.asanyarray(nib.load(f).dataobj)`);
+- floor, ISA-L: the same with the whole file inflated by `isal.igzip.decompress`;
+- ours: `extract_subject` (decode, validate, crop, resize, write .npy) followed by
+  `normalize_subject` (read, percentile clip, z-score, write float16), the two
+  stages' per-subject work with their file output.
+The figure is the median over subjects. Target (issue 6): ours <= 1.5 x (floor + 0.12 s),
+0.12 s being the cost of a careful normalize + resize at this size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import yaml
+from isal import igzip
+
+from benchmarks.common import REPO, Figure, median_time, record, setup_logging
+from brainseg.data.extract import extract_subject
+from brainseg.data.normalize import normalize_subject
+from brainseg.params import load_params
+
+log = logging.getLogger("bench_io")
+RESIZE_NORMALIZE_S = 0.12  # the issue's allowance for a careful normalize + resize
+
+
+def decode_zlib(files: list[Path]) -> None:
+    for path in files:
+        np.asanyarray(nib.load(path).dataobj)
+
+
+def decode_isal(files: list[Path]) -> None:
+    for path in files:
+        np.asanyarray(nib.Nifti1Image.from_bytes(igzip.decompress(path.read_bytes())).dataobj)
+
+
+def make_cohort(root: Path, params_path: Path, n_subjects: int) -> Path:
+    """The default cohort (or its first `n_subjects`), made by `brainseg download`."""
+    params = yaml.safe_load(params_path.read_text())
+    params["download"]["n_subjects"] = n_subjects
+    params_file = root / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    raw = root / "raw"
+    log.info("generating %d default subjects in %s", n_subjects, raw)
+    subprocess.run([sys.executable, "-m", "brainseg", "-q", "download", "--params",
+                    str(params_file), "--out-dir", str(raw), "--source-dir",
+                    str(root / "source")], check=True)
+    return raw
+
+
+def subject_figures(raw: Path, subject: str, work: Path, params: dict, repeats: int) -> dict:
+    files = sorted((raw / subject).glob("*.nii.gz"))
+    zlib_s, _ = median_time(lambda: decode_zlib(files), repeats)
+    isal_s, _ = median_time(lambda: decode_isal(files), repeats)
+
+    def ours() -> None:
+        extract_subject(subject, raw, work / "extracted", params["extract"])
+        normalize_subject(subject, work / "extracted", work / "slices", params["normalize"])
+
+    ours_s, _ = median_time(ours, repeats)
+    extract_s, _ = median_time(
+        lambda: extract_subject(subject, raw, work / "extracted", params["extract"]), repeats)
+    return {"zlib": zlib_s, "isal": isal_s, "ours": ours_s, "extract": extract_s,
+            "normalize": ours_s - extract_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=REPO / "params.yaml",
+                        help="params whose download/extract/normalize sections are used")
+    parser.add_argument("--raw-dir", type=Path, default=None,
+                        help="a finished download (data/raw); default: generate the cohort")
+    parser.add_argument("--subjects", type=int, default=24,
+                        help="subjects to generate and time (default: the default cohort's 24)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per subject")
+    args = parser.parse_args()
+    setup_logging()
+    params = load_params(args.params)
+    with tempfile.TemporaryDirectory(prefix="bench_io_") as tmp:
+        work = Path(tmp)
+        raw = args.raw_dir or make_cohort(work, args.params, args.subjects)
+        subjects = sorted(p.name for p in raw.iterdir() if p.is_dir())[: args.subjects]
+        shape = nib.load(next((raw / subjects[0]).glob("*_t1.nii.gz"))).shape
+        per_subject = {s: subject_figures(raw, s, work, params, args.repeats) for s in subjects}
+    med = {k: statistics.median(v[k] for v in per_subject.values())
+           for k in ("zlib", "isal", "ours", "extract", "normalize")}
+    command = "python -m benchmarks.bench_io"
+    note = (f"median over {len(subjects)} subjects of {shape[0]}x{shape[1]}x{shape[2]} "
+            f"(5 files each), {args.repeats} repeats each; one process")
+    figures = [
+        Figure("io.decode_zlib", "NIfTI decode floor, nibabel zlib", med["zlib"], "s/subject",
+               repeats=args.repeats, command=command, note=note),
+        Figure("io.decode_isal", "NIfTI decode floor, ISA-L gzip", med["isal"], "s/subject",
+               reference=med["zlib"], reference_label="zlib floor",
+               ratio=med["isal"] / med["zlib"], ratio_label="x zlib", repeats=args.repeats,
+               command=command, note=note),
+    ]
+    for backend in ("zlib", "isal"):
+        allowance = med[backend] + RESIZE_NORMALIZE_S
+        ratio = med["ours"] / allowance
+        figures.append(Figure(
+            f"io.extract_normalize_vs_{backend}", f"extract + normalize vs {backend} floor",
+            med["ours"], "s/subject", reference=allowance,
+            reference_label=f"{backend} decode + {RESIZE_NORMALIZE_S} s", ratio=ratio,
+            ratio_label="x (decode + 0.12 s)", target="<= 1.5x", met=ratio <= 1.5,
+            repeats=args.repeats, command=command,
+            note=f"{note}; extract {med['extract']:.3f} s + normalize {med['normalize']:.3f} s "
+                 f"(our extract decodes with ISA-L)",
+            extra={"per_subject": per_subject} if backend == "zlib" else {}))
+    record("io", figures)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
