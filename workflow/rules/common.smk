@@ -4,7 +4,7 @@ from functools import lru_cache
 import yaml
 
 from brainseg.data.subjects import subject_ids
-from brainseg.reporting.figures import FIGURES as FIGURE_FILES
+from brainseg.reporting.names import FIGURES as FIGURE_FILES
 
 # Every `brainseg` command reads this file; Snakemake's config is the same file,
 # validated by the Snakefile. Overrides with --config would not reach the commands,

@@ -19,14 +19,12 @@ from brainseg.io.atomic import atomic_dir
 from brainseg.io.nifti import find_nifti, load_nifti
 from brainseg.params import load_params
 from brainseg.reporting.augmentation import plot_augmentations
+from brainseg.reporting.names import FIGURES
 from brainseg.reporting.overlays import animate_axial, plot_overlay
 from brainseg.reporting.plots import plot_dice_box, plot_learning_curves, plot_metrics_table
 from brainseg.tracking import add_tracking_argument, log_to_run, tracking_uri
 
 log = logging.getLogger(__name__)
-CASES = ("best", "median", "worst")
-FIGURES = ("learning_curves.png", "dice_boxplot.png", "per_subject_table.png",
-           *(f"overlay_{case}.png" for case in CASES), "overlay_median.gif", "augmentation.png")
 
 
 def pick_cases(per_subject: pd.DataFrame) -> dict[str, str]:
