@@ -305,3 +305,17 @@ def test_invalid_config(kwargs, field):
 def test_invalid_seed():
     with pytest.raises(ValueError, match="seed"):
         generate_subject(-1, 0)
+
+
+def test_templates_equal_nilearns_loaders():
+    """The MNI152 templates read from nilearn's files equal what its loaders return."""
+    from nilearn import datasets
+
+    from brainseg.data.synthetic import anatomy
+
+    ours = anatomy._templates()
+    for array, name in zip(ours, ("brain_mask", "gm_template", "wm_template"), strict=True):
+        expected = np.asarray(getattr(datasets, f"load_mni152_{name}")(resolution=1).dataobj,
+                              np.float32)
+        assert array.dtype == np.float32
+        np.testing.assert_array_equal(array, expected)
