@@ -368,6 +368,26 @@ def run_scale(repo: Path, root: Path, factor: int, with_evaluate: bool,
     return results
 
 
+def check_ahead(root: Path, done: dict[int, dict], subjects: int) -> None:
+    """Log the time the next scale should take; refuse it if its outputs cannot fit on disk.
+
+    Both are projected from the last scale measured (its data stages' seconds per subject
+    and output bytes per subject, plus 10 %).
+    """
+    if not done:
+        return
+    last = done[max(done)]
+    n = last["extract"]["subjects"]
+    seconds = subjects * sum(last[s]["s_per_subject"] for s in DATA_STAGES)
+    need = 1.1 * subjects * last["disk_gib"]["outputs"] * GIB / n
+    free = shutil.disk_usage(root).free
+    log.info("scaling: %d subjects next, about %.0f s and %.1f GiB of outputs projected "
+             "(%.1f GiB free)", subjects, seconds, need / GIB, free / GIB)
+    if need > free:
+        raise RuntimeError(f"{root}: {free / GIB:.1f} GiB free, the {subjects}-subject cohort "
+                           f"needs about {need / GIB:.1f} GiB (use --workdir on a larger disk)")
+
+
 def tree_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
@@ -392,7 +412,10 @@ def bench_scaling(repo: Path, root: Path, factors: list[int], evaluate_factors: 
                   env: dict[str, str]) -> tuple[list[Figure], dict]:
     """Seconds per subject and peak RSS of the non-training stages across cohort sizes."""
     base = n_subjects(repo)
-    scales = {f: run_scale(repo, root, f, f in evaluate_factors, env) for f in factors}
+    scales: dict[int, dict] = {}
+    for factor in factors:
+        check_ahead(root, scales, factor * base)
+        scales[factor] = run_scale(repo, root, factor, factor in evaluate_factors, env)
     stages = list(DATA_STAGES)
     what = f"{'+'.join(stages)}, one process per stage, --jobs 0"
     figures = [
