@@ -6,6 +6,8 @@ checkpoint fetch:
         extracted=directory(f"{SOURCE_DIR}/extracted"),
     log:
         "logs/download/fetch.log",
+    benchmark:
+        "logs/benchmarks/fetch.tsv"
     conda:
         "../envs/brainseg.yaml"
     params:
@@ -27,6 +29,8 @@ rule download_subject:
         seg="data/raw/{subject}/{subject}_seg.nii.gz",
     log:
         "logs/download/{subject}.log",
+    benchmark:
+        "logs/benchmarks/download_subject/{subject}.tsv"
     conda:
         "../envs/brainseg.yaml"
     params:
@@ -47,6 +51,8 @@ rule download:
         manifest="data/raw/manifest.csv",
     log:
         "logs/download/manifest.log",
+    benchmark:
+        "logs/benchmarks/download.tsv"
     conda:
         "../envs/brainseg.yaml"
     params:
@@ -68,6 +74,8 @@ rule extract:
         geometry="data/extracted/{subject}/geometry.json",
     log:
         "logs/extract/{subject}.log",
+    benchmark:
+        "logs/benchmarks/extract/{subject}.tsv"
     conda:
         "../envs/brainseg.yaml"
     params:
@@ -87,6 +95,8 @@ rule normalize:
         meta="data/slices/{subject}/meta.json",
     log:
         "logs/normalize/{subject}.log",
+    benchmark:
+        "logs/benchmarks/normalize/{subject}.tsv"
     conda:
         "../envs/brainseg.yaml"
     params:
@@ -104,6 +114,8 @@ rule split:
         splits="data/splits.csv",
     log:
         "logs/split.log",
+    benchmark:
+        "logs/benchmarks/split.tsv"
     conda:
         "../envs/brainseg.yaml"
     params:

@@ -11,6 +11,8 @@ rule train:
         history="reports/train_history.csv",
     log:
         "logs/train.log",
+    benchmark:
+        "logs/benchmarks/train.tsv"
     conda:
         "../envs/brainseg.yaml"
     threads: MAX_THREADS
@@ -37,6 +39,8 @@ rule postprocess:
         table="reports/postprocess.csv",
     log:
         "logs/postprocess.log",
+    benchmark:
+        "logs/benchmarks/postprocess.tsv"
     conda:
         "../envs/brainseg.yaml"
     threads: MAX_THREADS
@@ -76,6 +80,8 @@ rule evaluate:
         ),
     log:
         "logs/evaluate.log",
+    benchmark:
+        "logs/benchmarks/evaluate.tsv"
     conda:
         "../envs/brainseg.yaml"
     threads: MAX_THREADS

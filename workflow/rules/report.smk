@@ -62,6 +62,8 @@ rule figures:
         ),
     log:
         "logs/figures.log",
+    benchmark:
+        "logs/benchmarks/figures.tsv"
     conda:
         "../envs/brainseg.yaml"
     params:
@@ -102,6 +104,8 @@ rule realism:
         ),
     log:
         "logs/realism.log",
+    benchmark:
+        "logs/benchmarks/realism.tsv"
     conda:
         "../envs/brainseg.yaml"
     params:
