@@ -198,29 +198,34 @@ def declare_torchvision_ops() -> None:
     `_meta_registrations` then fails on registering fake kernels of `torchvision::nms` and
     `torchvision::qnms`, which do not exist. Declaring those two schemas first lets the Python
     part import; the C operators (nms, roi_align, ...) stay unavailable, and neither smp's
-    Unet nor its resnet18 encoder uses them.
+    Unet nor its resnet18 encoder uses them. Called before anything imports torchvision
+    (MONAI and MLflow may try to).
     """
-    from importlib.metadata import version
+    import importlib.util
 
     import torch
 
-    if "torchvision" in sys.modules or torch.version.cuda is not None:
-        return
-    if "+cu" not in version("torchvision"):
-        return
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or spec.origin is None or hasattr(torch.ops.torchvision, "nms"):
+        return  # no torchvision, or its operators are there already
+    for library in Path(spec.origin).parent.glob("_C*.so"):
+        try:
+            torch.ops.load_library(library)  # what torchvision does: works for a matching build
+            return
+        except OSError:
+            pass
     lib = torch.library.Library("torchvision", "FRAGMENT")
     for op in ("nms", "qnms"):
         lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     _KEEP.append(lib)
-    log.info("torchvision %s is a CUDA build on CPU torch: its C operators are unavailable "
-             "(declared nms/qnms so that its Python part imports)", version("torchvision"))
+    log.info("torchvision is a CUDA build on CPU torch: its C operators are unavailable "
+             "(declared nms/qnms so that its Python part imports)")
 
 
 _KEEP: list[Any] = []  # the Library above must outlive the call that made it
 
 
 def smp_unet_resnet18(config: dict[str, Any]) -> Any:
-    declare_torchvision_ops()
     import segmentation_models_pytorch as smp
 
     return smp.Unet("resnet18", encoder_weights=None, in_channels=config["in_channels"],
@@ -256,38 +261,56 @@ def peer_params(params: dict[str, Any], arch: str, epochs: int) -> dict[str, Any
     return out
 
 
-def train_and_score(params: dict[str, Any], data: dict[str, Path], out: Path, uri: str,
-                    device: str) -> tuple[float, dict[str, float]]:
-    """Train with `run_train`, score the test split with `run_evaluate`; (wall s, Dice)."""
-    from brainseg.evaluation.evaluate import run_evaluate
+def warm_tracking(uri: str) -> None:
+    """Create the MLflow store and import what logging a model needs, so that the first
+    timed training (ours) does not pay for it alone."""
+    import mlflow
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.MlflowClient().search_experiments()
+    mlflow.MlflowClient().search_registered_models()
+
+
+def train(params: dict[str, Any], data: dict[str, Path], out: Path, uri: str,
+          device: str) -> float:
+    """Train with our `run_train` into `out` (model.pt, history.csv); wall seconds."""
     from brainseg.training.train import run_train
 
-    out.mkdir(parents=True, exist_ok=True)
-    model = out / "model.pt"
-    start = time.perf_counter()
-    run_train(params, data["slices"], data["splits"], model, out / "history.csv",
-              out / "run_info.json", uri, device)
-    wall = time.perf_counter() - start
-    metrics = run_evaluate(params, model, data["splits"], data["raw"], out / "pred",
-                           out / "per_subject.csv", out / "metrics.json", None, uri, device)
-    return wall, {r: metrics["test"]["dice"][r] for r in REGIONS}
-
-
-def probe_epochs(params: dict[str, Any], arch: str, budget: float, data: dict[str, Path],
-                 work: Path, uri: str, device: str) -> tuple[int, float]:
-    """Epochs of `arch` that fit `budget` seconds, from one timed one-epoch training."""
-    from brainseg.training.train import run_train
-
-    out = work / f"probe-{arch}"
     out.mkdir(parents=True)
     start = time.perf_counter()
-    run_train(peer_params(params, arch, 1), data["slices"], data["splits"], out / "model.pt",
-              out / "history.csv", out / "run_info.json", uri, device)
-    seconds = time.perf_counter() - start
-    epochs = max(1, round(budget / seconds))
-    log.info("%s: one epoch (with validation) %.1f s -> %d epochs for %.0f s", arch, seconds,
+    run_train(params, data["slices"], data["splits"], out / "model.pt", out / "history.csv",
+              out / "run_info.json", uri, device)
+    return time.perf_counter() - start
+
+
+def score(params: dict[str, Any], data: dict[str, Path], out: Path, uri: str,
+          device: str) -> dict[str, float]:
+    """Test Dice per region of `out/model.pt` by our `run_evaluate` (plain threshold)."""
+    from brainseg.evaluation.evaluate import run_evaluate
+
+    metrics = run_evaluate(params, out / "model.pt", data["splits"], data["raw"], out / "pred",
+                           out / "per_subject.csv", out / "metrics.json", None, uri, device)
+    return {r: metrics["test"]["dice"][r] for r in REGIONS}
+
+
+def train_peer(params: dict[str, Any], arch: str, budget: float, data: dict[str, Path],
+               work: Path, uri: str, device: str) -> tuple[int, float, float, Path]:
+    """Train `arch` for about `budget` seconds: a timed one-epoch probe picks the epochs.
+
+    Returns:
+        (epochs, probe seconds, training seconds, folder of the trained model); a one-epoch
+        answer reuses the probe.
+    """
+    probe_dir = work / f"{arch}-probe"
+    probe = train(peer_params(params, arch, 1), data, probe_dir, uri, device)
+    epochs = max(1, round(budget / probe))
+    log.info("%s: one epoch (with validation) %.1f s -> %d epochs for %.0f s", arch, probe,
              epochs, budget)
-    return epochs, seconds
+    if epochs == 1:
+        return epochs, probe, probe, probe_dir
+    out = work / arch
+    return epochs, probe, train(peer_params(params, arch, epochs), data, out, uri, device), out
 
 
 def bench_training(params_path: Path, work: Path, device: str) -> list[Figure]:
@@ -295,21 +318,23 @@ def bench_training(params_path: Path, work: Path, device: str) -> list[Figure]:
     from brainseg.models.unet import register_arch
     from brainseg.params import load_params
 
+    declare_torchvision_ops()
     for arch, (_, factory) in PEERS.items():
         register_arch(arch, factory)
     params = load_params(params_path)
     data = prepare_data(params_path, work)
     uri = f"sqlite:///{work / 'mlflow.db'}"
-    ours_wall, ours = train_and_score(params, data, work / "ours", uri, device)
+    warm_tracking(uri)
+    ours_wall = train(params, data, work / "ours", uri, device)
+    ours = score(params, data, work / "ours", uri, device)
     log.info("ours: %.1f s of training, test Dice %s", ours_wall, ours)
     command = "python -m benchmarks.bench_peers --training"
     figures = [Figure(key="peers_training.ours_wall", label="training wall time: our default "
                       f"U-Net ({params['train']['epochs']} epochs)", value=ours_wall, unit="s",
                       command=command, extra={"dice": ours})]
     for arch, (label, _) in PEERS.items():
-        epochs, probe_s = probe_epochs(params, arch, ours_wall, data, work, uri, device)
-        wall, dice = train_and_score(peer_params(params, arch, epochs), data, work / arch, uri,
-                                     device)
+        epochs, probe_s, wall, out = train_peer(params, arch, ours_wall, data, work, uri, device)
+        dice = score(peer_params(params, arch, epochs), data, out, uri, device)
         log.info("%s: %d epochs, %.1f s of training, test Dice %s", arch, epochs, wall, dice)
         figures.append(Figure(
             key=f"peers_training.{arch}_wall", label=f"training wall time: {label}",
