@@ -345,9 +345,11 @@ def bench_training(params_path: Path, work: Path, device: str) -> list[Figure]:
         figures += [Figure(
             key=f"peers_training.{arch}_dice_{region}", label=f"test Dice {region}: {label}",
             value=dice[region], unit="Dice", reference=ours[region],
-            reference_label="ours (default U-Net)", ratio=ours[region] / max(dice[region], 1e-9),
+            reference_label="ours (default U-Net)",
+            ratio=ours[region] / dice[region] if dice[region] > 0.01 else None,
             ratio_label="ours / peer", target="ours >= peer", met=ours[region] >= dice[region],
-            repeats=1, command=command, note=f"same loop, data and wall time ({wall:.0f} s vs "
+            repeats=1, command=command, extra={"ours_minus_peer": ours[region] - dice[region]},
+            note=f"same loop, data and wall time ({wall:.0f} s vs "
             f"{ours_wall:.0f} s); 3D per subject, threshold "
             f"{params['evaluate']['threshold']}, no post-processing") for region in REGIONS]
     return figures
