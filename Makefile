@@ -63,7 +63,7 @@ $(PEERS_STAMP): $(STAMP) $(PEERS_LOCK)
 bench-peers: bench-peers-install  ## train MONAI's and smp's U-Nets through our loop vs ours (~25 min)
 	$(BIN)/python -m benchmarks.bench_peers --training
 
-bench-peers-lock:  ## re-resolve $(PEERS_LOCK) from the `peers` extra (needs network; uses uv)
+bench-peers-lock:  ## re-resolve benchmarks/requirements-peers.lock from the `peers` extra (needs network; uses uv)
 	$(BIN)/python -m pip install --quiet uv
 	$(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))\
 	  ["project"]["optional-dependencies"]["peers"], sep="\n")' > $(PEERS_LOCK).in

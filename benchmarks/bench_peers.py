@@ -59,13 +59,6 @@ def brainseg(*args: str | Path) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
-def timed(fn: Callable[[], object]) -> float:
-    """Wall seconds of one call of `fn`."""
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def make_cohort(params: Path, out: Path) -> Path:
     """The cohort of `params` written by `brainseg download` into `out/raw`."""
     raw = out / "raw"
