@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 CORES ?= 8
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install run test lint unit integration lock clean help
+.PHONY: install run test lint unit integration lock clean help bench bench-peers \
+	bench-peers-install bench-peers-lock
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -47,6 +48,38 @@ lock:  ## re-resolve requirements.lock from pyproject.toml (needs network; uses 
 	  '# by `make lock` (uv pip compile pyproject.toml --extra dev --extra bench). torch is pinned to' \
 	  '# 2.13.0; the CPU build is used where it is on disk.'; cat requirements.lock.tmp; } > requirements.lock
 	rm requirements.lock.tmp
+
+PEERS_LOCK := benchmarks/requirements-peers.lock
+PEERS_STAMP := $(VENV)/.peers-installed
+
+bench-peers-install: $(PEERS_STAMP)  ## add nnU-Net v2, MONAI and smp to .venv (peer benchmarks only)
+
+# -c requirements.lock: no package of the project's lock changes version (torch stays 2.13.0).
+$(PEERS_STAMP): $(STAMP) $(PEERS_LOCK)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r $(PEERS_LOCK) \
+	  -c requirements.lock
+	touch $(PEERS_STAMP)
+
+bench: bench-peers-install  ## every benchmark, quiet machine (~20 min, no GPU); README table from the results
+	$(BIN)/python -m benchmarks.run
+
+bench-peers: bench-peers-install  ## train MONAI's and smp's U-Nets through our loop vs ours (~25 min)
+	$(BIN)/python -m benchmarks.run --only peers_training
+
+bench-peers-lock:  ## re-resolve benchmarks/requirements-peers.lock from the `peers` extra (needs network; uses uv)
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))\
+	  ["project"]["optional-dependencies"]["peers"], sep="\n")' > $(PEERS_LOCK).in
+	$(BIN)/uv pip compile --quiet $(PEERS_LOCK).in -c requirements.lock --python-version 3.11 \
+	  --find-links /opt/wheels --no-emit-find-links --no-header -o $(PEERS_LOCK).tmp
+	sed -i -e 's/^torch==\([0-9.]*\)+cpu/torch==\1/' -e 's|$(PEERS_LOCK).in|pyproject.toml (peers)|' \
+	  $(PEERS_LOCK).tmp
+	{ printf '%s\n' '# Peers for benchmarks/bench_peers.py only (make bench-peers-install), never' \
+	  '# for make run/test. Resolved by `make bench-peers-lock`: uv pip compile of the `peers`' \
+	  '# extra of pyproject.toml with -c requirements.lock, so every package shared with' \
+	  '# requirements.lock keeps its version (torch 2.13.0; the CPU build where on disk).'; \
+	  cat $(PEERS_LOCK).tmp; } > $(PEERS_LOCK)
+	rm $(PEERS_LOCK).in $(PEERS_LOCK).tmp
 
 clean:  ## remove pipeline outputs (not the environment)
 	rm -rf data models reports/figures logs .snakemake mlflow.db mlruns mlartifacts

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -23,6 +24,40 @@ from brainseg.errors import BrainsegError
 from brainseg.models.outputs import out_channels as output_channels
 
 ARCHS: tuple[str, ...] = ("unet", "attention_unet")
+
+ModelFactory = Callable[[dict[str, Any]], nn.Module]
+_REGISTERED: dict[str, ModelFactory] = {}
+
+
+def register_arch(name: str, factory: ModelFactory) -> None:
+    """Let `build_model` (and so training and evaluation) build `arch: name` with `factory`.
+
+    An extension point for code that drives the stages from Python (benchmarks/bench_peers.py
+    trains MONAI's and segmentation_models_pytorch's U-Nets through our loop with it); the
+    params schema still allows only the built-in `ARCHS`, so a registered arch is reachable
+    from a params dict built in code, not from params.yaml. The registry lives in this process
+    only: a checkpoint of a registered arch loads where the same factory is registered again.
+    Registering a name again replaces its factory.
+
+    Args:
+        name: the value of `train.model.arch` that selects the factory.
+        factory: called with the model config (the `train.model` params, with `in_channels`
+            and `out_channels` filled in); returns a module mapping (n, in_channels, h, w) to
+            logits (n, out_channels, h, w) for the slice size of `extract.image_size`.
+
+    Raises:
+        BrainsegError: `name` is a built-in arch, or `factory` is not callable.
+    """
+    if name in ARCHS:
+        raise BrainsegError(f"register_arch: '{name}' is a built-in arch ({' | '.join(ARCHS)})")
+    if not callable(factory):
+        raise BrainsegError(f"register_arch: the factory of '{name}' is not callable")
+    _REGISTERED[name] = factory
+
+
+def registered_archs() -> tuple[str, ...]:
+    """Names added with `register_arch`, sorted."""
+    return tuple(sorted(_REGISTERED))
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -183,23 +218,29 @@ class UNet(nn.Module):
         return out
 
 
-def build_model(config: dict[str, Any]) -> UNet:
+def build_model(config: dict[str, Any]) -> nn.Module:
     """Build the network from the `train.model` params (plus optional in/out channels).
 
     `arch` defaults to "unet" and `deep_supervision` to 0 (checkpoints written before these keys
     existed); `out_channels` defaults to the channels of `output` (regions: 3, softmax: 4).
+    An arch added with `register_arch` is built by its factory (a `UNet` otherwise).
 
     Raises:
         BrainsegError: unknown arch, norm or output, or deep_supervision >= depth.
     """
     arch = config.get("arch", "unet")
+    in_ch = config.get("in_channels", 4)
+    out_ch = config.get("out_channels", output_channels(config.get("output", "regions")))
+    if arch in _REGISTERED:
+        return _REGISTERED[arch]({**config, "in_channels": in_ch, "out_channels": out_ch})
     if arch not in ARCHS:
+        known = " | ".join(ARCHS + registered_archs())
         raise BrainsegError(
-            f"invalid key 'train.model.arch': unknown model arch '{arch}' ({' | '.join(ARCHS)})"
+            f"invalid key 'train.model.arch': unknown model arch '{arch}' ({known})"
         )
     return UNet(
-        in_channels=config.get("in_channels", 4),
-        out_channels=config.get("out_channels", output_channels(config.get("output", "regions"))),
+        in_channels=in_ch,
+        out_channels=out_ch,
         base_channels=config["base_channels"],
         depth=config["depth"],
         norm=config["norm"],

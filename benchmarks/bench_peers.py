@@ -1,0 +1,383 @@
+"""Peers on the same data and budget: nnU-Net v2 preprocessing, MONAI and smp U-Nets.
+
+Run: python -m benchmarks.bench_peers --preprocess   (inside `make bench`, ~3 min)
+     python -m benchmarks.bench_peers --training     (`make bench-peers`, ~25 min)
+     python -m benchmarks.bench_peers --preprocess --training --smoke   (a couple of minutes)
+
+The peers come from the optional `peers` dependency group (`make bench-peers-install`,
+benchmarks/requirements-peers.lock); `make run` and `make test` never need them.
+
+- `--preprocess` (section "peers_preprocess"): the cohort of `--params` (default: 24 synthetic
+  subjects, made with `brainseg download` in a temporary folder, or `--raw-dir`) converted to
+  nnU-Net v2's raw format (untimed), then the wall time of `nnUNetv2_plan_and_preprocess -d ID
+  -c 2d -np 2 -npfp 2` (fingerprint, plans and the 2d preprocessed data: everything nnU-Net
+  needs before training) against ours, `brainseg extract --jobs 2` then `brainseg normalize
+  --jobs 2` (everything our training needs). Target: ours >= 5x faster.
+- `--training` (section "peers_training"): our data stages into a temporary folder, then our
+  default model, MONAI's `BasicUNet` (2D) and smp's `Unet` (resnet18, no pretrained weights)
+  trained through OUR loop (data, sampling, augmentation, regions output, loss, schedule),
+  each peer for about the wall time our model took (its epoch count picked from a timed
+  one-epoch probe), and scored on the test split with OUR evaluate (3D per subject, threshold
+  `evaluate.threshold`, no post-processing). Target: ours >= each peer in every region.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from benchmarks.common import LATEST, REPO, Figure, record, setup_logging
+
+log = logging.getLogger("benchmarks.peers")
+
+SMOKE_PARAMS = REPO / "tests" / "params-smoke.yaml"
+DATASET_ID, DATASET_NAME = 987, "BrainsegSyn"
+MODALITIES = ("t1", "t1ce", "t2", "flair")  # nnU-Net channels 0000..0003
+NNUNET_LABELS = {0: 0, 1: 1, 2: 2, 4: 3}  # BraTS values -> nnU-Net's consecutive labels
+PREPROCESS_TARGET = 5.0
+REGIONS = ("WT", "TC", "ET")
+
+
+def brainseg(*args: str | Path) -> None:
+    """Run one `brainseg` CLI command with this interpreter (raises on a non-zero exit)."""
+    cmd = [sys.executable, "-m", "brainseg", *map(str, args)]
+    log.info("$ %s", " ".join(cmd[2:]))
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+
+def make_cohort(params: Path, out: Path) -> Path:
+    """The cohort of `params` written by `brainseg download` into `out/raw`."""
+    raw = out / "raw"
+    brainseg("download", "--params", params, "--out-dir", raw, "--jobs", "0")
+    return raw
+
+
+# --- nnU-Net preprocessing -------------------------------------------------------------------
+
+
+def subjects_of(raw_dir: Path) -> list[str]:
+    """Subject folders of a raw folder (the ones with a segmentation), sorted."""
+    names = sorted(p.name for p in raw_dir.iterdir() if (p / f"{p.name}_seg.nii.gz").is_file())
+    if not names:
+        raise SystemExit(f"{raw_dir}: no <subject>/<subject>_seg.nii.gz in this raw folder")
+    return names
+
+
+def to_nnunet_raw(raw_dir: Path, nnunet_raw: Path) -> Path:
+    """Write Dataset<ID>_<NAME> (imagesTr linked, labelsTr 0..3, dataset.json); its folder."""
+    import json
+
+    folder = nnunet_raw / f"Dataset{DATASET_ID}_{DATASET_NAME}"
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / "labelsTr").mkdir()
+    lut = np.zeros(max(NNUNET_LABELS) + 1, np.uint8)
+    for value, new in NNUNET_LABELS.items():
+        lut[value] = new
+    subjects = subjects_of(raw_dir)
+    for subject in subjects:
+        src = raw_dir / subject
+        for k, modality in enumerate(MODALITIES):
+            link = folder / "imagesTr" / f"{subject}_{k:04d}.nii.gz"
+            link.symlink_to((src / f"{subject}_{modality}.nii.gz").resolve())
+        seg = nib.load(src / f"{subject}_seg.nii.gz")
+        labels = lut[np.asarray(seg.dataobj).astype(np.intp)]
+        out = nib.Nifti1Image(labels, seg.affine, seg.header)
+        out.set_data_dtype(np.uint8)
+        nib.save(out, folder / "labelsTr" / f"{subject}.nii.gz")
+    meta = {"channel_names": {str(k): m.upper() for k, m in enumerate(MODALITIES)},
+            "labels": {"background": 0, "necrosis": 1, "edema": 2, "enhancing": 3},
+            "numTraining": len(subjects), "file_ending": ".nii.gz", "name": DATASET_NAME}
+    (folder / "dataset.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return folder
+
+
+def nnunet_executable() -> str:
+    """`nnUNetv2_plan_and_preprocess` next to this interpreter, else on PATH."""
+    here = str(Path(sys.executable).parent)
+    found = shutil.which("nnUNetv2_plan_and_preprocess", path=here + os.pathsep
+                         + os.environ.get("PATH", ""))
+    if found is None:
+        raise SystemExit("nnUNetv2_plan_and_preprocess not found: install the peers with "
+                         "`make bench-peers-install`")
+    return found
+
+
+def run_nnunet(exe: str, nnunet_raw: Path, work: Path) -> float:
+    """Wall seconds of plan_and_preprocess into fresh preprocessed/results folders."""
+    pre, results = work / "nnUNet_preprocessed", work / "nnUNet_results"
+    shutil.rmtree(pre, ignore_errors=True)
+    shutil.rmtree(results, ignore_errors=True)
+    env = {**os.environ, "nnUNet_raw": str(nnunet_raw), "nnUNet_preprocessed": str(pre),
+           "nnUNet_results": str(results)}
+    cmd = [exe, "-d", str(DATASET_ID), "-c", "2d", "-np", "2", "-npfp", "2"]
+    log.info("$ %s", " ".join(cmd))
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    stored = sorted((pre / f"Dataset{DATASET_ID}_{DATASET_NAME}").glob("nnUNetPlans_2d/*"))
+    if not stored:
+        raise SystemExit(f"{pre}: nnU-Net wrote no 2d preprocessed data")
+    return seconds
+
+
+def run_ours(params: Path, raw_dir: Path, work: Path) -> float:
+    """Wall seconds of `brainseg extract --jobs 2` + `brainseg normalize --jobs 2`."""
+    extracted, slices = work / "extracted", work / "slices"
+    shutil.rmtree(extracted, ignore_errors=True)
+    shutil.rmtree(slices, ignore_errors=True)
+    start = time.perf_counter()
+    brainseg("extract", "--params", params, "--raw-dir", raw_dir, "--out-dir", extracted,
+             "--jobs", "2")
+    brainseg("normalize", "--params", params, "--in-dir", extracted, "--out-dir", slices,
+             "--jobs", "2")
+    return time.perf_counter() - start
+
+
+def bench_preprocess(params: Path, raw_dir: Path | None, repeats: int, nnunet_repeats: int,
+                     work: Path) -> list[Figure]:
+    """Ours vs nnU-Net's plan_and_preprocess on one raw folder (see the module docstring)."""
+    exe = nnunet_executable()
+    raw_dir = raw_dir or make_cohort(params, work)
+    n = len(subjects_of(raw_dir))
+    nnunet_raw = work / "nnUNet_raw"
+    to_nnunet_raw(raw_dir, nnunet_raw)
+    ours = [run_ours(params, raw_dir, work) for _ in range(repeats)]
+    theirs = [run_nnunet(exe, nnunet_raw, work) for _ in range(nnunet_repeats)]
+    ours_s, theirs_s = statistics.median(ours), statistics.median(theirs)
+    ratio = theirs_s / ours_s
+    note = (f"{n} subjects; nnU-Net timed {nnunet_repeats}x"
+            + ("" if nnunet_repeats >= 3 else " (fewer than 3 to keep make bench short)")
+            + "; the conversion to nnU-Net's raw format is not timed")
+    return [Figure(
+        key="peers_preprocess.extract_normalize", label="preprocessing for training: ours "
+        "(extract + normalize, 2 jobs) vs nnU-Net v2 plan_and_preprocess 2d (-np 2 -npfp 2)",
+        value=ours_s, unit="s", reference=theirs_s, reference_label="nnU-Net v2",
+        ratio=ratio, ratio_label="x faster (nnU-Net / ours)", target=f">= {PREPROCESS_TARGET:g}x "
+        "faster", met=ratio >= PREPROCESS_TARGET, repeats=repeats,
+        command="python -m benchmarks.bench_peers --preprocess", note=note,
+        extra={"subjects": n, "ours_s": ours, "nnunet_s": theirs,
+               "ours_per_subject_s": ours_s / n, "nnunet_per_subject_s": theirs_s / n})]
+
+
+# --- training through our loop ---------------------------------------------------------------
+
+
+def monai_basic_unet(config: dict[str, Any]) -> Any:
+    from monai.networks.nets import BasicUNet
+
+    return BasicUNet(spatial_dims=2, in_channels=config["in_channels"],
+                     out_channels=config["out_channels"])
+
+
+def declare_torchvision_ops() -> None:
+    """Let a CUDA build of torchvision import on a CPU build of torch (smp needs its models).
+
+    PyPI's torchvision 0.28.0 (the release for torch 2.13.0) is built for CUDA torch: on the
+    CPU torch of requirements.lock its C operators cannot load, and its module
+    `_meta_registrations` then fails on registering fake kernels of `torchvision::nms` and
+    `torchvision::qnms`, which do not exist. Declaring those two schemas first lets the Python
+    part import; the C operators (nms, roi_align, ...) stay unavailable, and neither smp's
+    Unet nor its resnet18 encoder uses them. Called before anything imports torchvision
+    (MONAI and MLflow may try to).
+    """
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or spec.origin is None or hasattr(torch.ops.torchvision, "nms"):
+        return  # no torchvision, or its operators are there already
+    for library in Path(spec.origin).parent.glob("_C*.so"):
+        try:
+            torch.ops.load_library(library)  # what torchvision does: works for a matching build
+            return
+        except OSError:
+            pass
+    lib = torch.library.Library("torchvision", "FRAGMENT")
+    for op in ("nms", "qnms"):
+        lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    _KEEP.append(lib)
+    log.info("torchvision is a CUDA build on CPU torch: its C operators are unavailable "
+             "(declared nms/qnms so that its Python part imports)")
+
+
+_KEEP: list[Any] = []  # the Library above must outlive the call that made it
+
+
+def smp_unet_resnet18(config: dict[str, Any]) -> Any:
+    import segmentation_models_pytorch as smp
+
+    return smp.Unet("resnet18", encoder_weights=None, in_channels=config["in_channels"],
+                    classes=config["out_channels"])
+
+
+PEERS: dict[str, tuple[str, Callable[[dict[str, Any]], Any]]] = {
+    "monai_basicunet": ("MONAI BasicUNet (2D)", monai_basic_unet),
+    "smp_unet_resnet18": ("smp Unet resnet18 (no pretrained weights)", smp_unet_resnet18),
+}
+
+
+def prepare_data(params: Path, work: Path) -> dict[str, Path]:
+    """download, extract, normalize and split with our CLI into `work` (untimed)."""
+    raw = make_cohort(params, work)
+    data = {"raw": raw, "slices": work / "slices", "splits": work / "splits.csv"}
+    brainseg("extract", "--params", params, "--raw-dir", raw, "--out-dir", work / "extracted",
+             "--jobs", "0")
+    brainseg("normalize", "--params", params, "--in-dir", work / "extracted", "--out-dir",
+             data["slices"], "--jobs", "0")
+    brainseg("split", "--params", params, "--manifest", raw / "manifest.csv", "--out",
+             data["splits"])
+    return data
+
+
+def peer_params(params: dict[str, Any], arch: str, epochs: int) -> dict[str, Any]:
+    """Our params with another arch and epoch count (and its own MLflow names)."""
+    out = copy.deepcopy(params)
+    out["train"]["model"]["arch"] = arch
+    out["train"]["epochs"] = epochs
+    out["train"]["experiment"] = f"{params['train']['experiment']}-{arch}"
+    out["train"]["registered_model"] = f"{params['train']['registered_model']}-{arch}"
+    return out
+
+
+def warm_tracking(uri: str) -> None:
+    """Create the MLflow store and import what logging a model needs, so that the first
+    timed training (ours) does not pay for it alone."""
+    import mlflow
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.MlflowClient().search_experiments()
+    mlflow.MlflowClient().search_registered_models()
+
+
+def train(params: dict[str, Any], data: dict[str, Path], out: Path, uri: str,
+          device: str) -> float:
+    """Train with our `run_train` into `out` (model.pt, history.csv); wall seconds."""
+    from brainseg.training.train import run_train
+
+    out.mkdir(parents=True)
+    start = time.perf_counter()
+    run_train(params, data["slices"], data["splits"], out / "model.pt", out / "history.csv",
+              out / "run_info.json", uri, device)
+    return time.perf_counter() - start
+
+
+def score(params: dict[str, Any], data: dict[str, Path], out: Path, uri: str,
+          device: str) -> dict[str, float]:
+    """Test Dice per region of `out/model.pt` by our `run_evaluate` (plain threshold)."""
+    from brainseg.evaluation.evaluate import run_evaluate
+
+    metrics = run_evaluate(params, out / "model.pt", data["splits"], data["raw"], out / "pred",
+                           out / "per_subject.csv", out / "metrics.json", None, uri, device)
+    return {r: metrics["test"]["dice"][r] for r in REGIONS}
+
+
+def train_peer(params: dict[str, Any], arch: str, budget: float, data: dict[str, Path],
+               work: Path, uri: str, device: str) -> tuple[int, float, float, Path]:
+    """Train `arch` for about `budget` seconds: a timed one-epoch probe picks the epochs.
+
+    Returns:
+        (epochs, probe seconds, training seconds, folder of the trained model); a one-epoch
+        answer reuses the probe.
+    """
+    probe_dir = work / f"{arch}-probe"
+    probe = train(peer_params(params, arch, 1), data, probe_dir, uri, device)
+    epochs = max(1, round(budget / probe))
+    log.info("%s: one epoch (with validation) %.1f s -> %d epochs for %.0f s", arch, probe,
+             epochs, budget)
+    if epochs == 1:
+        return epochs, probe, probe, probe_dir
+    out = work / arch
+    return epochs, probe, train(peer_params(params, arch, epochs), data, out, uri, device), out
+
+
+def bench_training(params_path: Path, work: Path, device: str) -> list[Figure]:
+    """Our default model and the two peers, same data, loop and wall-clock budget."""
+    from brainseg.models.unet import register_arch
+    from brainseg.params import load_params
+
+    declare_torchvision_ops()
+    for arch, (_, factory) in PEERS.items():
+        register_arch(arch, factory)
+    params = load_params(params_path)
+    data = prepare_data(params_path, work)
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    warm_tracking(uri)
+    ours_wall = train(params, data, work / "ours", uri, device)
+    ours = score(params, data, work / "ours", uri, device)
+    log.info("ours: %.1f s of training, test Dice %s", ours_wall, ours)
+    command = "python -m benchmarks.bench_peers --training"
+    figures = [Figure(key="peers_training.ours_wall", label="training wall time: our default "
+                      f"U-Net ({params['train']['epochs']} epochs)", value=ours_wall, unit="s",
+                      command=command, extra={"dice": ours})]
+    for arch, (label, _) in PEERS.items():
+        epochs, probe_s, wall, out = train_peer(params, arch, ours_wall, data, work, uri, device)
+        dice = score(peer_params(params, arch, epochs), data, out, uri, device)
+        log.info("%s: %d epochs, %.1f s of training, test Dice %s", arch, epochs, wall, dice)
+        figures.append(Figure(
+            key=f"peers_training.{arch}_wall", label=f"training wall time: {label}",
+            value=wall, unit="s", reference=ours_wall, reference_label="ours",
+            ratio=wall / ours_wall, ratio_label="of our budget", repeats=1, command=command,
+            note=f"{epochs} epochs, picked from a {probe_s:.0f} s one-epoch probe",
+            extra={"epochs": epochs, "probe_s": probe_s}))
+        figures += [Figure(
+            key=f"peers_training.{arch}_dice_{region}", label=f"test Dice {region}: {label}",
+            value=dice[region], unit="Dice", reference=ours[region],
+            reference_label="ours (default U-Net)",
+            ratio=ours[region] / dice[region] if dice[region] > 0.01 else None,
+            ratio_label="ours / peer", target="ours >= peer", met=ours[region] >= dice[region],
+            repeats=1, command=command, extra={"ours_minus_peer": ours[region] - dice[region]},
+            note=f"same loop, data and wall time ({wall:.0f} s vs "
+            f"{ours_wall:.0f} s); 3D per subject, threshold "
+            f"{params['evaluate']['threshold']}, no post-processing") for region in REGIONS]
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preprocess", action="store_true", help="nnU-Net preprocessing vs ours")
+    parser.add_argument("--training", action="store_true", help="MONAI and smp U-Nets vs ours")
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"{SMOKE_PARAMS.relative_to(REPO)}: tiny cohort and budget; results "
+                        "go to a temporary file, not benchmarks/results/latest.json")
+    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    parser.add_argument("--raw-dir", type=Path, default=None,
+                        help="--preprocess: an existing raw folder (default: generate the cohort)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of ours (median)")
+    parser.add_argument("--nnunet-repeats", type=int, default=1, help="timed runs of nnU-Net")
+    parser.add_argument("--device", default="cpu", help="--training: torch device")
+    args = parser.parse_args()
+    setup_logging()
+    if not (args.preprocess or args.training):
+        parser.error("choose --preprocess and/or --training")
+    params = SMOKE_PARAMS if args.smoke else args.params.resolve()
+    results = (Path(tempfile.gettempdir()) / "brainseg-peers-smoke.json" if args.smoke
+               else LATEST)
+    with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
+        if args.preprocess:
+            figures = bench_preprocess(params, args.raw_dir, args.repeats, args.nnunet_repeats,
+                                       Path(tmp) / "preprocess")
+            record("peers_preprocess", figures, path=results)
+        if args.training:
+            record("peers_training", bench_training(params, Path(tmp) / "training", args.device),
+                   path=results)
+    log.info("results in %s", results)
+
+
+if __name__ == "__main__":
+    main()
