@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -31,7 +32,7 @@ import numpy as np
 import yaml
 from isal import igzip
 
-from benchmarks.common import REPO, Figure, median_time, record, setup_logging
+from benchmarks.common import LATEST, REPO, Figure, median_time, record, setup_logging
 from brainseg.data.extract import extract_subject
 from brainseg.data.normalize import normalize_subject
 from brainseg.params import load_params
@@ -69,15 +70,20 @@ def subject_figures(raw: Path, subject: str, work: Path, params: dict, repeats: 
     zlib_s, _ = median_time(lambda: decode_zlib(files), repeats)
     isal_s, _ = median_time(lambda: decode_isal(files), repeats)
 
+    extract_times, normalize_times = [], []
+
     def ours() -> None:
+        start = time.perf_counter()
         extract_subject(subject, raw, work / "extracted", params["extract"])
+        middle = time.perf_counter()
         normalize_subject(subject, work / "extracted", work / "slices", params["normalize"])
+        extract_times.append(middle - start)
+        normalize_times.append(time.perf_counter() - middle)
 
     ours_s, _ = median_time(ours, repeats)
-    extract_s, _ = median_time(
-        lambda: extract_subject(subject, raw, work / "extracted", params["extract"]), repeats)
-    return {"zlib": zlib_s, "isal": isal_s, "ours": ours_s, "extract": extract_s,
-            "normalize": ours_s - extract_s}
+    return {"zlib": zlib_s, "isal": isal_s, "ours": ours_s,
+            "extract": statistics.median(extract_times[1:]),
+            "normalize": statistics.median(normalize_times[1:])}
 
 
 def main() -> None:
@@ -89,6 +95,8 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=24,
                         help="subjects to generate and time (default: the default cohort's 24)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per subject")
+    parser.add_argument("--results", type=Path, default=LATEST,
+                        help="results file to merge into (default benchmarks/results/latest.json)")
     args = parser.parse_args()
     setup_logging()
     params = load_params(args.params)
@@ -123,7 +131,7 @@ def main() -> None:
             note=f"{note}; extract {med['extract']:.3f} s + normalize {med['normalize']:.3f} s "
                  f"(our extract decodes with ISA-L)",
             extra={"per_subject": per_subject} if backend == "zlib" else {}))
-    record("io", figures)
+    record("io", figures, path=args.results)
 
 
 if __name__ == "__main__":

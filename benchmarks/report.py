@@ -20,6 +20,7 @@ START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 README = REPO / "README.md"
 ORDER = ("io", "peers_preprocess", "training", "loader", "predict", "metrics", "synthetic",
          "e2e", "scaling", "noop", "peers_training", "gpu")
+STAGE_PREFIX = "e2e.stage."  # per-rule figures: a table of their own
 log = logging.getLogger("benchmarks.report")
 
 
@@ -56,9 +57,25 @@ def render(data: dict) -> str:
              "",
              "| Benchmark | Measured | Floor / peer | Ratio | Target | Met |",
              "| --- | --- | --- | --- | --- | --- |"]
+    stages = []
     for name in names:
-        section = sections[name]
-        lines += [_row(fig) for fig in section["figures"]]
+        for fig in sections[name]["figures"]:
+            if fig["key"].startswith(STAGE_PREFIX):
+                stages.append(fig)
+            else:
+                lines.append(_row(fig))
+    if stages:
+        lines += ["", "End to end, per Snakemake rule (its `benchmark:` files in "
+                  "`logs/benchmarks/`; a per-subject rule's seconds are summed over its jobs, "
+                  "which run up to 8 at once on these cores, so they exceed the rule's share "
+                  "of the wall time):", "",
+                  "| Rule | Jobs | Seconds | CPU seconds | Max RSS of a job |",
+                  "| --- | --- | --- | --- | --- |"]
+        for fig in stages:
+            extra = fig.get("extra", {})
+            lines.append(f"| {fig['key'][len(STAGE_PREFIX):]} | {extra.get('jobs', '')} | "
+                         f"{_num(fig['value'])} | {_num(extra.get('cpu_time_s'))} | "
+                         f"{_num(extra.get('max_rss_mib'), 'MiB')} |")
     dated = sorted({(n, sections[n].get("measured", "?")) for n in names}, key=lambda x: x[0])
     dates = sorted({d for _, d in dated})
     if len(dates) > 1:

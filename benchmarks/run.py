@@ -2,7 +2,9 @@
 
 Run: .venv/bin/python -m benchmarks.run [--only io,training] [--skip pipeline] [--peers]
 
-Each benchmark runs in its own process, one after another (a quiet machine matters more
+The default cohort (params.yaml's download section) is generated once, in a temporary
+folder, for the benchmarks that read one (`io`, `peers_preprocess`). Each benchmark
+runs in its own process, one after another (a quiet machine matters more
 than a short wall time: close other work first), and merges its figures into
 benchmarks/results/latest.json. A benchmark that fails is reported and the others still
 run; the exit status is then 1. The peer trainings (MONAI, segmentation_models_pytorch,
@@ -16,9 +18,14 @@ import argparse
 import logging
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
+
+import yaml
 
 from benchmarks import report
+from benchmarks.bench_io import make_cohort
 from benchmarks.common import REPO, setup_logging
 
 log = logging.getLogger("benchmarks.run")
@@ -38,8 +45,14 @@ STEPS: dict[str, tuple[list[str], str]] = {
     "pipeline": ([PY, "-m", "benchmarks.bench_pipeline"],
                  "end to end (Snakemake), no-op, scaling 1x/4x/16x"),
 }
+COHORT_USERS = {"io", "peers_preprocess"}  # given --raw-dir of the cohort made once here
 PEERS = ([PY, "-m", "benchmarks.bench_peers", "--training"],
          "MONAI BasicUNet and smp Unet(resnet18) vs ours, same wall budget")
+
+
+def default_subjects() -> int:
+    """The default cohort's size (params.yaml's download.n_subjects)."""
+    return int(yaml.safe_load((REPO / "params.yaml").read_text())["download"]["n_subjects"])
 
 
 def _names(text: str | None) -> list[str]:
@@ -64,14 +77,20 @@ def main() -> int:
     if args.peers or "peers_training" in only:
         steps["peers_training"] = PEERS
     failed, start = [], time.perf_counter()
-    for name, (command, what) in steps.items():
-        log.info("== %s: %s", name, what)
-        t0 = time.perf_counter()
-        code = subprocess.run(command, cwd=REPO).returncode
-        log.info("== %s: %s in %.0f s", name, "done" if code == 0 else f"FAILED ({code})",
-                 time.perf_counter() - t0)
-        if code != 0:
-            failed.append(name)
+    with tempfile.TemporaryDirectory(prefix="bench_cohort_") as tmp:
+        raw_dir = None
+        if COHORT_USERS & set(steps):  # one default cohort for the benchmarks that read one
+            raw_dir = make_cohort(Path(tmp), REPO / "params.yaml", default_subjects())
+        for name, (command, what) in steps.items():
+            log.info("== %s: %s", name, what)
+            t0 = time.perf_counter()
+            if name in COHORT_USERS:
+                command = [*command, "--raw-dir", str(raw_dir)]
+            code = subprocess.run(command, cwd=REPO).returncode
+            log.info("== %s: %s in %.0f s", name, "done" if code == 0 else f"FAILED ({code})",
+                     time.perf_counter() - t0)
+            if code != 0:
+                failed.append(name)
     report_code = report.update()
     log.info("all benchmarks: %.1f min%s", (time.perf_counter() - start) / 60,
              f"; failed: {', '.join(failed)}" if failed else "")

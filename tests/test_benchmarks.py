@@ -1,0 +1,65 @@
+"""The benchmark harness: results file, README table, and the table's agreement with the results."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import report, run
+from benchmarks.common import LATEST, Figure, describe, record
+
+
+def _fig(key: str, value: float, met: bool | None = None) -> Figure:
+    return Figure(key, f"label {key}", value, "s", reference=2.0, reference_label="floor",
+                  ratio=value / 2.0, ratio_label="x floor", target="<= 1x" if met is not None
+                  else "", met=met, repeats=3, command="python -m x")
+
+
+def test_record_merges_sections_and_describes_the_machine(tmp_path):
+    path = tmp_path / "latest.json"
+    record("a", [_fig("a.one", 1.0, True)], path=path)
+    record("b", [_fig("b.one", float("nan"))], path=path)
+    record("a", [_fig("a.two", 3.0, False)], path=path)  # replaces section a, keeps b
+    data = json.loads(path.read_text())
+    assert set(data["sections"]) == {"a", "b"}
+    assert [f["key"] for f in data["sections"]["a"]["figures"]] == ["a.two"]
+    assert data["sections"]["b"]["figures"][0]["value"] is None  # NaN is not valid JSON
+    for key in ("cpu", "cores", "torch", "date"):
+        assert data["machine"][key]
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_describe_and_table_show_reference_ratio_and_verdict(tmp_path):
+    assert describe(_fig("a.x", 3.0, False)) == (
+        "label a.x: 3 s | floor: 2 s | ratio 1.5 x floor | target <= 1x: MISSED")
+    path = tmp_path / "latest.json"
+    record("io", [_fig("io.x", 1.0, True)], path=path)
+    record("training", [_fig("training.x", 3.0, False)], path=path)
+    table = report.render(json.loads(path.read_text()))
+    rows = [line for line in table.splitlines() if line.startswith("| label")]
+    assert rows == ["| label io.x | 1 s | 2 s (floor) | 0.5 x floor | <= 1x | yes |",
+                    "| label training.x | 3 s | 2 s (floor) | 1.5 x floor | <= 1x | **no** |"]
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.START}\nold\n{report.END}\noutro\n")
+    assert report.update(path, readme) == 0
+    assert readme.read_text() == f"intro\n{table}\noutro\n"
+    assert report.update(path, readme, check=True) == 0
+    record("io", [_fig("io.x", 1.5, True)], path=path)
+    assert report.update(path, readme, check=True) == 1
+    readme.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="markers"):
+        report.update(path, readme)
+
+
+def test_readme_performance_table_is_made_from_latest_results():
+    """The committed README table is exactly what benchmarks/results/latest.json gives."""
+    data = json.loads(LATEST.read_text())
+    assert {"io", "training", "loader", "predict", "e2e", "noop"} <= set(data["sections"])
+    assert report.update(check=True) == 0
+
+
+def test_run_refuses_unknown_benchmark_names():
+    with pytest.raises(SystemExit, match="unknown benchmark"):
+        run._names("io,nonsense")
+    assert run._names("io,training") == ["io", "training"]
