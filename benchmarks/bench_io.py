@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,10 +28,9 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import yaml
 from isal import igzip
 
-from benchmarks.common import LATEST, REPO, Figure, median_time, record, setup_logging
+from benchmarks.common import LATEST, REPO, Figure, make_cohort, median_time, record, setup_logging
 from brainseg.data.extract import extract_subject
 from brainseg.data.normalize import normalize_subject
 from brainseg.params import load_params
@@ -49,20 +47,6 @@ def decode_zlib(files: list[Path]) -> None:
 def decode_isal(files: list[Path]) -> None:
     for path in files:
         np.asanyarray(nib.Nifti1Image.from_bytes(igzip.decompress(path.read_bytes())).dataobj)
-
-
-def make_cohort(root: Path, params_path: Path, n_subjects: int) -> Path:
-    """The default cohort (or its first `n_subjects`), made by `brainseg download`."""
-    params = yaml.safe_load(params_path.read_text())
-    params["download"]["n_subjects"] = n_subjects
-    params_file = root / "params.yaml"
-    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
-    raw = root / "raw"
-    log.info("generating %d default subjects in %s", n_subjects, raw)
-    subprocess.run([sys.executable, "-m", "brainseg", "-q", "download", "--params",
-                    str(params_file), "--out-dir", str(raw), "--source-dir",
-                    str(root / "source")], check=True)
-    return raw
 
 
 def subject_figures(raw: Path, subject: str, work: Path, params: dict, repeats: int) -> dict:

@@ -40,7 +40,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from benchmarks.common import LATEST, REPO, Figure, record, setup_logging
+from benchmarks.common import LATEST, REPO, Figure, make_cohort, record, setup_logging
 
 log = logging.getLogger("benchmarks.peers")
 
@@ -57,13 +57,6 @@ def brainseg(*args: str | Path) -> None:
     cmd = [sys.executable, "-m", "brainseg", *map(str, args)]
     log.info("$ %s", " ".join(cmd[2:]))
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-
-
-def make_cohort(params: Path, out: Path) -> Path:
-    """The cohort of `params` written by `brainseg download` into `out/raw`."""
-    raw = out / "raw"
-    brainseg("download", "--params", params, "--out-dir", raw, "--jobs", "0")
-    return raw
 
 
 # --- nnU-Net preprocessing -------------------------------------------------------------------
@@ -151,7 +144,7 @@ def bench_preprocess(params: Path, raw_dir: Path | None, repeats: int, nnunet_re
                      work: Path) -> list[Figure]:
     """Ours vs nnU-Net's plan_and_preprocess on one raw folder (see the module docstring)."""
     exe = nnunet_executable()
-    raw_dir = raw_dir or make_cohort(params, work)
+    raw_dir = raw_dir or make_cohort(work, params)
     n = len(subjects_of(raw_dir))
     nnunet_raw = work / "nnUNet_raw"
     to_nnunet_raw(raw_dir, nnunet_raw)
@@ -233,7 +226,7 @@ PEERS: dict[str, tuple[str, Callable[[dict[str, Any]], Any]]] = {
 
 def prepare_data(params: Path, work: Path) -> dict[str, Path]:
     """download, extract, normalize and split with our CLI into `work` (untimed)."""
-    raw = make_cohort(params, work)
+    raw = make_cohort(work, params)
     data = {"raw": raw, "slices": work / "slices", "splits": work / "splits.csv"}
     brainseg("extract", "--params", params, "--raw-dir", raw, "--out-dir", work / "extracted",
              "--jobs", "0")

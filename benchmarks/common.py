@@ -16,6 +16,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -76,6 +77,24 @@ def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> 
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times), times
+
+
+def make_cohort(root: Path, params_path: Path, n_subjects: int | None = None) -> Path:
+    """The cohort of `params_path` (optionally its first `n_subjects`) written by
+    `brainseg download` into `root/raw`; returns that folder."""
+    if n_subjects is not None:
+        import yaml
+
+        params = yaml.safe_load(params_path.read_text())
+        params["download"]["n_subjects"] = n_subjects
+        params_path = root / "params.yaml"
+        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    raw = root / "raw"
+    log.info("generating the cohort of %s in %s", params_path, raw)
+    subprocess.run([sys.executable, "-m", "brainseg", "-q", "download", "--params",
+                    str(params_path), "--out-dir", str(raw), "--source-dir",
+                    str(root / "source")], check=True)
+    return raw
 
 
 def cpu_model() -> str:

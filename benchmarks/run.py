@@ -25,8 +25,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks import report
-from benchmarks.bench_io import make_cohort
-from benchmarks.common import REPO, setup_logging
+from benchmarks.common import REPO, make_cohort, setup_logging
 
 log = logging.getLogger("benchmarks.run")
 PY = sys.executable

@@ -11,15 +11,14 @@ Layouts: brats2020 (also 2021) `<root>/<id>/<id>_{t1,t1ce,t2,flair,seg}.nii[.gz]
 from __future__ import annotations
 
 import logging
-import zlib
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from isal import isal_zlib
 
 from brainseg.errors import BrainsegError
 from brainseg.io.nifti import (
+    DECODE_ERRORS,
     LABEL_VALUES,
     MODALITIES,
     SUFFIXES,
@@ -310,8 +309,7 @@ def _load_4d(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
     try:
         img = decode_nifti(path)
         data = np.asarray(img.dataobj, dtype=np.float32)
-    except (OSError, EOFError, zlib.error, isal_zlib.error, ValueError,
-            nib.filebasedimages.ImageFileError) as exc:
+    except DECODE_ERRORS as exc:
         raise BrainsegError(f"{path}: cannot read NIfTI (corrupt or truncated?): {exc}") from exc
     if data.ndim != 4 or data.shape[3] != len(MODALITIES):
         raise BrainsegError(f"{path}: expected a 4D image (x, y, z, 4) with channels FLAIR, T1w, "

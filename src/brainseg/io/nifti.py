@@ -62,6 +62,11 @@ def find_nifti(folder: Path, stem: str) -> Path | None:
     return None
 
 
+# What a corrupt, truncated or non-NIfTI file raises while it is decoded.
+DECODE_ERRORS = (OSError, EOFError, zlib.error, isal_zlib.error, ValueError,
+                 nib.filebasedimages.ImageFileError)
+
+
 def decode_nifti(path: Path) -> nib.Nifti1Image:
     """Open a NIfTI file; a gzipped NIfTI-1/2 is inflated in one call with ISA-L.
 
@@ -89,8 +94,7 @@ def load_nifti(path: Path, out: np.ndarray | None = None) -> tuple[np.ndarray, n
     try:
         img = decode_nifti(Path(path))
         raw = np.asanyarray(img.dataobj)
-    except (OSError, EOFError, zlib.error, isal_zlib.error, ValueError,
-            nib.filebasedimages.ImageFileError) as exc:
+    except DECODE_ERRORS as exc:
         raise BrainsegError(f"{path}: cannot read NIfTI (corrupt or truncated?): {exc}") from exc
     if raw.ndim != 3:
         raise BrainsegError(f"{path}: expected a 3D volume, got shape {raw.shape}")
