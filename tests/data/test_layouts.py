@@ -282,3 +282,23 @@ def test_real_brats2020_case():
     assert (sub.seg > 0).sum() > 1000
     assert sub.dtype == np.int16
     assert sub.files["t1ce"].name == "TCGA-DU-7294_t1ce.nii.gz"
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int64, np.bool_])
+def test_integer_label_maps_take_the_table_path_and_name_bad_values(dtype):
+    """Any integer dtype: mapped by table look-up; values outside it or out of 0..255 named."""
+    values = np.array([0, 1, 2, 4] * 6).reshape(2, 3, 4) % (2 if dtype is np.bool_ else 5)
+    seg = np.asfortranarray(values.astype(dtype))
+    out = to_internal_labels(seg, "brats2020", Path("s.nii.gz"))
+    assert out.dtype == np.uint8 and out.flags.f_contiguous
+    np.testing.assert_array_equal(out, seg.astype(np.uint8))
+    if dtype is np.bool_:
+        return
+    for bad, named in ((3, r"\[3\]"), (300, r"\[300\]"), (-1, r"\[-1\]")):
+        if not np.can_cast(np.min_scalar_type(bad), dtype):
+            continue
+        wrong = seg.copy()
+        wrong[1, 2, 3] = bad
+        with pytest.raises(BrainsegError, match=rf"s\.nii\.gz: label values {named}"):
+            to_internal_labels(wrong, "brats2020", Path("s.nii.gz"))
+    assert to_internal_labels(np.zeros((0, 2, 2), dtype), "brats2020", Path("s")).shape == (0, 2, 2)

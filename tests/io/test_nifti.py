@@ -128,3 +128,29 @@ def test_fast_decoder_matches_nibabel(real_case, tmp_path):
     nib.save(scaled, tmp_path / "scaled.nii.gz")
     data, _ = load_nifti(tmp_path / "scaled.nii.gz")
     np.testing.assert_array_equal(data, np.arange(24).reshape(2, 3, 4) * 0.5 + 10.0)
+
+
+@pytest.mark.parametrize("dtype", ["<i2", ">i2", "<f4", ">f8", "u1"])
+def test_decoder_matches_nibabel_for_every_dtype_and_byte_order(tmp_path, dtype):
+    """Voxels read in place from the inflated bytes equal nibabel's, whatever the byte order."""
+    values = (np.arange(60).reshape(3, 4, 5) % 7).astype(dtype)
+    img = nib.Nifti1Image(values, AFFINE)
+    img.header.set_data_dtype(dtype)
+    nib.save(img, tmp_path / "v.nii.gz")
+    data, loaded = load_nifti(tmp_path / "v.nii.gz")
+    expected = np.asarray(nib.load(tmp_path / "v.nii.gz").dataobj)
+    assert data.dtype == np.float32 and data.flags.writeable
+    np.testing.assert_array_equal(data, expected.astype(np.float32))
+    np.testing.assert_array_equal(loaded.affine, AFFINE)
+    native, _ = load_nifti(tmp_path / "v.nii.gz", native=True)
+    assert native.dtype == (np.float32 if dtype.endswith(("f4", "f8")) else expected.dtype)
+    np.testing.assert_array_equal(native, expected)
+
+
+def test_short_data_behind_a_valid_gzip_stream_is_named(tmp_path):
+    """A stream that inflates cleanly but holds fewer voxels than the header declares."""
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.int16), AFFINE), tmp_path / "v.nii.gz")
+    body = gzip.decompress((tmp_path / "v.nii.gz").read_bytes())
+    (tmp_path / "v.nii.gz").write_bytes(gzip.compress(body[:-10]))
+    with pytest.raises(BrainsegError, match=r"v\.nii\.gz: cannot read NIfTI"):
+        load_nifti(tmp_path / "v.nii.gz")

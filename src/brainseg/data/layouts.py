@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import cv2
 import nibabel as nib
 import numpy as np
 
@@ -172,11 +173,15 @@ def _codes(values, sep: str = ",") -> str:
     return sep.join(f"{v:g}" for v in sorted(values))
 
 
+_UNKNOWN = 255  # what the look-up table gives a value the mapping does not define
+
+
 def _lookup_table(mapping: dict[int, int]) -> np.ndarray:
-    """uint8 array `lut` with `lut[source] = target` (unused entries 0)."""
-    lut = np.zeros(max(mapping) + 1, dtype=np.uint8)
+    """256-entry uint8 table with `lut[source] = target`, every other entry `_UNKNOWN`."""
+    lut = np.full(256, _UNKNOWN, dtype=np.uint8)
     for source, target in mapping.items():
-        lut[source] = target
+        if 0 <= source <= 255:
+            lut[source] = target
     return lut
 
 
@@ -187,18 +192,32 @@ def _inverse(mapping: dict[int, int]) -> dict[int, int]:
     return inverse
 
 
-def _apply(seg: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
-    """Map the values of `seg` (all keys of `mapping`) with a lookup table; uint8 out.
+def _map_labels(seg: np.ndarray, mapping: dict[int, int]) -> np.ndarray | None:
+    """`seg` mapped through `mapping` (uint8, same shape and memory order); None when some
+    value of `seg` is not a key of `mapping`.
 
-    Walks `seg` in its memory order (nibabel's arrays are Fortran-ordered) and keeps it.
+    Integer maps within 0..255 take one table look-up (OpenCV's, in memory order: nibabel's
+    arrays are Fortran-ordered), with no sort and no copy to a wider type; anything else
+    (floats, wide values) is checked value by value first.
     """
     seg = np.asarray(seg)
+    if not seg.size:
+        return np.zeros(seg.shape, dtype=np.uint8)
     order = "F" if seg.flags.f_contiguous and not seg.flags.c_contiguous else "C"
-    flat = seg.ravel(order=order).astype(np.uint8)
-    return _lookup_table(mapping)[flat].reshape(seg.shape, order=order)
+    flat = seg.ravel(order=order)
+    if seg.dtype.kind in "iub" and flat.min() >= 0 and flat.max() <= 255:
+        out = cv2.LUT(flat.astype(np.uint8, copy=False), _lookup_table(mapping)).reshape(-1)
+        if out.max() == _UNKNOWN:
+            return None
+    elif _bad_values(seg, mapping):
+        return None
+    else:
+        out = _lookup_table(mapping)[flat.astype(np.uint8)]
+    return out.reshape(seg.shape, order=order)
 
 
 def _bad_values(seg: np.ndarray, mapping: dict[int, int]) -> list[float]:
+    """The values of `seg` that `mapping` does not define (sorted; empty when all are)."""
     return [v for v in np.unique(np.asarray(seg).ravel(order="K")).tolist() if v not in mapping]
 
 
@@ -217,11 +236,12 @@ def to_internal_labels(seg: np.ndarray, layout: str, path: Path) -> np.ndarray:
         BrainsegError: unknown layout, or values the layout does not define.
     """
     mapping = _check_layout(layout)
-    bad = _bad_values(seg, mapping)
-    if bad:
+    out = _map_labels(seg, mapping)
+    if out is None:
+        bad = _bad_values(seg, mapping)
         raise BrainsegError(f"{path}: label values [{_codes(bad[:10], ', ')}] are not defined "
                             f"by layout {layout} ({_codes(mapping)})")
-    return _apply(seg, mapping)
+    return out
 
 
 def from_internal_labels(seg: np.ndarray, layout: str) -> np.ndarray:
@@ -238,11 +258,12 @@ def from_internal_labels(seg: np.ndarray, layout: str) -> np.ndarray:
         BrainsegError: unknown layout, or values outside the internal labels.
     """
     inverse = _inverse(_check_layout(layout))
-    bad = _bad_values(seg, inverse)
-    if bad:
+    out = _map_labels(seg, inverse)
+    if out is None:
+        bad = _bad_values(seg, inverse)
         raise BrainsegError(f"label values [{_codes(bad[:10], ', ')}] are not internal labels "
                             f"({_codes(LABEL_VALUES)})")
-    return _apply(seg, inverse)
+    return out
 
 
 def check_same_grid(path: Path, img: nib.Nifti1Image, ref: Path, ref_img: nib.Nifti1Image) -> None:
@@ -279,7 +300,7 @@ def _load_brats(root: Path, layout: str, subject: str) -> SourceSubject:
         if key not in files:
             continue
         target = image[MODALITIES.index(key)] if image is not None and key != "seg" else None
-        data, img = load_nifti(files[key], out=target)
+        data, img = load_nifti(files[key], out=target, native=key == "seg")
         if ref_img is None:
             ref_img = img
             image = channels_first(len(MODALITIES), data.shape)
@@ -307,8 +328,8 @@ def channels_first(channels: int, shape: tuple[int, ...]) -> np.ndarray:
 def _load_4d(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
     """Decode a Decathlon 4D image (x, y, z, 4) into float32, refusing bad shape or values."""
     try:
-        img = decode_nifti(path)
-        data = np.asarray(img.dataobj, dtype=np.float32)
+        raw, img = decode_nifti(path)
+        data = raw.astype(np.float32)
     except DECODE_ERRORS as exc:
         raise BrainsegError(f"{path}: cannot read NIfTI (corrupt or truncated?): {exc}") from exc
     if data.ndim != 4 or data.shape[3] != len(MODALITIES):
@@ -343,7 +364,7 @@ def _load_decathlon(root: Path, subject: str) -> SourceSubject:
     seg = None
     label_path = find_nifti(root / "labelsTr", subject)
     if label_path is not None:
-        labels, label_img = load_nifti(label_path)
+        labels, label_img = load_nifti(label_path, native=True)
         check_same_grid(label_path, label_img, path, img)
         seg = to_internal_labels(labels, "decathlon", label_path)
         files["seg"] = label_path

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
@@ -12,7 +11,7 @@ from brainseg.data.layouts import brats_files, to_internal_labels
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_file
 from brainseg.io.hashing import file_digests
-from brainseg.io.nifti import MODALITIES
+from brainseg.io.nifti import MODALITIES, load_nifti
 
 COLUMNS = ["subject", "source", "shape", "spacing", "wt_voxels", "tc_voxels", "et_voxels", "wt_cm3"]
 
@@ -22,8 +21,8 @@ def manifest_row(subject_dir: Path, source: str) -> dict:
     files = brats_files(subject_dir.parent, "brats2020", subject_dir.name)
     if "seg" not in files:
         raise BrainsegError(f"{subject_dir}: missing label map {subject_dir.name}_seg.nii.gz")
-    seg_img = nib.load(files["seg"])
-    seg = to_internal_labels(np.asarray(seg_img.dataobj), "brats2020", files["seg"])
+    data, seg_img = load_nifti(files["seg"], native=True)
+    seg = to_internal_labels(data, "brats2020", files["seg"])
     spacing = tuple(float(z) for z in seg_img.header.get_zooms()[:3])
     wt, tc, et = int((seg > 0).sum()), int(np.isin(seg, (1, 4)).sum()), int((seg == 4).sum())
     row = {
