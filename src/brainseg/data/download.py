@@ -108,7 +108,7 @@ def run_download(
     if todo:
         map_subjects(fn, todo, jobs, f"download ({cfg['source']})", *args)
     if manifest:
-        write_manifest(out_dir, every, cfg["source"])
+        write_manifest(out_dir, every, cfg["source"], jobs)
         log.info("wrote %s (%d subjects)", out_dir / "manifest.csv", len(every))
     return list(todo)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_file
 from brainseg.io.hashing import file_digests
 from brainseg.io.nifti import MODALITIES, load_nifti
+from brainseg.parallel import default_jobs
 
 COLUMNS = ["subject", "source", "shape", "spacing", "wt_voxels", "tc_voxels", "et_voxels", "wt_cm3"]
 
@@ -41,13 +43,19 @@ def manifest_row(subject_dir: Path, source: str) -> dict:
     return row
 
 
-def write_manifest(raw_dir: str | Path, subjects: list[str], source: str) -> pd.DataFrame:
-    """Write `<raw_dir>/manifest.csv` for the given subjects (sorted), atomically."""
+def write_manifest(raw_dir: str | Path, subjects: list[str], source: str,
+                   jobs: int = 0) -> pd.DataFrame:
+    """Write `<raw_dir>/manifest.csv` for the given subjects (sorted), atomically.
+
+    The rows are read in `jobs` threads (0: one per usable core): decoding, label mapping
+    and hashing all run outside the GIL, so threads scale without starting processes.
+    """
     raw_dir = Path(raw_dir)
     missing = [s for s in subjects if not (raw_dir / s).is_dir()]
     if missing:
         raise BrainsegError(f"{raw_dir}: subject folders missing: {', '.join(missing[:5])}")
-    rows = [manifest_row(raw_dir / s, source) for s in sorted(subjects)]
+    with ThreadPoolExecutor(max_workers=default_jobs(jobs)) as pool:
+        rows = list(pool.map(lambda s: manifest_row(raw_dir / s, source), sorted(subjects)))
     table = pd.DataFrame(rows)
     with atomic_file(raw_dir / "manifest.csv") as tmp:
         table.to_csv(tmp, index=False, lineterminator="\n")
