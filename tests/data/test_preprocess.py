@@ -84,3 +84,18 @@ def test_normalize_gives_zero_mean_unit_std_in_brain():
 def test_geometry_round_trips_through_json():
     geo = SliceGeometry((10, 12, 4), -1, 2, 11, (0, 2), 16)
     assert SliceGeometry.from_dict(geo.to_dict()) == geo
+
+
+def test_native_volumes_extract_exactly_like_the_float32_image(tmp_path):
+    """`load_subject(native=True)`: the four stored (int16) volumes, read-only, no float32
+    copy; `extract_slices` casts each cropped plane and gives the same bytes."""
+    folder = write_subject(tmp_path, "S-001", shape=(40, 36, 14))
+    floats, native = load_subject(folder), load_subject(folder, native=True)
+    assert isinstance(native.image, tuple) and len(native.image) == 4
+    assert all(v.dtype == np.int16 and not v.flags.writeable for v in native.image)
+    np.testing.assert_array_equal(native.seg, floats.seg)
+    got = extract_slices(native.image, native.seg, 24, 2, 4)
+    expected = extract_slices(floats.image, floats.seg, 24, 2, 4)
+    for a, b in zip(got[:3], expected[:3], strict=True):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    assert got[3] == expected[3]

@@ -50,7 +50,7 @@ def ingest_local(subject: str, out_dir: Path, root: Path, layout: str) -> str:
     """
     from brainseg.data.layouts import load_source_subject
 
-    src = load_source_subject(root, layout, subject)
+    src = load_source_subject(root, layout, subject, native=layout != "decathlon")
     if src.seg is None:
         raise BrainsegError(f"{root / subject}: no label map: subject {subject} cannot be used "
                             "for training (segment it with `brainseg predict`)")

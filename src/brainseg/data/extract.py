@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def extract_subject(subject: str, raw_dir: Path, out_dir: Path, cfg: dict[str, Any]) -> int:
     """Extract one subject; returns the number of slices kept."""
-    loaded = load_subject(raw_dir / subject)
+    loaded = load_subject(raw_dir / subject, native=True)  # volumes as stored: no float32 copy
     try:
         slices, labels, brain, geo = extract_slices(
             loaded.image, loaded.seg, cfg["image_size"], cfg["margin"], cfg["min_brain_pixels"]

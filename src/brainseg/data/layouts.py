@@ -292,26 +292,29 @@ def brats_files(root: Path, layout: str, subject: str) -> dict[str, Path]:
     return files
 
 
-def _load_brats(root: Path, layout: str, subject: str) -> SourceSubject:
+def _load_brats(root: Path, layout: str, subject: str, native: bool = False) -> SourceSubject:
     files = brats_files(root, layout, subject)
     ref = files[MODALITIES[0]]
-    image, dtypes, ref_img, seg = None, [], None, None
+    image, volumes, dtypes, ref_img, seg = None, [], [], None, None
     for key in (*MODALITIES, "seg"):
         if key not in files:
             continue
         target = image[MODALITIES.index(key)] if image is not None and key != "seg" else None
-        data, img = load_nifti(files[key], out=target, native=key == "seg")
+        data, img = load_nifti(files[key], out=target, native=native or key == "seg")
         if ref_img is None:
             ref_img = img
-            image = channels_first(len(MODALITIES), data.shape)
+            if not native:
+                image = channels_first(len(MODALITIES), data.shape)
         check_same_grid(files[key], img, ref, ref_img)
         if key == "seg":
             seg = to_internal_labels(data, layout, files[key])
-        else:
-            if data is not target:  # the first file, decoded before `image` existed
-                image[MODALITIES.index(key)] = data
-            dtypes.append(img.get_data_dtype())
-    return SourceSubject(subject=subject, image=image, seg=seg,
+            continue
+        if native:
+            volumes.append(data)
+        elif data is not target:  # the first file, decoded before `image` existed
+            image[MODALITIES.index(key)] = data
+        dtypes.append(img.get_data_dtype())
+    return SourceSubject(subject=subject, image=tuple(volumes) if native else image, seg=seg,
                          affine=np.asarray(ref_img.affine, dtype=np.float64),
                          header=ref_img.header, files=files, dtype=np.result_type(*dtypes))
 
@@ -374,7 +377,8 @@ def _load_decathlon(root: Path, subject: str) -> SourceSubject:
                          dtype=np.dtype(img.get_data_dtype()))
 
 
-def load_source_subject(root: Path, layout: str, subject: str) -> SourceSubject:
+def load_source_subject(root: Path, layout: str, subject: str,
+                        native: bool = False) -> SourceSubject:
     """Load and validate one subject of a source dataset into the internal convention.
 
     Checks: every modality file present and readable, 3D (Decathlon images: 4D with 4
@@ -385,6 +389,10 @@ def load_source_subject(root: Path, layout: str, subject: str) -> SourceSubject:
         root: the dataset folder.
         layout: one of `LAYOUTS`.
         subject: a subject id from `list_subjects`.
+        native: BraTS layouts only: `image` is the tuple of the four (x, y, z) volumes
+            as stored (integers: read-only views of the decoded files; floats: float32),
+            for readers that only look at them (`extract_slices`, validation): no
+            float32 (4, x, y, z) copy is made.
 
     Returns:
         The subject, image (4, x, y, z) float32 in `MODALITIES` order, seg (x, y, z) uint8.
@@ -397,6 +405,6 @@ def load_source_subject(root: Path, layout: str, subject: str) -> SourceSubject:
     if layout == "decathlon":
         loaded = _load_decathlon(root, subject)
     else:
-        loaded = _load_brats(root, layout, subject)
-    log.debug("%s: loaded %s (%s) shape %s", root, subject, layout, loaded.image.shape[1:])
+        loaded = _load_brats(root, layout, subject, native)
+    log.debug("%s: loaded %s (%s) shape %s", root, subject, layout, loaded.image[0].shape)
     return loaded

@@ -8,6 +8,7 @@ leaves the volume) and resized to `image_size`; only slices holding brain are ke
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -50,7 +51,7 @@ class SliceGeometry:
         )
 
 
-def brain_mask(image: np.ndarray) -> np.ndarray:
+def brain_mask(image: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     """Bool (x, y, z): voxels that are non-zero in any modality of `image` (4, x, y, z)."""
     mask = image[0] != 0
     for channel in image[1:]:
@@ -106,7 +107,7 @@ def _resize_planes(volume: np.ndarray, geo: SliceGeometry, interpolation: int,
 
 
 def extract_slices(
-    image: np.ndarray,
+    image: np.ndarray | Sequence[np.ndarray],
     seg: np.ndarray | None,
     image_size: int,
     margin: int,
@@ -115,7 +116,8 @@ def extract_slices(
     """Crop to the brain and resize the axial slices.
 
     Args:
-        image: float32 (4, x, y, z).
+        image: float32 (4, x, y, z), or the four (x, y, z) volumes in any real dtype
+            (each axial plane is cast to float32 as it is cropped: same values).
         seg: uint8 (x, y, z) BraTS labels, or None.
         image_size: output side h = w.
         margin: voxels added around the brain's in-plane bounding box.
@@ -128,8 +130,8 @@ def extract_slices(
     mask = brain_mask(image)
     geo = slice_geometry(mask, image_size, margin, min_brain_pixels)
     n = len(geo.z)
-    slices = np.empty((n, image.shape[0], image_size, image_size), dtype=np.float32)
-    for c in range(image.shape[0]):
+    slices = np.empty((n, len(image), image_size, image_size), dtype=np.float32)
+    for c in range(len(image)):
         _resize_planes(image[c], geo, cv2.INTER_AREA, slices[:, c])
     brain = np.empty((n, image_size, image_size), dtype=np.uint8)
     _resize_planes(mask, geo, cv2.INTER_NEAREST_EXACT, brain, np.uint8)

@@ -82,7 +82,7 @@ def run_evaluate(params: dict[str, Any], model_path: Path, splits_path: Path, ra
     rows = []
     with atomic_dir(pred_dir) as tmp:
         for subject in tqdm(subjects, desc="evaluate", unit="subject"):
-            loaded = load_subject(raw_dir / subject)
+            loaded = load_subject(raw_dir / subject, native=True)  # only read by extract_slices
             probs = predict_probabilities(model, config, loaded.image, cfg["batch_size"],
                                           device, settings.flip_tta)
             labels = apply(probs, settings, loaded.spacing)

@@ -113,7 +113,7 @@ def predict_cases(model: torch.nn.Module, config: dict[str, Any], raw_dir: Path,
     cases = []
     output = output_mode(config)
     for subject in tqdm(subjects, desc="postprocess", unit="subject"):
-        loaded = load_subject(raw_dir / subject)
+        loaded = load_subject(raw_dir / subject, native=True)  # only read by extract_slices
         normed, geo = prepare_volume(config, loaded.image)
         if with_tta:
             plain, tta = predict_slices_with_tta(model, normed, batch_size, device, output)

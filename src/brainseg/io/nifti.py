@@ -118,7 +118,8 @@ def load_nifti(path: Path, out: np.ndarray | None = None,
     return data, img
 
 
-def load_subject(subject_dir: str | Path, require_seg: bool = True) -> Subject:
+def load_subject(subject_dir: str | Path, require_seg: bool = True,
+                 native: bool = False) -> Subject:
     """Load and validate one subject folder of the internal (BraTS 2020) layout.
 
     Checks: every file present and readable, 3D, finite, same shape and affine as the
@@ -131,7 +132,7 @@ def load_subject(subject_dir: str | Path, require_seg: bool = True) -> Subject:
     from brainseg.data.layouts import load_source_subject  # layouts builds on this module
 
     subject_dir = Path(subject_dir)
-    loaded = load_source_subject(subject_dir.parent, "brats2020", subject_dir.name)
+    loaded = load_source_subject(subject_dir.parent, "brats2020", subject_dir.name, native)
     if require_seg and loaded.seg is None:
         missing = subject_dir / f"{subject_dir.name}_seg.nii.gz"
         raise BrainsegError(f"{missing}: missing label map")
