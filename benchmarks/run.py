@@ -2,9 +2,10 @@
 
 Run: .venv/bin/python -m benchmarks.run [--only io,training] [--skip pipeline] [--peers]
 
-The default cohort (params.yaml's download section) is generated once, in a temporary
-folder, for the benchmarks that read one (`io`, `peers_preprocess`). Each benchmark
-runs in its own process, one after another (a quiet machine matters more
+`pipeline` runs first, in a work folder kept until the end: the default cohort its
+end-to-end run downloads (`data/raw` of the copy) is the one `io` and `peers_preprocess`
+then read. Without `pipeline`, that cohort (params.yaml's download section) is generated
+once, in a temporary folder. Each benchmark runs in its own process, one after another (a quiet machine matters more
 than a short wall time: close other work first), and merges its figures into
 benchmarks/results/latest.json. A benchmark that fails is reported and the others still
 run; the exit status is then 1. The peer trainings (MONAI, segmentation_models_pytorch,
@@ -31,6 +32,8 @@ log = logging.getLogger("benchmarks.run")
 PY = sys.executable
 # name -> (command, what it measures); in the order they run.
 STEPS: dict[str, tuple[list[str], str]] = {
+    "pipeline": ([PY, "-m", "benchmarks.bench_pipeline"],
+                 "end to end (Snakemake), no-op, scaling 1x/4x/16x"),
     "io": ([PY, "-m", "benchmarks.bench_io"], "NIfTI decode floor vs extract + normalize"),
     "peers_preprocess": ([PY, "-m", "benchmarks.bench_peers", "--preprocess"],
                          "nnU-Net v2 plan_and_preprocess vs extract + normalize"),
@@ -41,8 +44,6 @@ STEPS: dict[str, tuple[list[str], str]] = {
                 "metrics s/subject, one core"),
     "synthetic": (["taskset", "-c", "0", PY, "-m", "benchmarks.bench_synthetic"],
                   "synthetic subject generation, one core"),
-    "pipeline": ([PY, "-m", "benchmarks.bench_pipeline"],
-                 "end to end (Snakemake), no-op, scaling 1x/4x/16x"),
 }
 COHORT_USERS = {"io", "peers_preprocess"}  # given --raw-dir of the cohort made once here
 PEERS = ([PY, "-m", "benchmarks.bench_peers", "--training"],
@@ -76,14 +77,19 @@ def main() -> int:
     if args.peers or "peers_training" in only:
         steps["peers_training"] = PEERS
     failed, start = [], time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bench_cohort_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench_") as tmp:
+        pipeline_raw = Path(tmp) / "pipeline" / "repo" / "data" / "raw"
         raw_dir = None
-        if COHORT_USERS & set(steps):  # one default cohort for the benchmarks that read one
-            raw_dir = make_cohort(Path(tmp), REPO / "params.yaml", default_subjects())
         for name, (command, what) in steps.items():
             log.info("== %s: %s", name, what)
             t0 = time.perf_counter()
+            if name == "pipeline":
+                command = [*command, "--workdir", str(Path(tmp) / "pipeline")]
             if name in COHORT_USERS:
+                if raw_dir is None:  # the e2e run's cohort, else one made here
+                    raw_dir = (pipeline_raw if (pipeline_raw / "manifest.csv").is_file()
+                               else make_cohort(Path(tmp), REPO / "params.yaml",
+                                                default_subjects()))
                 command = [*command, "--raw-dir", str(raw_dir)]
             code = subprocess.run(command, cwd=REPO).returncode
             log.info("== %s: %s in %.0f s", name, "done" if code == 0 else f"FAILED ({code})",

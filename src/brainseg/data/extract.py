@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from brainseg.data.manifest import read_manifest
 from brainseg.data.preprocess import extract_slices
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_dir
@@ -52,8 +53,6 @@ def run_extract(
     """Extract the given subjects (default: every subject of `<raw_dir>/manifest.csv`)."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     if subjects is None:
-        from brainseg.data.manifest import read_manifest  # pandas: ~0.4 s to import
-
         subjects = read_manifest(raw_dir / "manifest.csv")["subject"].tolist()
     counts = map_subjects(extract_subject, subjects, jobs, "extract", raw_dir, out_dir,
                           params["extract"])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from brainseg.data.layouts import brats_files, to_internal_labels
 from brainseg.errors import BrainsegError
@@ -14,6 +14,9 @@ from brainseg.io.atomic import atomic_file
 from brainseg.io.hashing import file_digests
 from brainseg.io.nifti import MODALITIES, load_nifti
 from brainseg.parallel import default_jobs
+
+if TYPE_CHECKING:  # pandas costs ~0.4 s to import: one download job per subject skips it
+    import pandas as pd
 
 COLUMNS = ["subject", "source", "shape", "spacing", "wt_voxels", "tc_voxels", "et_voxels", "wt_cm3"]
 
@@ -56,6 +59,8 @@ def write_manifest(raw_dir: str | Path, subjects: list[str], source: str,
         raise BrainsegError(f"{raw_dir}: subject folders missing: {', '.join(missing[:5])}")
     with ThreadPoolExecutor(max_workers=default_jobs(jobs)) as pool:
         rows = list(pool.map(lambda s: manifest_row(raw_dir / s, source), sorted(subjects)))
+    import pandas as pd
+
     table = pd.DataFrame(rows)
     with atomic_file(raw_dir / "manifest.csv") as tmp:
         table.to_csv(tmp, index=False, lineterminator="\n")
@@ -67,6 +72,8 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise BrainsegError(f"{path}: manifest not found (run `brainseg download` first)")
+    import pandas as pd
+
     table = pd.read_csv(path)
     if "subject" not in table or "wt_voxels" not in table:
         raise BrainsegError(f"{path}: not a brainseg manifest (columns: {list(table.columns)})")
