@@ -5,8 +5,9 @@ Run: .venv/bin/python -m benchmarks.run [--only io,training] [--skip pipeline] [
 `pipeline` runs first, in a work folder kept until the end: the default cohort its
 end-to-end run downloads (`data/raw` of the copy) is the one `io` and `peers_preprocess`
 then read. Without `pipeline`, that cohort (params.yaml's download section) is generated
-once, in a temporary folder. Each benchmark runs in its own process, one after another (a quiet machine matters more
-than a short wall time: close other work first), and merges its figures into
+once, in a temporary folder. Each benchmark runs in its own process, one after another
+(a quiet machine matters more than a short wall time: close other work first), and
+merges its figures into
 benchmarks/results/latest.json. A benchmark that fails is reported and the others still
 run; the exit status is then 1. The peer trainings (MONAI, segmentation_models_pytorch,
 about 25 minutes) run only with `--peers` (`make bench-peers`); their last recorded
