@@ -30,7 +30,8 @@ class Subject:
 
     Attributes:
         subject: the subject id.
-        image: float32 array (4, x, y, z), modalities in `MODALITIES` order.
+        image: float32 array (4, x, y, z), modalities in `MODALITIES` order; loaded with
+            `native=True`, the tuple of the four (x, y, z) volumes as stored instead.
         seg: uint8 array (x, y, z) with BraTS labels {0,1,2,4}, or None without a label map.
         affine: float64 (4, 4) voxel-to-world matrix of the first image (all files share it).
         header: the 3D NIfTI header of the first image.
@@ -124,7 +125,9 @@ def load_subject(subject_dir: str | Path, require_seg: bool = True,
 
     Checks: every file present and readable, 3D, finite, same shape and affine as the
     T1 file, labels within {0,1,2,4}. The checks are those of every source layout
-    (`brainseg.data.layouts`), applied to the internal one.
+    (`brainseg.data.layouts`), applied to the internal one. With `native`, `image` is
+    the tuple of the four stored volumes (read-only views, no float32 copy): for callers
+    that only pass it to `extract_slices`.
 
     Raises:
         BrainsegError: naming the file and what is wrong.
