@@ -24,8 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 from benchmarks import report
 from benchmarks.common import REPO, make_cohort, setup_logging
 
@@ -49,11 +47,6 @@ STEPS: dict[str, tuple[list[str], str]] = {
 COHORT_USERS = {"io", "peers_preprocess"}  # given --raw-dir of the cohort made once here
 PEERS = ([PY, "-m", "benchmarks.bench_peers", "--training"],
          "MONAI BasicUNet and smp Unet(resnet18) vs ours, same wall budget")
-
-
-def default_subjects() -> int:
-    """The default cohort's size (params.yaml's download.n_subjects)."""
-    return int(yaml.safe_load((REPO / "params.yaml").read_text())["download"]["n_subjects"])
 
 
 def _names(text: str | None) -> list[str]:
@@ -89,8 +82,7 @@ def main() -> int:
             if name in COHORT_USERS:
                 if raw_dir is None:  # the e2e run's cohort, else one made here
                     raw_dir = (pipeline_raw if (pipeline_raw / "manifest.csv").is_file()
-                               else make_cohort(Path(tmp), REPO / "params.yaml",
-                                                default_subjects()))
+                               else make_cohort(Path(tmp), REPO / "params.yaml"))
                 command = [*command, "--raw-dir", str(raw_dir)]
             code = subprocess.run(command, cwd=REPO).returncode
             log.info("== %s: %s in %.0f s", name, "done" if code == 0 else f"FAILED ({code})",
