@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CORES ?= 8
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install run test lint unit integration lock clean help bench bench-peers \
+.PHONY: install run run-real test lint unit integration lock clean help bench bench-peers \
 	bench-peers-install bench-peers-lock
 
 help:  ## list the targets
@@ -24,6 +24,18 @@ $(STAMP): requirements.lock pyproject.toml
 
 run: install  ## run the whole pipeline on params.yaml with Snakemake
 	snakemake --cores $(CORES)
+
+PRESET := workflow/presets/real.yaml
+REAL_PARAMS := params-real.yaml
+REAL_DATA ?=
+
+# The real preset as one params file (params-real.yaml, not tracked), run by Snakemake
+# with --configfile: every command reads that file. REAL_DATA=<folder>: a local copy in
+# any supported layout instead of the download by the committed manifest.
+run-real: install  ## the pipeline on real BraTS scans by 5-fold CV (REAL_DATA=<folder>: local copy)
+	brainseg -q params --base $(PRESET) --out $(REAL_PARAMS) \
+	  $(if $(REAL_DATA),--set download.source=local --set 'download.path=$(REAL_DATA)')
+	snakemake --cores $(CORES) --configfile $(REAL_PARAMS)
 
 lint: install  ## ruff, snakefmt --check, snakemake --lint
 	ruff check src tests benchmarks
@@ -82,4 +94,4 @@ bench-peers-lock:  ## re-resolve benchmarks/requirements-peers.lock from the `pe
 	rm $(PEERS_LOCK).in $(PEERS_LOCK).tmp
 
 clean:  ## remove pipeline outputs (not the environment)
-	rm -rf data models reports/figures logs .snakemake mlflow.db mlruns mlartifacts
+	rm -rf data models reports/figures logs .snakemake mlflow.db mlruns mlartifacts $(REAL_PARAMS)

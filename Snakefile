@@ -29,4 +29,4 @@ rule all:
     input:
         metrics="reports/metrics.json",
         figures=FIGURES,
-        realism="reports/realism.json",
+        realism=REALISM,

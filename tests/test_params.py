@@ -82,3 +82,28 @@ def test_a_two_value_list_that_is_not_a_range_is_not_checked_as_one():
     params["normalize"]["clip_percentiles"] = [99.5, 0.5]
     with pytest.raises(BrainsegError, match=r"normalize\.clip_percentiles"):
         validate_params(params)
+
+
+def test_params_command_writes_a_validated_file_with_changes(tmp_path):
+    from brainseg.params import load_params, run_params
+
+    out = tmp_path / "real.yaml"
+    run_params(REPO / "workflow" / "presets" / "real.yaml",
+               ["download.path=/data/brats", "train.epochs=2"], out)
+    params = load_params(out)
+    assert params["download"]["path"] == "/data/brats" and params["train"]["epochs"] == 2
+    assert params["split"]["folds"] >= 2
+    with pytest.raises(BrainsegError, match="unknown params key 'train.epoch'"):
+        run_params(REPO / "params.yaml", ["train.epoch=2"], None)
+    with pytest.raises(BrainsegError, match="invalid key 'train.epochs'"):
+        run_params(REPO / "params.yaml", ["train.epochs=0"], None)
+    with pytest.raises(BrainsegError, match="expected KEY=VALUE"):
+        run_params(REPO / "params.yaml", ["train.epochs"], None)
+
+
+def test_no_test_set_needs_cross_validation(params):
+    params["split"]["test_fraction"] = 0.0
+    with pytest.raises(BrainsegError, match="split.test_fraction"):
+        validate_params(params)
+    params["split"]["folds"] = 3
+    validate_params(params)

@@ -36,6 +36,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 "learning curves, Dice box plot and overlays of best/median/worst subjects"),
     "realism": ("brainseg.reporting.realism",
                 "compare the synthetic cohort with a real scan; score the model on it"),
+    "params": ("brainseg.params",
+               "write a validated params file: a preset or params.yaml with KEY=VALUE changes"),
     "init-tracking": ("brainseg.tracking_cli",
                       "create the MLflow experiment once, before jobs fan out"),
 }

@@ -91,6 +91,12 @@ def check_combinations(params: Mapping[str, Any], source: str = "params") -> Non
             f"supervised decoder levels need a depth above it (train.model.depth is "
             f"{model['depth']})"
         )
+    split = params["split"]
+    if split["folds"] < 2 and split["test_fraction"] == 0:
+        raise BrainsegError(
+            f"{source}: invalid key 'split.test_fraction': 0 (no test subjects) needs "
+            "cross-validation (split.folds >= 2), whose held-out folds are then the evaluation"
+        )
 
 
 def load_params(path: str | Path) -> dict[str, Any]:
@@ -120,3 +126,57 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def set_key(params: dict[str, Any], dotted: str, value: Any, source: str = "--set") -> None:
+    """Set `train.optimizer.lr`-style key `dotted` of `params` (an existing key only)."""
+    node: Any = params
+    *path, last = dotted.split(".")
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            raise BrainsegError(f"{source}: unknown params key '{dotted}'")
+        node = node[key]
+    if not isinstance(node, dict) or last not in node:
+        raise BrainsegError(f"{source}: unknown params key '{dotted}'")
+    node[last] = value
+
+
+def run_params(base: str | Path, assignments: list[str], out: str | Path | None) -> str:
+    """A params file from `base` with `key=value` assignments (values in YAML), validated.
+
+    Returns:
+        The YAML text, also written atomically to `out` when given.
+    """
+    from brainseg.io.atomic import write_text
+
+    params = load_params(base)
+    for item in assignments:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise BrainsegError(f"--set {item}: expected KEY=VALUE (e.g. download.path=data/in)")
+        set_key(params, key.strip(), yaml.safe_load(text), source=f"--set {item}")
+    validate_params(params, source=f"{base} with --set")
+    header = (f"# Made by `brainseg params` from {Path(base).as_posix()}"
+              + "".join(f" --set {a}" for a in assignments) + "\n")
+    text = header + yaml.safe_dump(params, sort_keys=False, width=100)
+    if out is not None:
+        write_text(out, text)
+    return text
+
+
+def configure_parser(parser) -> None:
+    parser.add_argument("--base", required=True, type=Path,
+                        help="params file to start from (params.yaml, workflow/presets/real.yaml)")
+    parser.add_argument("--set", dest="assignments", action="append", default=[],
+                        metavar="KEY=VALUE", help="change one key (dotted, e.g. "
+                        "download.path=/data/brats; the value is read as YAML); repeatable")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="write the validated params here (default: standard output)")
+
+
+def main(args) -> None:
+    text = run_params(args.base, args.assignments, args.out)
+    if args.out is None:
+        import sys
+
+        sys.stdout.write(text)

@@ -56,7 +56,8 @@ def check_artifacts(repo: Path) -> None:
     for name in FIGURES:
         assert (repo / f"reports/figures/{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     realism = json.loads((repo / "reports/realism.json").read_text())
-    assert realism["real_case"] == "TCGA-DU-7294" and 0 <= realism["real_scan"]["dice_WT"] <= 1
+    assert realism["real_subjects"] == ["TCGA-DU-7294"]
+    assert 0 <= realism["real_scores"]["dice"]["WT"]["mean"] <= 1
     for name in ("histograms", "tumour_volumes", "synthetic_vs_real"):
         assert (repo / f"reports/realism/{name}.png").is_file()
     assert not list(repo.rglob(".tmp-*")), "temporary files left behind"

@@ -1,4 +1,5 @@
 # Helpers shared by the rules (no lambdas in rules: functions live here).
+import os
 from functools import lru_cache
 
 import yaml
@@ -6,28 +7,44 @@ import yaml
 from brainseg.data.subjects import subject_ids
 from brainseg.reporting.names import FIGURES as FIGURE_FILES
 
-# Every `brainseg` command reads this file; Snakemake's config is the same file,
-# validated by the Snakefile. Overrides with --config would not reach the commands,
-# so they are refused (use `dvc exp run -S` or edit params.yaml).
-PARAMS = "params.yaml"
+# Every `brainseg` command reads the params file Snakemake's config came from:
+# params.yaml, or the one file given with --configfile (a complete params file, such as
+# workflow/presets/real.yaml). --config overrides, or a partial --configfile, would not
+# reach the commands, so they are refused (use `brainseg params --set`, `dvc exp run -S`
+# or edit the file).
+PARAMS = (
+    os.path.relpath(workflow.overwrite_configfiles[-1])
+    if workflow.overwrite_configfiles
+    else "params.yaml"
+)
 with open(PARAMS) as _fh:
     if yaml.safe_load(_fh) != config:
         raise ValueError(
-            f"Snakemake config differs from {PARAMS}: --config/--configfile overrides are "
-            f"not passed to the brainseg commands; edit {PARAMS} instead"
+            f"Snakemake config differs from {PARAMS}: --config overrides and partial "
+            f"--configfile files are not passed to the brainseg commands; give one complete "
+            f"params file (brainseg params --base params.yaml --set KEY=VALUE --out FILE)"
         )
 
-REAL_CASE = "tests/data/real/TCGA-DU-7294"  # the real scan the synthetic cohort is compared with
+REAL_DIR = config["realism"][
+    "real_dir"
+]  # the real scans the synthetic cohort is compared with
 SOURCE_DIR = "data/source"  # a url source is cached and unpacked here (rule fetch)
 # Threads asked for by train and evaluate: Snakemake lowers this to --cores, and
 # brainseg lowers it again to the cores the machine has.
 MAX_THREADS = 8
 KEYS = ["t1", "t1ce", "t2", "flair", "seg"]
 FIGURES = expand("reports/figures/{name}", name=FIGURE_FILES)
+# realism compares a synthetic cohort with real scans: nothing to compare on real data
+REALISM = (
+    ["reports/realism.json"] if config["download"]["source"] == "synthetic" else []
+)
+FOLDS_DIR = "models/folds"  # cross-validation: one model per fold, FOLDS_DIR/<fold>/
+FOLDS = list(range(config["split"]["folds"])) if config["split"]["folds"] >= 2 else []
 
 
 wildcard_constraints:
     subject=r"[A-Za-z0-9._-]+",
+    fold=r"\d+",
 
 
 @lru_cache(maxsize=1)
@@ -71,3 +88,17 @@ def all_slices(wildcards):
         s=cohort(),
         name=["image.npy", "label.npy", "meta.json"],
     )
+
+
+def train_inputs(wildcards):
+    """The slices and splits; with cross-validation, the trained folds instead of the slices."""
+    if not FOLDS:
+        return {"slices": all_slices(wildcards), "splits": "data/splits.csv"}
+    return {
+        "folds": expand(
+            f"{FOLDS_DIR}/{{fold}}/{{name}}",
+            fold=FOLDS,
+            name=["model.pt", "mlflow_run.json", "train_history.csv"],
+        ),
+        "splits": "data/splits.csv",
+    }

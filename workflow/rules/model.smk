@@ -1,10 +1,37 @@
-# train -> postprocess -> evaluate (whole cohort: one job each, all cores).
+# train -> postprocess -> evaluate (whole cohort: one job each, all cores). With
+# cross-validation (split.folds >= 2), one train_fold job per fold, then `train` writes
+# their ensemble (the DVC stage `train` trains every fold itself, into the same files).
+
+
+rule train_fold:
+    input:
+        slices=all_slices,
+        splits="data/splits.csv",
+    output:
+        model="models/folds/{fold}/model.pt",
+        run_info="models/folds/{fold}/mlflow_run.json",
+        history="models/folds/{fold}/train_history.csv",
+    log:
+        "logs/train/fold{fold}.log",
+    benchmark:
+        "logs/benchmarks/train_fold/{fold}.tsv"
+    conda:
+        "../envs/brainseg.yaml"
+    threads: MAX_THREADS
+    params:
+        file=PARAMS,
+        base=config["base"],
+        train=config["train"],
+    shell:
+        "brainseg train --params {params.file} --slices-dir data/slices"
+        " --splits {input.splits} --fold {wildcards.fold} --model-out {output.model}"
+        " --history-out {output.history} --run-info-out {output.run_info}"
+        " --threads {threads} > {log} 2>&1"
 
 
 rule train:
     input:
-        slices=all_slices,
-        splits="data/splits.csv",
+        unpack(train_inputs),
     output:
         model="models/model.pt",
         run_info="models/mlflow_run.json",
@@ -20,11 +47,13 @@ rule train:
         file=PARAMS,
         base=config["base"],
         train=config["train"],
+        folds=FOLDS_DIR,
+        combine="--combine-only" if FOLDS else "",
     shell:
         "brainseg train --params {params.file} --slices-dir data/slices"
         " --splits {input.splits} --model-out {output.model}"
         " --history-out {output.history} --run-info-out {output.run_info}"
-        " --threads {threads} > {log} 2>&1"
+        " --folds-dir {params.folds} {params.combine} --threads {threads} > {log} 2>&1"
 
 
 rule postprocess:

@@ -84,7 +84,7 @@ rule realism:
         manifest="data/raw/manifest.csv",
         raw=all_raw,
         model="models/model.pt",
-        real=REAL_CASE,
+        real=REAL_DIR,
     output:
         summary="reports/realism.json",
         histograms=report(

@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from brainseg.data.labels import REGIONS
-from brainseg.data.split import read_splits
-from brainseg.evaluation.inference import load_checkpoint, predict_probabilities
+from brainseg.data.split import n_folds, read_splits
+from brainseg.evaluation.inference import fold_models, load_checkpoint, predict_probabilities
 from brainseg.evaluation.metrics import METRICS, region_metrics
 from brainseg.evaluation.postprocess import PostprocessSettings, apply, read_settings
 from brainseg.io.atomic import atomic_dir, write_text
@@ -64,6 +65,36 @@ def summarize(per_subject: pd.DataFrame) -> dict[str, Any]:
     return {"test": summary, "test_stats": stats}
 
 
+def scoring_plan(model: torch.nn.Module, splits: pd.DataFrame
+                 ) -> list[tuple[int | None, torch.nn.Module, list[str]]]:
+    """(fold, model, subjects) triples to score: who is predicted by which model.
+
+    Without folds: the model on the test subjects. With cross-validation folds (the
+    model is their `Ensemble`): each fold's own model on the fold's held-out subjects
+    (out-of-fold, every training subject scored once by a model that never saw it),
+    then the ensemble on the test subjects, if any (fold -1).
+    """
+    test = sorted(splits.loc[splits["split"] == "test", "subject"])
+    if n_folds(splits) < 2:
+        return [(None, model, test)]
+    plan = fold_models(model, splits, "evaluate")
+    return plan + ([(-1, model, test)] if test else [])
+
+
+def summarize_cv(per_subject: pd.DataFrame) -> dict[str, Any]:
+    """metrics.json of a cross-validation: `cv` (out-of-fold, pooled), `cv_folds` (the
+    means of each fold) and, with a test set, `test` (the ensemble on it)."""
+    oof = per_subject[per_subject["fold"] >= 0].drop(columns="fold")
+    pooled = summarize(oof)
+    out: dict[str, Any] = {"cv": pooled["test"], "cv_stats": pooled["test_stats"]}
+    out["cv_folds"] = {str(f): summarize(g.drop(columns="fold"))["test"]
+                       for f, g in per_subject[per_subject["fold"] >= 0].groupby("fold")}
+    test = per_subject[per_subject["fold"] < 0]
+    if len(test):
+        out.update(summarize(test.drop(columns="fold")))
+    return out
+
+
 def run_evaluate(params: dict[str, Any], model_path: Path, splits_path: Path, raw_dir: Path,
                  pred_dir: Path, per_subject_out: Path, metrics_out: Path,
                  run_info: Path | None, tracking_uri: str, device: str = "cpu",
@@ -71,39 +102,54 @@ def run_evaluate(params: dict[str, Any], model_path: Path, splits_path: Path, ra
     """Predict, write and score every test subject; returns the metrics.json content.
 
     `postprocess`: settings chosen by the `postprocess` stage; without them, the plain
-    prediction (`evaluate.threshold` for every region).
+    prediction (`evaluate.threshold` for every region). With cross-validation folds,
+    the held-out subjects of every fold are scored too (see `scoring_plan`), and
+    per_subject.csv gets a `fold` column (-1: test subject, scored by the ensemble).
     """
     cfg = params["evaluate"]
     settings = (read_settings(postprocess) if postprocess is not None
                 else PostprocessSettings.uniform(cfg["threshold"]))
     model, config = load_checkpoint(model_path, device)
     splits = read_splits(splits_path)
-    subjects = sorted(splits.loc[splits["split"] == "test", "subject"])
+    cv = n_folds(splits) >= 2
     rows = []
     with atomic_dir(pred_dir) as tmp:
-        for subject in tqdm(subjects, desc="evaluate", unit="subject"):
-            loaded = load_subject(raw_dir / subject, native=True)  # only read by extract_slices
-            probs = predict_probabilities(model, config, loaded.image, cfg["batch_size"],
-                                          device, settings.flip_tta)
-            labels = apply(probs, settings, loaded.spacing)
-            save_nifti(tmp / f"{subject}_seg.nii.gz", labels, loaded.affine, loaded.header)
-            scores = region_metrics(labels, loaded.seg, loaded.spacing)
-            row = {"subject": subject}
-            row.update({f"{m}_{r}": scores[r][m] for m in METRICS for r in REGIONS})
-            row["dice_mean"] = float(np.mean([scores[r]["dice"] for r in REGIONS]))
-            rows.append(row)
+        for fold, net, subjects in scoring_plan(model, splits):
+            for subject in tqdm(subjects, desc="evaluate", unit="subject"):
+                row = {"subject": subject, **({"fold": fold} if cv else {})}
+                row.update(score_subject(net, config, raw_dir / subject, settings,
+                                         cfg["batch_size"], device, tmp))
+                rows.append(row)
     per_subject = pd.DataFrame(rows)
     write_text(per_subject_out, per_subject.to_csv(index=False, lineterminator="\n"))
-    metrics = summarize(per_subject)
+    metrics = summarize_cv(per_subject) if cv else summarize(per_subject)
     write_text(metrics_out, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
-    log.info("test Dice: %s", {k: round(v, 4) for k, v in metrics["test"]["dice"].items()})
+    for key in ("cv", "test"):
+        if key in metrics:
+            log.info("%s Dice: %s", key, {k: round(v, 4) for k, v in metrics[key]["dice"].items()})
     if run_info is not None:
-        test = metrics["test"]
-        scores = {f"test_{m}_{r}": v for m in METRICS for r, v in test[m].items()}
+        key = "test" if "test" in metrics else "cv"
+        test = metrics[key]
+        scores = {f"{key}_{m}_{r}": v for m in METRICS for r, v in test[m].items()}
         log_to_run(tracking_uri, run_info, "evaluation", [per_subject_out, metrics_out], scores)
-        tag_model_version(tracking_uri, run_info, {k: v for k, v in scores.items()
-                                                   if k.startswith(("test_dice", "test_hd95"))})
+        tag_model_version(tracking_uri, run_info, {
+            k: v for k, v in scores.items() if k.startswith((f"{key}_dice", f"{key}_hd95"))})
     return metrics
+
+
+def score_subject(model: torch.nn.Module, config: dict[str, Any], folder: Path,
+                  settings: PostprocessSettings, batch_size: int, device: str,
+                  pred_dir: Path) -> dict[str, float]:
+    """Segment one raw subject, write `<pred_dir>/<subject>_seg.nii.gz`, return its metrics."""
+    loaded = load_subject(folder, native=True)  # only read by extract_slices
+    probs = predict_probabilities(model, config, loaded.image, batch_size, device,
+                                  settings.flip_tta)
+    labels = apply(probs, settings, loaded.spacing)
+    save_nifti(pred_dir / f"{folder.name}_seg.nii.gz", labels, loaded.affine, loaded.header)
+    scores = region_metrics(labels, loaded.seg, loaded.spacing)
+    row = {f"{m}_{r}": scores[r][m] for m in METRICS for r in REGIONS}
+    row["dice_mean"] = float(np.mean([scores[r]["dice"] for r in REGIONS]))
+    return row
 
 
 def add_model_data_arguments(parser: argparse.ArgumentParser) -> None:

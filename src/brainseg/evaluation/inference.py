@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from brainseg.data.preprocess import (
@@ -15,10 +16,11 @@ from brainseg.data.preprocess import (
     normalize_slices,
     to_original_grid,
 )
+from brainseg.data.split import held_out, n_folds
 from brainseg.errors import BrainsegError
 from brainseg.evaluation.postprocess import PostprocessSettings, apply
+from brainseg.models.ensemble import Ensemble, build_network
 from brainseg.models.outputs import region_probabilities
-from brainseg.models.unet import UNet, build_model
 
 
 def _first_line(exc: BaseException) -> str:
@@ -27,8 +29,11 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[UNet, dict[str, Any]]:
+def load_checkpoint(path: str | Path, device: str = "cpu"
+                    ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the model from a checkpoint written by `train` (loaded with weights_only=True).
+
+    The model is a U-Net, or the `Ensemble` of the fold models of a cross-validation.
 
     Returns:
         The model in eval mode on `device`, and the checkpoint's config.
@@ -77,11 +82,28 @@ def check_config(config: Any, source: str) -> None:
             raise BrainsegError(f"{source}: model config lacks {section}.{missing[0]}")
 
 
-def _build(config: dict[str, Any], source: str) -> UNet:
+def _build(config: dict[str, Any], source: str) -> torch.nn.Module:
     try:
-        return build_model(config["model"])
+        return build_network(config)
     except (ValueError, TypeError, BrainsegError) as exc:
         raise BrainsegError(f"{source}: cannot build the model of its config: {exc}") from exc
+
+
+def fold_models(model: torch.nn.Module, splits: pd.DataFrame, source: str | Path
+                ) -> list[tuple[int, torch.nn.Module, list[str]]]:
+    """(fold, fold model, held-out subjects) of a cross-validation's ensemble.
+
+    Each fold's own model with the subjects it never saw: the out-of-fold predictions
+    that post-processing is chosen on and cross-validation is scored by.
+
+    Raises:
+        BrainsegError: the model is not an ensemble of one model per fold of `splits`.
+    """
+    k = n_folds(splits)
+    if not isinstance(model, Ensemble) or len(model.members) != k:
+        raise BrainsegError(f"{source}: the splits have {k} folds, but the model is not an "
+                            "ensemble of as many fold models (train with split.folds)")
+    return [(f, member, held_out(splits, f)) for f, member in enumerate(model.members)]
 
 
 MLFLOW_SCHEMES: tuple[str, ...] = ("models:/", "runs:/")

@@ -43,10 +43,11 @@ from tqdm.auto import tqdm
 
 from brainseg.data.labels import REGIONS, labels_to_regions
 from brainseg.data.preprocess import to_original_grid
-from brainseg.data.split import read_splits
+from brainseg.data.split import n_folds, read_splits
 from brainseg.errors import BrainsegError
 from brainseg.evaluation.evaluate import add_model_data_arguments
 from brainseg.evaluation.inference import (
+    fold_models,
     load_checkpoint,
     output_mode,
     predict_slices,
@@ -215,19 +216,34 @@ def choose(cases: list[Case], cfg: dict[str, Any], base_threshold: float) -> Gre
     return search
 
 
+def tuning_plan(model: torch.nn.Module, splits: pd.DataFrame, source: Path
+                ) -> list[tuple[torch.nn.Module, list[str]]]:
+    """(model, subjects) pairs whose predictions the settings are chosen on.
+
+    Without folds: the model on the validation subjects. With cross-validation folds:
+    each fold's own model on the fold's held-out subjects (out-of-fold predictions of
+    every training subject, as nnU-Net chooses its post-processing), not the ensemble.
+    """
+    if n_folds(splits) < 2:
+        subjects = sorted(splits.loc[splits["split"] == "val", "subject"])
+        if not subjects:
+            raise BrainsegError(f"{source}: no subject in the 'val' split to tune on")
+        return [(model, subjects)]
+    return [(member, subjects) for _, member, subjects in fold_models(model, splits, source)]
+
+
 def run_postprocess(params: dict[str, Any], model_path: Path, splits_path: Path, raw_dir: Path,
                     settings_out: Path, table_out: Path, run_info: Path | None,
                     tracking_uri: str, device: str = "cpu") -> PostprocessSettings:
     """Predict the validation subjects, choose the settings, write and log them."""
     cfg, base_threshold = params["postprocess"], params["evaluate"]["threshold"]
     splits = read_splits(splits_path)
-    subjects = sorted(splits.loc[splits["split"] == "val", "subject"])
-    if not subjects:
-        raise BrainsegError(f"{splits_path}: no subject in the 'val' split to tune on")
     model, config = load_checkpoint(model_path, device)
     floor = min([base_threshold, *cfg["thresholds"]])
-    cases = predict_cases(model, config, raw_dir, subjects, params["evaluate"]["batch_size"],
-                          device, cfg["flip_tta"], floor)
+    cases = []
+    for net, subjects in tuning_plan(model, splits, splits_path):
+        cases += predict_cases(net, config, raw_dir, subjects, params["evaluate"]["batch_size"],
+                               device, cfg["flip_tta"], floor)
     search = choose(cases, cfg, base_threshold)
     write_settings(settings_out, search.current)
     write_text(table_out, search.table().to_csv(index=False, lineterminator="\n"))

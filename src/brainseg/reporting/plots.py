@@ -32,8 +32,14 @@ def plot_learning_curves(history: pd.DataFrame, path: Path, dpi: int = 120) -> N
 
     Args:
         history: one row per epoch with `epoch`, `train_loss`, `val_loss`,
-            `val_dice_{WT,TC,ET,mean}` and optionally `lr`.
+            `val_dice_{WT,TC,ET,mean}` and optionally `lr`; with a `fold` column (a
+            cross-validation), the mean over folds is drawn, and each fold's mean Dice
+            as a thin line.
     """
+    per_fold = None
+    if "fold" in history.columns:
+        per_fold = history
+        history = history.drop(columns="fold").groupby("epoch", as_index=False).mean()
     has_lr = "lr" in history.columns
     fig, axes = plt.subplots(1, 3 if has_lr else 2, figsize=(14 if has_lr else 10, 4))
     epochs = history["epoch"]
@@ -46,8 +52,14 @@ def plot_learning_curves(history: pd.DataFrame, path: Path, dpi: int = 120) -> N
         ax_dice.plot(epochs, history[f"val_dice_{region}"], "o-",
                      color=REGION_COLORS[region], label=region)
     ax_dice.plot(epochs, history["val_dice_mean"], "k--", label="mean")
-    ax_dice.set(xlabel="epoch", ylabel="Dice (3D, per subject)", ylim=(0, 1),
-                title="Validation Dice")
+    if per_fold is not None:
+        for fold, rows in per_fold.groupby("fold"):
+            ax_dice.plot(rows["epoch"], rows["val_dice_mean"], "-", color="#aaaaaa", lw=0.8,
+                         label="mean, each fold" if fold == per_fold["fold"].min() else None)
+        ax_dice.set_title(f"Validation Dice (mean of {per_fold['fold'].nunique()} folds)")
+    ax_dice.set(xlabel="epoch", ylabel="Dice (3D, per subject)", ylim=(0, 1))
+    if per_fold is None:
+        ax_dice.set_title("Validation Dice")
     if has_lr:
         axes[2].plot(epochs, history["lr"], "o-", color="#555555")
         axes[2].set(xlabel="epoch", ylabel="learning rate", title="Learning rate")

@@ -1,11 +1,12 @@
-"""Stage `realism`: how close is the synthetic cohort to a real scan?
+"""Stage `realism`: how close is the synthetic cohort to real scans?
 
 Compares, after the pipeline's own preprocessing (crop, resize, z-score), the
 per-modality intensity distributions inside normal-appearing brain, edema and tumour
-core of synthetic subjects and of a real BraTS case; the synthetic whole-tumour
-volumes against BraTS's range; and shows slices side by side. Given the trained
-model, it also segments the real case and scores it: the Dice a model trained on
-synthetic data alone reaches on a real scan.
+core of synthetic subjects and of real BraTS subjects (one subject folder, or a folder
+of them such as the 20 real subjects of the manifest source); the synthetic
+whole-tumour volumes against BraTS's range; and shows slices side by side. Given the
+trained model, it also segments every real subject and scores it: the Dice a model
+trained on synthetic data alone reaches on real scans (per subject, mean and spread).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 from brainseg.data.manifest import read_manifest
 from brainseg.data.preprocess import extract_slices, normalize_slices
+from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_dir, write_text
 from brainseg.io.nifti import MODALITIES, Subject, load_subject
 from brainseg.params import load_params
@@ -53,16 +55,48 @@ def pooled(subjects: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {name: np.concatenate([s[name] for s in subjects]) for name in REGIONS}
 
 
-def score_real(model_path: Path, real: Subject, params: dict[str, Any]) -> dict[str, float]:
-    """Segment the real case with the trained model; Dice per region."""
+def real_folders(path: Path) -> list[Path]:
+    """The real subjects under `path`: the folder itself if it holds a subject's files,
+    else its visible subfolders (sorted)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BrainsegError(f"{path}: real subject folder not found")
+    if any(p.name.endswith("_t1.nii.gz") for p in path.iterdir()):
+        return [path]
+    folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise BrainsegError(f"{path}: no real subject (BraTS 2020 names) found")
+    return folders
+
+
+def score_real(model_path: Path, reals: list[Subject], params: dict[str, Any]
+               ) -> dict[str, Any]:
+    """Segment every real subject with the trained model (plain threshold).
+
+    Returns:
+        {"per_subject": [{"subject", "dice_WT", "hd95_WT", ...}], "dice": {region:
+        {"mean", "std", "median", "min"}}, "hd95": {...}}.
+    """
     from brainseg.evaluation.inference import load_checkpoint, predict_volume
     from brainseg.evaluation.metrics import region_metrics
 
     model, config = load_checkpoint(model_path)
-    labels = predict_volume(model, config, real.image, params["evaluate"]["threshold"],
-                            params["evaluate"]["batch_size"])
-    scores = region_metrics(labels, real.seg, real.spacing)
-    return {f"{m}_{r}": scores[r][m] for r in scores for m in ("dice", "hd95")}
+    rows = []
+    for real in reals:
+        labels = predict_volume(model, config, real.image, params["evaluate"]["threshold"],
+                                params["evaluate"]["batch_size"])
+        scores = region_metrics(labels, real.seg, real.spacing)
+        rows.append({"subject": real.subject, **{f"{m}_{r}": scores[r][m] for r in scores
+                                                 for m in ("dice", "hd95")}})
+    out: dict[str, Any] = {"n_subjects": len(rows), "per_subject": rows}
+    for metric in ("dice", "hd95"):
+        out[metric] = {}
+        for region in ("WT", "TC", "ET"):
+            x = np.array([r[f"{metric}_{region}"] for r in rows], dtype=np.float64)
+            out[metric][region] = {"mean": float(x.mean()), "median": float(np.median(x)),
+                                   "std": float(x.std(ddof=1)) if len(x) > 1 else None,
+                                   "min": float(x.min())}
+    return out
 
 
 def run_realism(params: dict[str, Any], raw_dir: Path, real_dir: Path, model: Path | None,
@@ -75,18 +109,22 @@ def run_realism(params: dict[str, Any], raw_dir: Path, real_dir: Path, model: Pa
     step = max(1, len(chosen) // params["realism"]["max_subjects"])
     chosen = chosen[::step][: params["realism"]["max_subjects"]]
     synthetic = pooled([region_values(load_subject(raw_dir / s), params) for s in chosen])
-    real = load_subject(real_dir)
-    real_values = region_values(real, params)
+    reals = [load_subject(folder) for folder in real_folders(real_dir)]
+    # every 4th voxel of each real subject: the histograms of 20 subjects in little memory
+    real_values = pooled([{k: v[::4] for k, v in region_values(r, params).items()}
+                          for r in reals])
+    real = reals[0]
     wt = manifest["wt_cm3"].to_numpy()
     summary: dict[str, Any] = {
-        "synthetic_subjects": chosen, "real_case": real.subject,
+        "synthetic_subjects": chosen, "real_subjects": [r.subject for r in reals],
         "intensity": {"synthetic": summarize(synthetic), "real": summarize(real_values)},
         "wt_cm3": {"min": float(wt.min()), "median": float(np.median(wt)),
                    "max": float(wt.max()), "brats_range": list(BRATS_WT_RANGE_CM3)},
     }
     if model is not None:
-        summary["real_scan"] = score_real(model, real, params)
-        log.info("synthetic-trained model on %s: %s", real.subject, summary["real_scan"])
+        summary["real_scores"] = score_real(model, reals, params)
+        log.info("synthetic-trained model on %d real subjects: mean Dice %s", len(reals),
+                 {r: round(v["mean"], 3) for r, v in summary["real_scores"]["dice"].items()})
     dpi, bins = params["figures"]["dpi"], params["realism"]["bins"]
     median_subject = manifest.iloc[(manifest["wt_cm3"] - np.median(wt)).abs().argsort()[0]]
     with atomic_dir(out_dir) as tmp:
@@ -104,10 +142,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--raw-dir", required=True, type=Path,
                         help="the synthetic cohort (data/raw, with manifest.csv)")
     parser.add_argument("--real", required=True, type=Path,
-                        help="a real subject folder in BraTS 2020 layout "
-                        "(tests/data/real/TCGA-DU-7294)")
+                        help="a real subject folder in BraTS 2020 layout, or a folder of them "
+                        "(tests/data/real; ../shared/fixtures/brats18 for 20 real subjects)")
     parser.add_argument("--model", type=Path, default=None,
-                        help="trained checkpoint: also segment and score the real case")
+                        help="trained checkpoint: also segment and score every real subject")
     parser.add_argument("--out-dir", required=True, type=Path, help="figure folder")
     parser.add_argument("--summary-out", required=True, type=Path, help="JSON summary")
 

@@ -36,7 +36,7 @@ class TrainingRun:
     """
 
     def __init__(self, uri: str, experiment: str, params: dict[str, Any], data_dir: Path,
-                 run_id: str | None = None) -> None:
+                 run_id: str | None = None, fold: int | None = None) -> None:
         import mlflow
 
         self.mlflow = mlflow
@@ -45,6 +45,7 @@ class TrainingRun:
         self.params, self.data_dir = params, data_dir
         self.resumed = run_id is not None
         self.run_id = run_id or ""
+        self.fold = fold
 
     def __enter__(self) -> TrainingRun:
         if self.resumed:
@@ -60,6 +61,8 @@ class TrainingRun:
             "data_dir": self.data_dir.as_posix(),
             "stage": "train",
         }
+        if self.fold is not None:
+            tags["fold"] = str(self.fold)
         if os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run` for its stage commands
             tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
         self.mlflow.set_tags(tags)
@@ -83,29 +86,8 @@ class TrainingRun:
 
     def log_model(self, model: torch.nn.Module, config: dict[str, Any], name: str,
                   example: np.ndarray) -> dict[str, str]:
-        """Log the model (on CPU, with its brainseg config), register it; returns name/version.
-
-        Pickled (not exported to a fixed-shape graph), so that the loaded module is a
-        brainseg U-Net that takes any slice size and carries `brainseg_config` (the
-        checkpoint's config, also in the MLmodel metadata), which
-        `brainseg predict --model models:/<name>/<version>` reads.
-        """
-        from mlflow.models import infer_signature
-
-        cpu = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).eval()
-        cpu.brainseg_config = config
-        with torch.no_grad():
-            output = cpu(torch.from_numpy(example)).numpy()
-        info = self.mlflow.pytorch.log_model(
-            cpu, name="model", signature=infer_signature(example, output),
-            input_example=example, registered_model_name=name, serialization_format="pickle",
-            metadata={"brainseg_config": config},
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "brainseg"],
-        )
-        version = str(info.registered_model_version)
-        log.info("registered model %s version %s (logged as %s)", name, version, info.model_uri)
-        return {"model_name": name, "model_version": version,
-                "model_uri": f"models:/{name}/{version}"}
+        """Log and register the trained model in this run (see `log_model`)."""
+        return log_model(model, config, name, example)
 
     def finish(self, best: dict[str, float], model: Path, history: Path, run_info: Path,
                registered: dict[str, str]) -> None:
@@ -120,3 +102,76 @@ class TrainingRun:
             plot_learning_curves(pd.read_csv(history), png)
             self.mlflow.log_artifact(str(png), artifact_path="history")
         write_run_info(run_info, self.run_id, self.experiment, **registered)
+
+
+def log_model(model: torch.nn.Module, config: dict[str, Any], name: str,
+              example: np.ndarray) -> dict[str, str]:
+    """Log the model (on CPU, with its brainseg config), register it; returns name/version.
+
+    Pickled (not exported to a fixed-shape graph), so that the loaded module is a
+    brainseg U-Net that takes any slice size and carries `brainseg_config` (the
+    checkpoint's config, also in the MLmodel metadata), which
+    `brainseg predict --model models:/<name>/<version>` reads.
+    """
+    import mlflow
+    import mlflow.pytorch
+    from mlflow.models import infer_signature
+
+    cpu = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).eval()
+    cpu.brainseg_config = config
+    with torch.no_grad():
+        output = cpu(torch.from_numpy(example)).numpy()
+    info = mlflow.pytorch.log_model(
+        cpu, name="model", signature=infer_signature(example, output),
+        input_example=example, registered_model_name=name, serialization_format="pickle",
+        metadata={"brainseg_config": config},
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "brainseg"],
+    )
+    version = str(info.registered_model_version)
+    log.info("registered model %s version %s (logged as %s)", name, version, info.model_uri)
+    return {"model_name": name, "model_version": version,
+            "model_uri": f"models:/{name}/{version}"}
+
+
+def log_parent_run(uri: str, params: dict[str, Any], fold_run_infos: list[Path],
+                   model: Path, history: Path, run_info_out: Path,
+                   summary: dict[str, float]) -> None:
+    """The MLflow parent run of a cross-validation: the fold runs become its children.
+
+    Logs the params, the cross-validation summary, the ensemble checkpoint and the
+    combined history, registers the ensemble as `train.registered_model`, and writes
+    its run info (read by postprocess, evaluate and figures, which log into it).
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from brainseg.models.ensemble import build_network
+    from brainseg.tracking import read_run_info
+
+    cfg = params["train"]
+    experiment_id = setup_experiment(uri, cfg["experiment"])
+    children = [read_run_info(p)["run_id"] for p in fold_run_infos]
+    ckpt = torch.load(model, map_location="cpu", weights_only=True)
+    network = build_network(ckpt["config"])
+    network.load_state_dict(ckpt["state_dict"])
+    size = ckpt["config"]["extract"]["image_size"]
+    example = np.zeros((1, ckpt["config"]["model"].get("in_channels", 4), size, size),
+                       np.float32)
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_params(flatten(params))
+        mlflow.set_tags({"git_commit": git_commit(), "stage": "train", "cross_validation":
+                         f"{len(children)} folds", "fold_runs": ",".join(children)})
+        if os.environ.get("DVC_EXP_NAME"):
+            mlflow.set_tag("dvc_experiment", os.environ["DVC_EXP_NAME"])
+        mlflow.log_metrics(summary)
+        mlflow.log_artifact(str(model), artifact_path="checkpoint")
+        mlflow.log_artifact(str(history), artifact_path="history")
+        registered = log_model(network, ckpt["config"], cfg["registered_model"], example)
+        parent = run.info.run_id
+    client = MlflowClient(tracking_uri=uri)
+    for child in children:
+        client.set_tag(child, PARENT_TAG, parent)
+    write_run_info(run_info_out, parent, cfg["experiment"], **registered)
+
+
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests the fold runs under it

@@ -86,13 +86,13 @@ class Trainer:
     """Model, data, optimizer and schedule of one training, in one process of `ctx`."""
 
     def __init__(self, params: dict[str, Any], slices_dir: Path, splits_path: Path,
-                 ctx: distributed.Context, workers: int) -> None:
+                 ctx: distributed.Context, workers: int, fold: int | None = None) -> None:
         cfg = self.cfg = params["train"]
         self.ctx, self.seed = ctx, params["base"]["seed"]
         if cfg["precision"] == "fp16" and not ctx.device.startswith("cuda"):
             raise BrainsegError("train.precision fp16 needs a CUDA device; use bf16 on CPU")
         seed_everything(self.seed)
-        splits = read_splits(splits_path)
+        splits = read_splits(splits_path, fold)
         self.dataset = SliceDataset(subject_folders(slices_dir, splits, "train"),
                                     build_augmentation(cfg["augment"], self.seed))
         self.val_folders = subject_folders(slices_dir, splits, "val")
@@ -163,10 +163,11 @@ class Trainer:
 def run_train(params: dict[str, Any], slices_dir: str | Path, splits_path: str | Path,
               model_out: str | Path, history_out: str | Path, run_info_out: str | Path,
               tracking_uri: str, device: str = "cpu", workers: int = 0, resume: bool = False,
-              state_path: str | Path | None = None) -> dict[str, float]:
-    """Train, keep the best epoch's weights, and record everything in one MLflow run.
+              state_path: str | Path | None = None, fold: int | None = None) -> dict[str, float]:
+    """Train, keep the best (or last) epoch's weights, and record everything in one MLflow run.
 
     Args:
+        fold: train cross-validation fold `fold` of the splits (its subjects validate).
         resume: continue from the state at `state_path` (same params), in the same run.
         state_path: the per-epoch training state (default: train_state.pt next to
             `model_out`); removed when the training completes.
@@ -179,16 +180,49 @@ def run_train(params: dict[str, Any], slices_dir: str | Path, splits_path: str |
     ctx = distributed.setup(device)
     try:
         return _train(params, Path(slices_dir), Path(splits_path), model_out, Path(history_out),
-                      Path(run_info_out), tracking_uri, ctx, workers, resume, state_path)
+                      Path(run_info_out), tracking_uri, ctx, workers, resume, state_path, fold)
     finally:
         distributed.teardown(ctx)
 
 
+def run_cross_validation(params: dict[str, Any], slices_dir: str | Path,
+                         splits_path: str | Path, folds_dir: str | Path, model_out: str | Path,
+                         history_out: str | Path, run_info_out: str | Path, tracking_uri: str,
+                         device: str = "cpu", workers: int = 0, resume: bool = False,
+                         combine_only: bool = False) -> dict[str, float]:
+    """Train every fold of the splits into `folds_dir`, then write their ensemble.
+
+    Args:
+        combine_only: the folds are already trained (one Snakemake job each); only
+            combine them (`brainseg.training.folds.combine_folds`).
+        resume: continue each interrupted fold from its state file.
+
+    Returns:
+        The cross-validation summary of `combine_folds`.
+    """
+    from brainseg.data.split import n_folds
+    from brainseg.training.folds import combine_folds, fold_outputs
+
+    k = n_folds(read_splits(splits_path))
+    if k < 2:
+        raise BrainsegError(f"{splits_path}: no cross-validation folds (split.folds: "
+                            f"{params['split']['folds']}); train without --folds-dir")
+    if not combine_only:
+        for fold in range(k):
+            out = fold_outputs(folds_dir, fold)
+            log.info("cross-validation: fold %d of %d", fold, k)
+            run_train(params, slices_dir, splits_path, out["model"], out["history"],
+                      out["run_info"], tracking_uri, device, workers, resume, fold=fold)
+    return combine_folds(params, folds_dir, k, model_out, history_out, run_info_out,
+                         tracking_uri)
+
+
 def _train(params, slices_dir, splits_path, model_out, history_out, run_info_out, uri, ctx,
-           workers, resume, state_path) -> dict[str, float]:
+           workers, resume, state_path, fold) -> dict[str, float]:
     cfg = params["train"]
     previous = load_state(state_path, params) if resume else None
-    trainer = Trainer(params, slices_dir, splits_path, ctx, workers)
+    trainer = Trainer(params, slices_dir, splits_path, ctx, workers, fold)
+    keep_last = cfg["checkpoint"] == "last"
     history, best, bad, run_id, first = [], {"val_dice_mean": -1.0}, 0, None, 1
     if previous is not None:
         trainer.load(previous, state_path)
@@ -196,7 +230,7 @@ def _train(params, slices_dir, splits_path, model_out, history_out, run_info_out
         history, best, bad = previous["history"], previous["best"], previous["bad_epochs"]
         run_id, first = previous["run_id"], previous["epoch"] + 1
         log.info("resuming after epoch %d from %s", previous["epoch"], state_path)
-    run = (TrainingRun(uri, cfg["experiment"], params, slices_dir, run_id) if ctx.main
+    run = (TrainingRun(uri, cfg["experiment"], params, slices_dir, run_id, fold) if ctx.main
            else contextlib.nullcontext())
     with run:
         if ctx.main:
@@ -214,8 +248,10 @@ def _train(params, slices_dir, splits_path, model_out, history_out, run_info_out
             history.append(row)
             improved = row["val_dice_mean"] > best["val_dice_mean"] + min_delta
             best, bad = (row, 0) if improved else (best, bad + 1)
+            if keep_last:
+                best = row
             if ctx.main:
-                if improved:
+                if improved or keep_last:
                     with atomic_file(model_out) as tmp:
                         torch.save({"state_dict": trainer.model.state_dict(),
                                     "config": trainer.config, "epoch": epoch,
@@ -255,6 +291,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-info-out", required=True, type=Path,
                         help="JSON with the MLflow run id and registered model version, read "
                         "by evaluate and figures")
+    parser.add_argument("--fold", type=int, default=None,
+                        help="train only cross-validation fold N of --splits (split.folds >= 2): "
+                        "the fold's subjects validate, the other folds train")
+    parser.add_argument("--folds-dir", type=Path, default=None,
+                        help="cross-validation (split.folds >= 2): train every fold into "
+                        "FOLDS_DIR/<fold>/ (model.pt, mlflow_run.json, train_history.csv), then "
+                        "write their ensemble to --model-out, the folds' histories to "
+                        "--history-out and an MLflow parent run to --run-info-out (ignored "
+                        "without folds)")
+    parser.add_argument("--combine-only", action="store_true",
+                        help="with --folds-dir: the folds are trained already (one job each); "
+                        "only write the ensemble, history and parent run")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted training from its state file, in the same "
                         "MLflow run (the params must not have changed)")
@@ -306,6 +354,18 @@ def main(args: argparse.Namespace) -> None:
     from brainseg.tracking import tracking_uri
 
     set_threads(args.threads)
-    run_train(load_params(args.params), args.slices_dir, args.splits, args.model_out,
+    params = load_params(args.params)
+    cv = params["split"]["folds"] >= 2
+    if args.fold is None and cv and args.folds_dir is None:
+        raise BrainsegError(f"{args.params}: split.folds is {params['split']['folds']}: give "
+                            "--fold N (one fold) or --folds-dir DIR (every fold and their "
+                            "ensemble)")
+    if cv and args.fold is None:
+        run_cross_validation(params, args.slices_dir, args.splits, args.folds_dir,
+                             args.model_out, args.history_out, args.run_info_out,
+                             tracking_uri(args.tracking_uri), resolve_device(args.device),
+                             args.workers, args.resume, args.combine_only)
+        return
+    run_train(params, args.slices_dir, args.splits, args.model_out,
               args.history_out, args.run_info_out, tracking_uri(args.tracking_uri),
-              resolve_device(args.device), args.workers, args.resume, args.state)
+              resolve_device(args.device), args.workers, args.resume, args.state, args.fold)
