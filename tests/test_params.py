@@ -93,9 +93,9 @@ def test_params_command_writes_a_validated_file_with_changes(tmp_path):
     params = load_params(out)
     assert params["download"]["path"] == "/data/brats" and params["train"]["epochs"] == 2
     assert params["split"]["folds"] >= 2
-    with pytest.raises(BrainsegError, match="unknown params key 'train.epoch'"):
+    with pytest.raises(BrainsegError, match=r"unknown params key 'train\.epoch'"):
         run_params(REPO / "params.yaml", ["train.epoch=2"], None)
-    with pytest.raises(BrainsegError, match="invalid key 'train.epochs'"):
+    with pytest.raises(BrainsegError, match=r"invalid key 'train\.epochs'"):
         run_params(REPO / "params.yaml", ["train.epochs=0"], None)
     with pytest.raises(BrainsegError, match="expected KEY=VALUE"):
         run_params(REPO / "params.yaml", ["train.epochs"], None)
@@ -103,7 +103,7 @@ def test_params_command_writes_a_validated_file_with_changes(tmp_path):
 
 def test_no_test_set_needs_cross_validation(params):
     params["split"]["test_fraction"] = 0.0
-    with pytest.raises(BrainsegError, match="split.test_fraction"):
+    with pytest.raises(BrainsegError, match=r"split\.test_fraction"):
         validate_params(params)
     params["split"]["folds"] = 3
     validate_params(params)
