@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from brainseg.errors import BrainsegError
-from brainseg.params import flatten, load_params, validate_params
+from brainseg.params import changed_params, default_params, flatten, load_params, validate_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,3 +82,20 @@ def test_a_two_value_list_that_is_not_a_range_is_not_checked_as_one():
     params["normalize"]["clip_percentiles"] = [99.5, 0.5]
     with pytest.raises(BrainsegError, match=r"normalize\.clip_percentiles"):
         validate_params(params)
+
+
+def test_params_yaml_writes_out_exactly_the_schema_defaults():
+    """The schema holds each key's default; the repository's params.yaml repeats them all."""
+    shipped = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert default_params() == shipped, (
+        "params.yaml and the `default:` entries of workflow/schemas/params.schema.yaml differ: "
+        f"{changed_params(shipped)}")
+
+
+def test_changed_params_lists_only_what_differs(params):
+    defaults = default_params()
+    assert changed_params(defaults) == {}
+    defaults["train"]["optimizer"]["lr"] = 0.0005
+    defaults["download"]["synthetic"]["tumor_radius_mm"] = [13, 38]  # == [13.0, 38.0]
+    assert changed_params(defaults) == {"train.optimizer.lr": 0.0005}
+    assert changed_params(params)["download.n_subjects"] == 6

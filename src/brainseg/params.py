@@ -1,7 +1,12 @@
-"""Load and validate params.yaml against the schema that the Snakefile uses too."""
+"""Load and validate params.yaml against the schema that the Snakefile uses too.
+
+The schema is the one place where a key's type, range and default live; the
+repository's params.yaml writes every default out (a test keeps the two equal).
+"""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -120,3 +125,31 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def _defaults(schema: Mapping[str, Any]) -> Any:
+    if "properties" in schema:
+        return {key: _defaults(sub) for key, sub in schema["properties"].items()}
+    return schema["default"]
+
+
+def default_params() -> dict[str, Any]:
+    """The params every key of which has its schema `default` (a fresh copy).
+
+    Raises:
+        KeyError: naming a leaf key of the schema that has no default.
+    """
+    return copy.deepcopy(_default_params())
+
+
+@lru_cache(maxsize=1)
+def _default_params() -> dict[str, Any]:
+    return _defaults(load_schema())
+
+
+def changed_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted keys of `params` whose value differs from the schema default, in file order."""
+    defaults = flatten(_default_params())
+    missing = object()
+    return {key: value for key, value in flatten(params).items()
+            if defaults.get(key, missing) != value}

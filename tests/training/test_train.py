@@ -16,6 +16,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from brainseg.errors import BrainsegError
+from brainseg.params import default_params
 from brainseg.tracking import read_run_info
 from brainseg.training.state import fingerprint, save_state
 from brainseg.training.train import run_train
@@ -75,6 +76,24 @@ def test_two_processes_write_the_same_checkpoint_and_history_bytes(store, train_
     run = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(
         read_run_info(first / "run.json")["run_id"])
     assert run.data.metrics["slices_per_s"] > 0  # the timing goes to MLflow instead
+
+
+def test_runs_with_different_params_get_names_that_say_so(store, monkeypatch):
+    params = default_params()
+    params["train"]["epochs"] = 1
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    _, uri = train(store, params)
+    first = read_run_info(store / "models" / "run.json")["run_id"]
+    changed = copy.deepcopy(params)
+    changed["train"]["optimizer"]["lr"] = 0.0005
+    monkeypatch.setenv("DVC_EXP_NAME", "lumpy-bush")  # as `dvc exp run` sets it
+    train(store, changed)
+    second = read_run_info(store / "models" / "run.json")["run_id"]
+    client = MlflowClient(uri)
+    names = [client.get_run(run).info.run_name for run in (first, second)]
+    assert names == ["train: epochs=1", "lumpy-bush train: epochs=1, lr=0.0005"]
+    tags = client.get_run(second).data.tags
+    assert "lr=0.0005" in tags["params_changed"] and tags["dvc_experiment"] == "lumpy-bush"
 
 
 def test_softmax_bf16_and_early_stopping(store, train_params):

@@ -19,7 +19,14 @@ import pandas as pd
 import torch
 
 from brainseg.params import flatten
-from brainseg.tracking import dvc_dir_hash, git_commit, setup_experiment, write_run_info
+from brainseg.tracking import (
+    dvc_dir_hash,
+    git_commit,
+    params_changes,
+    run_name,
+    setup_experiment,
+    write_run_info,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +58,8 @@ class TrainingRun:
             self.mlflow.start_run(run_id=self.run_id)
             self.mlflow.set_tag("resumed", "true")
             return self
-        run = self.mlflow.start_run(experiment_id=self.experiment_id)
+        run = self.mlflow.start_run(experiment_id=self.experiment_id,
+                                    run_name=run_name(self.params, "train"))
         self.run_id = run.info.run_id
         self.mlflow.log_params(flatten(self.params))
         tags = {
@@ -59,6 +67,7 @@ class TrainingRun:
             "data_version": dvc_dir_hash(self.data_dir),
             "data_dir": self.data_dir.as_posix(),
             "stage": "train",
+            "params_changed": ", ".join(params_changes(self.params, "train"))[:5000] or "none",
         }
         if os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run` for its stage commands
             tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]

@@ -39,8 +39,7 @@ from brainseg.training.losses import SegmentationLoss
 from brainseg.training.mlflow_run import TrainingRun
 from brainseg.training.optim import build_optimizer, build_scheduler, clip_gradients
 from brainseg.training.sampling import BatchPlan, EpochBatchSampler
-from brainseg.training.state import (fingerprint, load_state, save_state, save_torch,
-                                     set_rng_states)
+from brainseg.training.state import fingerprint, load_state, save_state, save_torch, set_rng_states
 from brainseg.training.validation import validate
 
 log = logging.getLogger(__name__)
