@@ -27,9 +27,9 @@ SRC = REPO / "src"
 ENTRY = "brainseg.cli"  # what the `brainseg` console script runs before the stage's module
 
 
-def module_file(name: str) -> Path | None:
-    """The file of module or package `name` under src/, or None (a name inside a module)."""
-    base = SRC.joinpath(*name.split("."))
+def module_file(name: str, src: Path = SRC) -> Path | None:
+    """The file of module or package `name` under `src`, or None (a name inside a module)."""
+    base = src.joinpath(*name.split("."))
     for path in (base / "__init__.py", base.with_suffix(".py")):
         if path.is_file():
             return path
@@ -55,7 +55,7 @@ def imported_names(path: Path, module: str) -> set[str]:
     return {n for n in names if n == "brainseg" or n.startswith("brainseg.")}
 
 
-def import_closure(*roots: str) -> set[Path]:
+def import_closure(*roots: str, src: Path = SRC) -> set[Path]:
     """Files of every `brainseg` module that importing `roots` may run."""
     files: set[Path] = set()
     todo = list(roots)
@@ -64,7 +64,7 @@ def import_closure(*roots: str) -> set[Path]:
         parts = name.split(".")
         for n in range(1, len(parts) + 1):  # the packages on the way run first
             prefix = ".".join(parts[:n])
-            path = module_file(prefix)
+            path = module_file(prefix, src)
             if path is not None and path not in files:
                 files.add(path)
                 todo.extend(imported_names(path, prefix))
@@ -139,13 +139,26 @@ def test_every_source_dep_exists_and_is_imported(name):
             f"dvc.yaml stage '{name}': dep {dep} holds no module that the stage imports")
 
 
-def test_closure_follows_function_level_and_package_imports():
-    """The closure is what Python would run: checked on modules whose imports are known."""
-    train = import_closure("brainseg.training.train")
-    rel = {p.relative_to(SRC).as_posix() for p in train}
-    assert {"brainseg/__init__.py", "brainseg/training/__init__.py",
-            "brainseg/training/train.py", "brainseg/training/distributed.py"} <= rel
-    # a deps list without one closure module is reported
+def test_closure_follows_function_level_relative_and_package_imports(tmp_path):
+    files = {
+        "brainseg/__init__.py": "",
+        "brainseg/a/__init__.py": "from brainseg.a import b\n",
+        "brainseg/a/b.py": "def f():\n    from brainseg.c.d import g\n",
+        "brainseg/c/__init__.py": "",
+        "brainseg/c/d.py": "from . import e\nfrom .f import h\n",
+        "brainseg/c/e.py": "import numpy\n",
+        "brainseg/c/f.py": "h = 1\n",
+        "brainseg/c/unused.py": "",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    closure = import_closure("brainseg.a.b", src=tmp_path)
+    assert {p.relative_to(tmp_path).as_posix() for p in closure} == set(files) - {
+        "brainseg/c/unused.py"}
+
+
+def test_a_removed_dep_is_reported():
     stage = dict(stages()["train"])
     removed = "src/brainseg/models"
     stage["deps"] = [d for d in stage["deps"] if d != removed]
