@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from brainseg.data.synthetic import SyntheticConfig
 from brainseg.errors import BrainsegError
 from brainseg.params import changed_params, default_params, flatten, load_params, validate_params
 
@@ -99,3 +100,12 @@ def test_changed_params_lists_only_what_differs(params):
     defaults["download"]["synthetic"]["tumor_radius_mm"] = [13, 38]  # == [13.0, 38.0]
     assert changed_params(defaults) == {"train.optimizer.lr": 0.0005}
     assert changed_params(params)["download.n_subjects"] == 6
+
+
+def test_the_generators_whole_range_is_valid(params):
+    """The schema's synthetic ranges are the generator's: its ends are accepted."""
+    synthetic = params["download"]["synthetic"]
+    synthetic.update(bias_field=0.99, intensity_jitter=0.9, tumor_radius_mm=[1.0, 45.0],
+                     core_fraction=[0.01, 0.99], ventricle_scale=[0.5, 2.0], n_lesions=[1, 5])
+    validate_params(params)
+    SyntheticConfig(**synthetic)
