@@ -5,7 +5,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
-CORES ?= 8
+CORES ?=  # empty: the profile's (every core); `make run CORES=4` to use fewer
+PROFILE := workflow/profiles/default
 export PATH := $(BIN):$(PATH)
 
 .PHONY: install run test lint unit integration lock clean help bench bench-peers \
@@ -22,8 +23,8 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
-run: install  ## run the whole pipeline on params.yaml with Snakemake
-	snakemake --cores $(CORES)
+run: install  ## run the whole pipeline on params.yaml with Snakemake (settings: $(PROFILE))
+	snakemake --workflow-profile $(PROFILE) $(if $(CORES),--cores $(CORES))
 
 lint: install  ## ruff, snakefmt --check, snakemake --lint
 	ruff check src tests benchmarks
