@@ -61,7 +61,7 @@ $(PEERS_STAMP): $(STAMP) $(PEERS_LOCK)
 	  -c requirements.lock
 	touch $(PEERS_STAMP)
 
-bench: bench-peers-install  ## every benchmark, quiet machine (~20 min, no GPU); README table from the results
+bench: bench-peers-install  ## every benchmark, quiet machine (~16 min, no GPU); docs/performance.md table from the results
 	$(BIN)/python -m benchmarks.run
 
 bench-peers: bench-peers-install  ## train MONAI's and smp's U-Nets through our loop vs ours (~25 min)

@@ -1,4 +1,4 @@
-"""Run every benchmark (`make bench`), then rebuild the README's performance table.
+"""Run every benchmark (`make bench`), then rebuild the performance table of docs/performance.md.
 
 Run: .venv/bin/python -m benchmarks.run [--only io,training] [--skip pipeline] [--peers]
 
