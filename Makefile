@@ -64,7 +64,7 @@ $(PEERS_STAMP): $(STAMP) $(PEERS_LOCK)
 bench: bench-peers-install  ## every benchmark, quiet machine (~16 min, no GPU); docs/performance.md table from the results
 	$(BIN)/python -m benchmarks.run
 
-bench-peers: bench-peers-install  ## train MONAI's and smp's U-Nets through our loop vs ours (~25 min)
+bench-peers: bench-peers-install  ## train MONAI's and smp's U-Nets through our loop vs ours (~28 min)
 	$(BIN)/python -m benchmarks.run --only peers_training
 
 bench-peers-lock:  ## re-resolve benchmarks/requirements-peers.lock from the `peers` extra (needs network; uses uv)

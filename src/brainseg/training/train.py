@@ -133,20 +133,29 @@ class Trainer:
         bar = tqdm(self.loader, desc=f"epoch {epoch}", unit="batch", leave=False,
                    disable=not self.ctx.main)
         for image, label in bar:
-            image = image.to(self.ctx.device).contiguous(memory_format=self.memory)
-            with autocast(self.cfg["precision"], self.ctx.device):
-                outputs = self.net(image)
-            loss = self.loss_fn(outputs, label.to(self.ctx.device))
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
-            clip_gradients(self.model, self.cfg["optimizer"]["grad_clip"])
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-            total += float(loss.detach()) * len(image)
+            total += float(self.step(image, label)) * len(image)
             count += len(image)
         return total / max(count, 1), count / (time.perf_counter() - start)
+
+    def step(self, image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on a batch; returns its loss (detached).
+
+        Args:
+            image: (batch, 4, h, w) float, as the loader gives it.
+            label: (batch, h, w) uint8 BraTS labels.
+        """
+        image = image.to(self.ctx.device).contiguous(memory_format=self.memory)
+        with autocast(self.cfg["precision"], self.ctx.device):
+            outputs = self.net(image)
+        loss = self.loss_fn(outputs, label.to(self.ctx.device))
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        clip_gradients(self.model, self.cfg["optimizer"]["grad_clip"])
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return loss.detach()
 
     def validate(self) -> dict[str, float]:
         with autocast(self.cfg["precision"], self.ctx.device):
