@@ -5,7 +5,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
-CORES ?= 8
+CORES ?=  # empty: the profile's (every core); `make run CORES=4` to use fewer
+PROFILE := workflow/profiles/default
 export PATH := $(BIN):$(PATH)
 
 .PHONY: install run run-real test lint unit integration lock clean help bench bench-peers \
@@ -22,8 +23,8 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
-run: install  ## run the whole pipeline on params.yaml with Snakemake
-	snakemake --cores $(CORES)
+run: install  ## run the whole pipeline on params.yaml with Snakemake (settings: $(PROFILE))
+	snakemake --workflow-profile $(PROFILE) $(if $(CORES),--cores $(CORES))
 
 PRESET := workflow/presets/real.yaml
 REAL_PARAMS := params-real.yaml
@@ -72,10 +73,10 @@ $(PEERS_STAMP): $(STAMP) $(PEERS_LOCK)
 	  -c requirements.lock
 	touch $(PEERS_STAMP)
 
-bench: bench-peers-install  ## every benchmark, quiet machine (~20 min, no GPU); README table from the results
+bench: bench-peers-install  ## every benchmark, quiet machine (~16 min, no GPU); docs/performance.md table from the results
 	$(BIN)/python -m benchmarks.run
 
-bench-peers: bench-peers-install  ## train MONAI's and smp's U-Nets through our loop vs ours (~25 min)
+bench-peers: bench-peers-install  ## train MONAI's and smp's U-Nets through our loop vs ours (~28 min)
 	$(BIN)/python -m benchmarks.run --only peers_training
 
 bench-peers-lock:  ## re-resolve benchmarks/requirements-peers.lock from the `peers` extra (needs network; uses uv)

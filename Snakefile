@@ -8,7 +8,8 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
-validate(config, "workflow/schemas/params.schema.yaml")
+# set_default=False: a missing key is an error here too, not filled from the schema.
+validate(config, "workflow/schemas/params.schema.yaml", set_default=False)
 
 
 report: "workflow/report/workflow.rst"

@@ -1,7 +1,7 @@
 """Peers on the same data and budget: nnU-Net v2 preprocessing, MONAI and smp U-Nets.
 
 Run: python -m benchmarks.bench_peers --preprocess   (inside `make bench`, ~3 min)
-     python -m benchmarks.bench_peers --training     (`make bench-peers`, ~25 min)
+     python -m benchmarks.bench_peers --training     (`make bench-peers`, ~28 min)
      python -m benchmarks.bench_peers --preprocess --training --smoke   (a couple of minutes)
 
 The peers come from the optional `peers` dependency group (`make bench-peers-install`,

@@ -13,7 +13,7 @@ Sections (each recorded with `benchmarks.common.record`):
   (`logs/benchmarks/`; per-subject rules: sum of job seconds and the job count).
 - `noop`: in that finished copy, `dvc commit --force` (records what Snakemake built) and
   `snakemake --touch --cores 1` (tells Snakemake the files DVC re-linked are current, see
-  the README), then `snakemake -n` and `dvc status`, each the median of 3 after one
+  docs/running.md), then `snakemake -n` and `dvc status`, each the median of 3 after one
   untimed call (target <= 2 s), with what each said.
 - `scaling`: the non-training stages at 1x, 4x and 16x the copy's cohort, one process per
   stage over all subjects (`--jobs 0`) as dvc.yaml runs them. Each cohort is the copy's

@@ -6,23 +6,26 @@ Results: sections `training` and `loader` of benchmarks/results/latest.json.
 Measured in one process, all cores, median of `--steps` timed steps after warm-up:
 - matmul peak: GFLOP/s of a 2048 x 2048 float32 (and bf16) matrix product;
 - training step of the model in params.yaml (its width, depth, arch, output, batch size,
-  slice size, channels_last), forward + loss + backward + AdamW, fp32 and bf16 autocast:
+  slice size, channels_last): the training's own `Trainer.step` (forward, loss, backward,
+  gradient clipping, AdamW, schedule), fp32 and bf16 autocast:
   FLOPs per step counted with `torch.utils.flop_counter.FlopCounterMode`, achieved GFLOP/s
   and the ratio to the peak of the same dtype (target: >= 75 % in fp32);
-- data loader: slices/s of the augmenting DataLoader alone (default augmentation, batches
-  from the tumour-oversampling plan), and the share of step time that loading adds in
-  the real loop (the same steps fed from the loader vs from batches held in memory;
-  target: <= 5 %).
+- data loader: slices/s of the training's augmenting DataLoader alone (the params'
+  augmentation, batches from the tumour-oversampling plan), and the share of step time
+  that loading adds in the real loop (the same steps fed from the loader vs from batches
+  held in memory; target: <= 5 %).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +34,11 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.common import Figure, median_time, record, setup_logging
-from brainseg.models.unet import build_model
 from brainseg.params import load_params
-from brainseg.training.data import SliceDataset, build_augmentation
-from brainseg.training.losses import SegmentationLoss
-from brainseg.training.optim import build_optimizer
-from brainseg.training.sampling import BatchPlan, EpochBatchSampler
-from brainseg.training.train import autocast, model_config
+from brainseg.training.distributed import Context
+from brainseg.training.train import Trainer
+
+Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # Trainer.step
 
 log = logging.getLogger("bench_training")
 
@@ -72,27 +73,14 @@ def make_store(root: Path, size: int, subjects: int = 4, n_slices: int = 60) -> 
     return folders
 
 
-class Step:
-    """One optimizer step of the params' model on a batch (image, label)."""
-
-    def __init__(self, params: dict, precision: str) -> None:
-        cfg = params["train"]
-        self.model = build_model(model_config(params)["model"]).to(
-            memory_format=torch.channels_last if cfg["channels_last"] else torch.contiguous_format)
-        self.optimizer = build_optimizer(self.model, cfg["optimizer"])
-        self.loss = SegmentationLoss(cfg["model"]["output"], cfg["loss"]["dice_weight"],
-                                     cfg["loss"]["ce_weight"])
-        self.precision, self.channels_last = precision, cfg["channels_last"]
-
-    def __call__(self, image: torch.Tensor, label: torch.Tensor) -> None:
-        if self.channels_last:
-            image = image.contiguous(memory_format=torch.channels_last)
-        with autocast(self.precision, "cpu"):
-            out = self.model(image)
-        loss = self.loss(out, label)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+def make_trainer(params: dict, root: Path, precision: str, workers: int) -> Trainer:
+    """The training's own Trainer on the store under `root` (S-3 validates, the rest train)."""
+    params = copy.deepcopy(params)
+    params["train"]["precision"] = precision
+    subjects = sorted(p.name for p in root.iterdir() if p.is_dir())
+    rows = "".join(f"{s},{'val' if s == subjects[-1] else 'train'},0\n" for s in subjects)
+    (root / "splits.csv").write_text("subject,split,stratum\n" + rows)
+    return Trainer(params, root, root / "splits.csv", Context(device="cpu"), workers)
 
 
 def time_steps(step: Step, batches: list, repeats: int) -> float:
@@ -105,18 +93,10 @@ def time_steps(step: Step, batches: list, repeats: int) -> float:
     return statistics.median(times)
 
 
-def step_flops(step: Step, batch) -> int:
+def step_flops(step: Step, batch: tuple[torch.Tensor, torch.Tensor]) -> int:
     with FlopCounterMode(display=False) as counter:
         step(*batch)
     return counter.get_total_flops()
-
-
-def loader_for(params: dict, folders: list[Path], workers: int) -> DataLoader:
-    cfg, seed = params["train"], params["base"]["seed"]
-    dataset = SliceDataset(folders, build_augmentation(cfg["augment"], seed))
-    plan = BatchPlan(dataset.has_tumor, cfg["batch_size"], 0, cfg["tumor_fraction"], seed)
-    return DataLoader(dataset, batch_sampler=EpochBatchSampler(plan), num_workers=workers,
-                      persistent_workers=workers > 0)
 
 
 def loader_rate(loader: DataLoader) -> float:
@@ -139,12 +119,13 @@ def main() -> None:
                      "threads": torch.get_num_threads(), "torch": torch.__version__,
                      "batch": batch, "size": size, "model": params["train"]["model"]}
     with tempfile.TemporaryDirectory() as tmp:
-        folders = make_store(Path(tmp), size)
-        loader = loader_for(params, folders, args.workers)
+        make_store(Path(tmp), size)
+        trainers = {p: make_trainer(params, Path(tmp), p, args.workers) for p in ("fp32", "bf16")}
+        loader = trainers["fp32"].loader
         batches = [b for _, b in zip(range(args.steps), loader, strict=False)]
         for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
             peak = matmul_gflops(dtype)
-            step = Step(params, precision)
+            step = trainers[precision].step
             flops = step_flops(step, batches[0])
             seconds = time_steps(step, batches, args.steps)
             achieved = flops / seconds / 1e9
@@ -155,7 +136,7 @@ def main() -> None:
                      "of matmul peak %.1f GFLOP/s (target >= 75 %% in fp32)", precision, seconds,
                      batch / seconds, flops / 1e9, achieved, 100 * achieved / peak, peak)
         rate = statistics.median(loader_rate(loader) for _ in range(3))
-        step = Step(params, "fp32")
+        step = trainers["fp32"].step
 
         def memory_loop() -> None:
             for batch_ in batches[: args.steps]:
@@ -187,8 +168,8 @@ def record_results(results: dict, args: argparse.Namespace) -> None:
     command = "python -m benchmarks.bench_training"
     model = results["model"]
     note = (f"{model['arch']} base {model['base_channels']} depth {model['depth']}, batch "
-            f"{results['batch']} at {results['size']}x{results['size']}, forward + loss + "
-            f"backward + AdamW; {results['threads']} threads")
+            f"{results['batch']} at {results['size']}x{results['size']}, Trainer.step "
+            f"(forward, loss, backward, clipping, AdamW, schedule); {results['threads']} threads")
     figures = []
     for precision in ("fp32", "bf16"):
         r = results[precision]

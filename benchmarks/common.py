@@ -3,7 +3,7 @@
 Each benchmark module measures one area and returns `Figure`s; `record(section, figures)`
 merges them into `benchmarks/results/latest.json` under `sections.<section>` (other sections
 are kept, so one benchmark can be re-run alone) and prints them with their floor or peer
-and the ratio. `benchmarks/report.py` turns that file into the README's performance table.
+and the ratio. `benchmarks/report.py` turns that file into the table of docs/performance.md.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class Figure:
 
     Attributes:
         key: stable id, `<section>.<name>` (e.g. "io.extract_normalize").
-        label: what was measured, as the README table shows it.
+        label: what was measured, as the performance table shows it.
         value: the median of the repeats.
         unit: unit of `value` (and of `reference`).
         reference: the floor or peer it is compared with (None: a bare figure).

@@ -1,10 +1,10 @@
-"""Write the README's performance table from benchmarks/results/latest.json.
+"""Write the performance table of docs/performance.md from benchmarks/results/latest.json.
 
 Run: .venv/bin/python -m benchmarks.report [--check]
 
 The table sits between the markers `<!-- bench:start -->` and `<!-- bench:end -->` in
-README.md and is replaced whole; nothing else in the README is touched. `--check` exits 1
-when the README's table differs from the one the results give (the test suite runs it).
+docs/performance.md and is replaced whole; nothing else in the file is touched. `--check`
+exits 1 when the file's table differs from the one the results give (the test suite runs it).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from benchmarks.common import LATEST, REPO, load_latest
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
-README = REPO / "README.md"
+DOC = REPO / "docs" / "performance.md"
 ORDER = ("io", "peers_preprocess", "training", "loader", "predict", "metrics", "synthetic",
          "e2e", "scaling", "noop", "peers_training", "gpu")
 STAGE_PREFIX = "e2e.stage."  # per-rule figures: a table of their own
@@ -84,42 +84,42 @@ def render(data: dict) -> str:
     return "\n".join(lines)
 
 
-def replace_table(readme: str, table: str) -> str:
-    """`readme` with the text between the markers (markers included) replaced by `table`."""
-    if START not in readme or END not in readme:
-        raise SystemExit(f"{README}: markers {START} / {END} not found")
-    head, rest = readme.split(START, 1)
+def replace_table(text: str, table: str, path: Path = DOC) -> str:
+    """`text` with the part between the markers (markers included) replaced by `table`."""
+    if START not in text or END not in text:
+        raise SystemExit(f"{path}: markers {START} / {END} not found")
+    head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     return head + table + tail
 
 
-def update(results: Path = LATEST, readme_path: Path = README, check: bool = False) -> int:
-    """Rewrite (or with `check`, compare) the README's table; 0 when up to date."""
-    readme = readme_path.read_text()
-    updated = replace_table(readme, render(load_latest(results)))
+def update(results: Path = LATEST, doc_path: Path = DOC, check: bool = False) -> int:
+    """Rewrite (or with `check`, compare) the performance table; 0 when up to date."""
+    text = doc_path.read_text()
+    updated = replace_table(text, render(load_latest(results)), doc_path)
     if check:
-        if updated != readme:
+        if updated != text:
             log.error("%s: performance table differs from %s; run `python -m benchmarks.report`",
-                      readme_path, results)
+                      doc_path, results)
             return 1
         return 0
-    if updated != readme:
-        tmp = readme_path.with_name(f".{readme_path.name}.tmp")
+    if updated != text:
+        tmp = doc_path.with_name(f".{doc_path.name}.tmp")
         tmp.write_text(updated)
-        tmp.replace(readme_path)
-        log.info("%s: performance table updated from %s", readme_path, results)
+        tmp.replace(doc_path)
+        log.info("%s: performance table updated from %s", doc_path, results)
     return 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=LATEST, help="results file to read")
-    parser.add_argument("--readme", type=Path, default=README, help="README to update")
+    parser.add_argument("--doc", type=Path, default=DOC, help="markdown file to update")
     parser.add_argument("--check", action="store_true",
-                        help="only check that the README's table is up to date (exit 1 if not)")
+                        help="only check that the file's table is up to date (exit 1 if not)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return update(args.results, args.readme, args.check)
+    return update(args.results, args.doc, args.check)
 
 
 if __name__ == "__main__":

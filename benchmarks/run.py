@@ -1,4 +1,4 @@
-"""Run every benchmark (`make bench`), then rebuild the README's performance table.
+"""Run every benchmark (`make bench`), then rebuild the performance table of docs/performance.md.
 
 Run: .venv/bin/python -m benchmarks.run [--only io,training] [--skip pipeline] [--peers]
 
@@ -10,7 +10,7 @@ once, in a temporary folder. Each benchmark runs in its own process, one after a
 merges its figures into
 benchmarks/results/latest.json. A benchmark that fails is reported and the others still
 run; the exit status is then 1. The peer trainings (MONAI, segmentation_models_pytorch,
-about 25 minutes) run only with `--peers` (`make bench-peers`); their last recorded
+about 28 minutes) run only with `--peers` (`make bench-peers`); their last recorded
 results stay in latest.json and in the table.
 """
 
@@ -63,7 +63,7 @@ def main() -> int:
     parser.add_argument("--only", help=f"comma-separated benchmarks to run ({', '.join(STEPS)})")
     parser.add_argument("--skip", help="comma-separated benchmarks to leave out")
     parser.add_argument("--peers", action="store_true",
-                        help="also train the peer models (about 25 min; `make bench-peers`)")
+                        help="also train the peer models (about 28 min; `make bench-peers`)")
     args = parser.parse_args()
     setup_logging()
     only, skip = _names(args.only), _names(args.skip)

@@ -1,4 +1,4 @@
-"""The benchmark harness: results file, README table, and the table's agreement with the results."""
+"""The benchmark harness: results file, performance table, and its agreement with the results."""
 
 from __future__ import annotations
 
@@ -40,20 +40,20 @@ def test_describe_and_table_show_reference_ratio_and_verdict(tmp_path):
     rows = [line for line in table.splitlines() if line.startswith("| label")]
     assert rows == ["| label io.x | 1 s | 2 s (floor) | 0.5 x floor | <= 1x | yes |",
                     "| label training.x | 3 s | 2 s (floor) | 1.5 x floor | <= 1x | **no** |"]
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{report.START}\nold\n{report.END}\noutro\n")
-    assert report.update(path, readme) == 0
-    assert readme.read_text() == f"intro\n{table}\noutro\n"
-    assert report.update(path, readme, check=True) == 0
+    doc = tmp_path / "performance.md"
+    doc.write_text(f"intro\n{report.START}\nold\n{report.END}\noutro\n")
+    assert report.update(path, doc) == 0
+    assert doc.read_text() == f"intro\n{table}\noutro\n"
+    assert report.update(path, doc, check=True) == 0
     record("io", [_fig("io.x", 1.5, True)], path=path)
-    assert report.update(path, readme, check=True) == 1
-    readme.write_text("no markers\n")
+    assert report.update(path, doc, check=True) == 1
+    doc.write_text("no markers\n")
     with pytest.raises(SystemExit, match="markers"):
-        report.update(path, readme)
+        report.update(path, doc)
 
 
-def test_readme_performance_table_is_made_from_latest_results():
-    """The committed README table is exactly what benchmarks/results/latest.json gives."""
+def test_performance_table_is_made_from_latest_results():
+    """The committed docs/performance.md table is exactly what latest.json gives."""
     data = json.loads(LATEST.read_text())
     assert {"io", "training", "loader", "predict", "e2e", "noop"} <= set(data["sections"])
     assert report.update(check=True) == 0

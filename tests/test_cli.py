@@ -58,6 +58,28 @@ def test_unknown_params_key_exits_non_zero_naming_it(tmp_path):
     assert not (tmp_path / "s.csv").exists()
 
 
+# Values the generator cannot take that the params schema once let through; the schema now
+# holds the generator's ranges, so each ends at validation with one line naming the key.
+OUT_OF_RANGE = [
+    ("tumor_radius_mm", [0.5, 20.0]), ("tumor_radius_mm", [14.0, 60.0]),
+    ("n_lesions", [1, 6]), ("deformation_mm", 25.0), ("noise", 1.5),
+    ("core_fraction", [0.005, 0.5]), ("core_fraction", [0.5, 1.0]), ("edema_wm_bias", 12.0),
+    ("mass_effect_mm", 25.0), ("ventricle_scale", [0.3, 1.0]), ("ventricle_scale", [1.0, 3.0]),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), OUT_OF_RANGE)
+def test_out_of_range_synthetic_knob_exits_1_with_one_line_naming_it(key, value, tmp_path):
+    params = yaml.safe_load((REPO / "tests" / "params-smoke.yaml").read_text())
+    params["download"]["synthetic"][key] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = brainseg("download", "--params", "params.yaml", "--out-dir", "raw", cwd=tmp_path)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"invalid key 'download.synthetic.{key}" in lines[0], lines
+    assert not (tmp_path / "raw").exists()
+
+
 def _rewrite(path: Path, edit) -> None:
     img = nib.load(path)
     data = np.asarray(img.dataobj).astype(np.float32)

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from brainseg.data.synthetic import SyntheticConfig
 from brainseg.errors import BrainsegError
-from brainseg.params import flatten, load_params, validate_params
+from brainseg.params import changed_params, default_params, flatten, load_params, validate_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -107,3 +108,29 @@ def test_no_test_set_needs_cross_validation(params):
         validate_params(params)
     params["split"]["folds"] = 3
     validate_params(params)
+
+
+def test_params_yaml_writes_out_exactly_the_schema_defaults():
+    """The schema holds each key's default; the repository's params.yaml repeats them all."""
+    shipped = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert default_params() == shipped, (
+        "params.yaml and the `default:` entries of workflow/schemas/params.schema.yaml differ: "
+        f"{changed_params(shipped)}")
+
+
+def test_changed_params_lists_only_what_differs(params):
+    defaults = default_params()
+    assert changed_params(defaults) == {}
+    defaults["train"]["optimizer"]["lr"] = 0.0005
+    defaults["download"]["synthetic"]["tumor_radius_mm"] = [13, 38]  # == [13.0, 38.0]
+    assert changed_params(defaults) == {"train.optimizer.lr": 0.0005}
+    assert changed_params(params)["download.n_subjects"] == 6
+
+
+def test_the_generators_whole_range_is_valid(params):
+    """The schema's synthetic ranges are the generator's: its ends are accepted."""
+    synthetic = params["download"]["synthetic"]
+    synthetic.update(bias_field=0.99, intensity_jitter=0.9, tumor_radius_mm=[1.0, 45.0],
+                     core_fraction=[0.01, 0.99], ventricle_scale=[0.5, 2.0], n_lesions=[1, 5])
+    validate_params(params)
+    SyntheticConfig(**synthetic)

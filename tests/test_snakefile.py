@@ -51,3 +51,26 @@ def test_config_overrides_are_refused(tmp_path, params):
     result = dry_run(folder, "--configfile", "other.yaml")
     assert result.returncode != 0
     assert "--config/--configfile overrides are not passed" in result.stdout + result.stderr
+
+
+PROFILE = REPO / "workflow" / "profiles" / "default" / "config.yaml"
+
+
+def test_default_profile_sets_what_it_says_and_comments_every_entry():
+    from snakemake.cli import parse_args
+
+    text = PROFILE.read_text().splitlines()
+    for k, line in enumerate(text):
+        if line and not line.startswith("#"):
+            assert text[k - 1].startswith("#"), f"{PROFILE}: no comment above '{line}'"
+    settings = yaml.safe_load(PROFILE.read_text())
+    _, args = parse_args(["--workflow-profile", str(PROFILE.parent), "--snakefile",
+                          str(REPO / "Snakefile")])
+    assert settings["cores"] == "all" and args.cores >= 1
+    for key, value in settings.items():
+        if key != "cores":
+            assert getattr(args, key.replace("-", "_")) == value, key
+    # the command line wins over the profile
+    _, args = parse_args(["--workflow-profile", str(PROFILE.parent), "--cores", "3"])
+    assert args.cores == 3
+    assert "--workflow-profile $(PROFILE)" in (REPO / "Makefile").read_text()

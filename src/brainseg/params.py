@@ -1,7 +1,12 @@
-"""Load and validate params.yaml against the schema that the Snakefile uses too."""
+"""Load and validate params.yaml against the schema that the Snakefile uses too.
+
+The schema is the one place where a key's type, range and default live; the
+repository's params.yaml writes every default out (a test keeps the two equal).
+"""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -22,8 +27,8 @@ def load_schema() -> dict[str, Any]:
         return yaml.safe_load(fh)
 
 
-def _key_of(error: jsonschema.ValidationError) -> str:
-    path = ".".join(str(p) for p in error.absolute_path)
+def _key_of(error: jsonschema.ValidationError, prefix: str = "") -> str:
+    path = ".".join([*filter(None, [prefix]), *(str(p) for p in error.absolute_path)])
     if error.validator == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         return ".".join(filter(None, [path, extra[0] if extra else ""]))
@@ -46,13 +51,40 @@ def validate_params(params: Any, source: str = "params") -> dict[str, Any]:
     Raises:
         BrainsegError: naming the first offending key and what is wrong with it.
     """
-    validator = jsonschema.Draft202012Validator(load_schema())
-    errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
-    if errors:
-        err = errors[0]
-        raise BrainsegError(f"{source}: invalid key '{_key_of(err)}': {err.message}")
+    _check_schema(params, load_schema(), source)
     check_combinations(params, source)
     return params
+
+
+def _check_schema(values: Any, schema: Mapping[str, Any], source: str, prefix: str = "") -> None:
+    """Raise on the first value of `values` (at dotted `prefix`) that `schema` refuses."""
+    validator = jsonschema.Draft202012Validator(load_schema()).evolve(schema=schema)
+    errors = sorted(validator.iter_errors(values), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        raise BrainsegError(f"{source}: invalid key '{_key_of(err, prefix)}': {err.message}")
+
+
+def validate_section(values: Mapping[str, Any], key: str, source: str) -> None:
+    """Validate one section of the params (dotted `key`, e.g. `download.synthetic`).
+
+    For code that takes a section's values from elsewhere than a params file (the
+    synthetic generator's config): the schema stays the one place where ranges live.
+
+    Args:
+        values: the section, lists for [low, high] pairs.
+        key: where the section sits in params.yaml.
+        source: who passed the values, for the message.
+
+    Raises:
+        BrainsegError: naming the first offending key (`download.synthetic.noise`) and
+            what is wrong with it, or a [low, high] range with low > high.
+    """
+    schema: Mapping[str, Any] = load_schema()
+    for part in key.split("."):
+        schema = schema["properties"][part]
+    _check_schema(values, schema, source, key)
+    _check_ranges(values, schema, source, f"{key}.")
 
 
 def _is_range(schema: Mapping[str, Any]) -> bool:
@@ -72,6 +104,14 @@ def _ranges(node: Any, schema: Mapping[str, Any], prefix: str = ""):
         yield prefix[:-1], node
 
 
+def _check_ranges(values: Any, schema: Mapping[str, Any], source: str, prefix: str = "") -> None:
+    for key, (low, high) in _ranges(values, schema, prefix):
+        if low > high:
+            raise BrainsegError(
+                f"{source}: invalid key '{key}': range [{low}, {high}] has low > high"
+            )
+
+
 def check_combinations(params: Mapping[str, Any], source: str = "params") -> None:
     """Checks that span several keys, which the schema cannot express.
 
@@ -79,11 +119,7 @@ def check_combinations(params: Mapping[str, Any], source: str = "params") -> Non
         BrainsegError: naming the key, for a [low, high] range with low > high or a
             combination of values that cannot work.
     """
-    for key, (low, high) in _ranges(params, load_schema()):
-        if low > high:
-            raise BrainsegError(
-                f"{source}: invalid key '{key}': range [{low}, {high}] has low > high"
-            )
+    _check_ranges(params, load_schema(), source)
     model = params["train"]["model"]
     if model["deep_supervision"] >= model["depth"]:
         raise BrainsegError(
@@ -180,3 +216,31 @@ def main(args) -> None:
         import sys
 
         sys.stdout.write(text)
+
+
+def _defaults(schema: Mapping[str, Any]) -> Any:
+    if "properties" in schema:
+        return {key: _defaults(sub) for key, sub in schema["properties"].items()}
+    return schema["default"]
+
+
+def default_params() -> dict[str, Any]:
+    """The params every key of which has its schema `default` (a fresh copy).
+
+    Raises:
+        KeyError: naming a leaf key of the schema that has no default.
+    """
+    return copy.deepcopy(_default_params())
+
+
+@lru_cache(maxsize=1)
+def _default_params() -> dict[str, Any]:
+    return _defaults(load_schema())
+
+
+def changed_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted keys of `params` whose value differs from the schema default, in file order."""
+    defaults = flatten(_default_params())
+    missing = object()
+    return {key: value for key, value in flatten(params).items()
+            if defaults.get(key, missing) != value}

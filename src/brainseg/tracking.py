@@ -13,13 +13,15 @@ import json
 import logging
 import os
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 
 from brainseg.io.atomic import write_text
 from brainseg.io.hashing import file_digests
+from brainseg.params import changed_params, flatten
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,71 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 def tracking_uri(cli_value: str | None = None) -> str:
     """`--tracking-uri` if given, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db."""
     return cli_value or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def _short_key(key: str, keys: Iterable[str]) -> str:
+    """The shortest dotted suffix of `key` that no other key of `keys` ends with."""
+    parts = key.split(".")
+    others = [k for k in keys if k != key]
+    for n in range(1, len(parts) + 1):
+        suffix = ".".join(parts[-n:])
+        if not any(k == suffix or k.endswith("." + suffix) for k in others):
+            return suffix
+    return key
+
+
+def _short_value(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return "[" + ",".join(_short_value(v) for v in value) + "]"
+    return str(value)
+
+
+def params_changes(params: Mapping[str, Any], stage: str) -> list[str]:
+    """`key=value` for every param that differs from its schema default.
+
+    The stage's own section comes first; each key is shortened to the shortest dotted
+    suffix that is unique among all params (`lr`, `gif.dpi`, `affine.p`).
+    """
+    changed = changed_params(params)
+    every = list(flatten(params))
+    keys = sorted(changed, key=lambda k: k.split(".")[0] != stage)  # stable: file order
+    return [f"{_short_key(k, every)}={_short_value(changed[k])}" for k in keys]
+
+
+# The same for every run of one MLflow experiment: no help in telling its runs apart.
+_UNNAMED = ("experiment=", "registered_model=")
+
+
+def run_name(params: Mapping[str, Any], stage: str, fold: int | None = None,
+             max_chars: int = 90) -> str:
+    """A run name that says what distinguishes the run, e.g. `exp-1a2b3 train fold-2: lr=0.0005`.
+
+    Made of the DVC experiment name (`$DVC_EXP_NAME`, set by `dvc exp run`), the stage,
+    the fold, and the params that differ from the schema defaults (`: defaults` when none
+    does), cut to `max_chars` with `+N more`. MLflow's own random names cannot tell runs
+    apart: they come from Python's `random`, which a training has just seeded.
+
+    Args:
+        params: the validated params.
+        stage: the stage that opens the run (`train`).
+        fold: the cross-validation fold, or None.
+        max_chars: longest name; the whole list of changes is in the `params_changed` tag.
+    """
+    head = " ".join(filter(None, [os.environ.get("DVC_EXP_NAME"), stage,
+                                  None if fold is None else f"fold-{fold}"]))
+    changes = [c for c in params_changes(params, stage) if not c.startswith(_UNNAMED)]
+    if not changes:
+        return f"{head}: defaults"
+    for n in range(len(changes), 0, -1):
+        more = f" +{len(changes) - n} more" if n < len(changes) else ""
+        name = f"{head}: {', '.join(changes[:n])}{more}"
+        if len(name) <= max_chars or n == 1:
+            return name
+    raise AssertionError("unreachable")
 
 
 def add_tracking_argument(parser: argparse.ArgumentParser) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -17,6 +18,8 @@ from brainseg.data.synthetic import (
     SyntheticConfig,
     generate_subject,
 )
+from brainseg.errors import BrainsegError
+from brainseg.params import default_params
 
 KEYS = (*MODALITIES, "seg", "affine")
 N_COHORT = 8
@@ -298,8 +301,14 @@ def test_list_pairs_accepted():
     ],
 )
 def test_invalid_config(kwargs, field):
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(BrainsegError, match=f"'download.synthetic.{field}"):
         SyntheticConfig(**kwargs)
+
+
+def test_config_defaults_are_the_schema_defaults():
+    assert asdict(SyntheticConfig()) == {
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in default_params()["download"]["synthetic"].items()}
 
 
 def test_invalid_seed():

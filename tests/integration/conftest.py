@@ -52,9 +52,9 @@ def copy_repo(dst: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def snakemake_repo(tmp_path_factory) -> Path:
-    """A copy where `snakemake --cores 2` has run the whole smoke pipeline."""
+    """A copy where `snakemake --cores 2` has run the whole smoke pipeline, as `make run` does."""
     repo = copy_repo(tmp_path_factory.mktemp("snakemake"))
-    run(["snakemake", "--cores", "2"], repo)
+    run(["snakemake", "--workflow-profile", "workflow/profiles/default", "--cores", "2"], repo)
     return repo
 
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
+import zipfile
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from mlflow.tracking import MlflowClient
 
 from brainseg.errors import BrainsegError
+from brainseg.params import default_params
 from brainseg.tracking import read_run_info
 from brainseg.training.state import fingerprint, save_state
 from brainseg.training.train import run_train
@@ -42,8 +47,53 @@ def test_two_runs_give_bit_identical_weights(store, train_params, tmp_path, monk
     second = weights(store / "models" / "model.pt")
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
-    assert history.equals(pd.read_csv(store / "reports" / "history.csv").assign(
-        slices_per_s=history["slices_per_s"]))
+    assert history.equals(pd.read_csv(store / "reports" / "history.csv"))
+
+
+def test_two_processes_write_the_same_checkpoint_and_history_bytes(store, train_params,
+                                                                   tmp_path):
+    """Two `brainseg train` processes: equal bytes, so DVC sees no change (no pid, no timing)."""
+    train_params["train"]["epochs"] = 2
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(train_params))
+    outputs = []
+    for k in range(2):
+        out = tmp_path / f"run-{k}"
+        subprocess.run(
+            [sys.executable, "-m", "brainseg", "-q", "train", "--params", str(params),
+             "--slices-dir", str(store / "slices"), "--splits", str(store / "splits.csv"),
+             "--model-out", str(out / "model.pt"), "--history-out", str(out / "history.csv"),
+             "--run-info-out", str(out / "run.json"), "--threads", "1",
+             "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+            check=True, cwd=tmp_path)
+        outputs.append(out)
+    first, second = outputs
+    assert (first / "model.pt").read_bytes() == (second / "model.pt").read_bytes()
+    assert (first / "history.csv").read_bytes() == (second / "history.csv").read_bytes()
+    assert "slices_per_s" not in (first / "history.csv").read_text()
+    with zipfile.ZipFile(first / "model.pt") as archive:  # no temporary name inside
+        assert {name.split("/")[0] for name in archive.namelist()} == {"archive"}
+    run = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(
+        read_run_info(first / "run.json")["run_id"])
+    assert run.data.metrics["slices_per_s"] > 0  # the timing goes to MLflow instead
+
+
+def test_runs_with_different_params_get_names_that_say_so(store, monkeypatch):
+    params = default_params()
+    params["train"]["epochs"] = 1
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    _, uri = train(store, params)
+    first = read_run_info(store / "models" / "run.json")["run_id"]
+    changed = copy.deepcopy(params)
+    changed["train"]["optimizer"]["lr"] = 0.0005
+    monkeypatch.setenv("DVC_EXP_NAME", "lumpy-bush")  # as `dvc exp run` sets it
+    train(store, changed)
+    second = read_run_info(store / "models" / "run.json")["run_id"]
+    client = MlflowClient(uri)
+    names = [client.get_run(run).info.run_name for run in (first, second)]
+    assert names == ["train: epochs=1", "lumpy-bush train: epochs=1, lr=0.0005"]
+    tags = client.get_run(second).data.tags
+    assert "lr=0.0005" in tags["params_changed"] and tags["dvc_experiment"] == "lumpy-bush"
 
 
 def test_softmax_bf16_and_early_stopping(store, train_params):

@@ -31,7 +31,7 @@ def generate_synthetic(subject: str, out_dir: Path, seed: int, cfg: dict[str, An
     """Generate one synthetic subject into `<out_dir>/<subject>/` (atomically)."""
     from brainseg.data.synthetic import SyntheticConfig, generate_subject
 
-    config = SyntheticConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+    config = SyntheticConfig(**cfg)
     volumes = generate_subject(seed, synthetic_index(subject), config)
     with atomic_dir(out_dir / subject) as tmp:
         for key in BRATS_KEYS:

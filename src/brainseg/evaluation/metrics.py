@@ -1,29 +1,13 @@
 """3D overlap, distance and volume metrics with the BraTS conventions for empty masks.
 
-P is the predicted mask, R the reference; TP, FP, FN, TN count voxels of the whole grid.
+The definitions (Dice, IoU, precision, sensitivity, specificity, accuracy, HD95,
+signed volume difference), the rule for empty masks (`HD95_EMPTY_MM` when exactly one
+is empty) and the HD95 convention (MedPy's pooled surface distances) are written once,
+in docs/conventions.md ("Metrics").
 
-- Dice = 2TP / (2TP + FP + FN), IoU = TP / (TP + FP + FN): 1 when P and R are both
-  empty, hence 0 when exactly one is.
-- precision = TP / |P|, sensitivity = TP / |R|, specificity = TN / |not R|: a ratio
-  whose denominator is empty is 1 when the other mask's matching set is empty too and
-  0 otherwise (the Dice rule again). So both empty gives precision = sensitivity = 1,
-  exactly one empty gives 0 for both; specificity is the sensitivity of the
-  complements and only needs the rule when R fills the whole grid.
-- accuracy = (TP + TN) / voxels.
-- HD95 (mm, from the voxel spacing) is the 95th percentile (linear interpolation) of
-  the distances from every surface voxel of P to the surface of R pooled with those
-  from every surface voxel of R to the surface of P, as MedPy's `hd95` (which the
-  BraTS organisers' CBICA `Hausdorff95` tool wraps). A surface voxel is a mask voxel
-  with a background 6-neighbour (erosion by the connectivity-1 cross; outside the grid
-  is background).
-  Both empty: 0; exactly one empty: 373.13 mm, the diagonal of a 240 x 240 x 155 mm
-  volume.
-- volume_diff_cm3 = (|P| - |R|) x voxel volume / 1000: signed, positive when the
-  prediction is larger than the reference.
-
-Speed: everything is computed inside the bounding box of the two tumors (outside it
-both masks are background, so the counts, surfaces and distances are unchanged), with
-the confusion counts taken once per region and distance transforms on that box only.
+Everything is computed inside the bounding box of the two tumors (outside it both
+masks are background, so the counts, surfaces and distances are unchanged), with the
+confusion counts taken once per region and distance transforms on that box only.
 """
 
 from __future__ import annotations
@@ -152,7 +136,7 @@ def _check_spacing(spacing: tuple[float, ...], ndim: int) -> tuple[float, ...]:
 
 
 def hd95(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...]) -> float:
-    """95th percentile of the pooled surface-to-surface distances, in mm (see module doc).
+    """95th percentile of the pooled surface-to-surface distances, in mm (docs/conventions.md).
 
     Args:
         pred: predicted mask (bool).

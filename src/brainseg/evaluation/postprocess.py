@@ -1,26 +1,11 @@
 """From region probabilities to BraTS labels: thresholds, clean-up, nesting, settings file.
 
-`apply` works in this order:
-
-1. threshold each region's probability map (one threshold each for WT, TC, ET;
-   a voxel is in the region when its probability is strictly above the threshold);
-2. nest the regions, ET ⊂ TC ⊂ WT, as `regions_to_labels` does: a voxel stays TC only
-   if it is WT, and ET only if it is TC too;
-3. remove the 3D connected components of each region smaller than
-   `min_component_mm3[region]` (26-connectivity: voxels that share a face, an edge or
-   a corner belong together; volumes in mm³ from the voxel spacing), from the outside
-   in (WT, TC, ET). Voxels removed from a region leave the regions inside it too, so a
-   removed WT blob takes its core with it, a removed TC blob becomes edema and a
-   removed ET blob becomes necrosis;
-4. convert to labels with `regions_to_labels` (0, 1 necrosis, 2 edema, 4 enhancing);
-5. when the total predicted ET volume is above 0 but below `et_to_necrosis_mm3`, all
-   of it becomes necrosis (label 1): a tiny enhancing prediction is more often a false
-   positive than a real enhancing tumour, and BraTS scores a false ET in a subject
-   without one as Dice 0 (Isensee et al., nnU-Net for BraTS 2020).
-
+`apply` thresholds each region, nests them (ET ⊂ TC ⊂ WT), removes small connected
+components, converts to labels and turns a tiny enhancing tumour into necrosis, in the
+order and with the conventions written once in docs/conventions.md ("Post-processing").
 Flip test-time augmentation (`flip_tta`) acts earlier, on the probabilities
-(`brainseg.evaluation.inference.predict_probabilities`); the settings carry it so
-that one file says how to predict.
+(`brainseg.evaluation.inference.predict_probabilities`); the settings carry it so that
+one file says how to predict.
 """
 
 from __future__ import annotations
@@ -63,7 +48,7 @@ def _per_region(name: str, value: Any) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class PostprocessSettings:
-    """How probabilities become labels (see the module docstring for the order).
+    """How probabilities become labels (the order: docs/conventions.md, "Post-processing").
 
     Attributes:
         thresholds: probability threshold per region, each in (0, 1).

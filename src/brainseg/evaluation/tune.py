@@ -2,30 +2,15 @@
 
 Every validation subject is predicted once (region probabilities with and without flip
 test-time augmentation, kept in memory, cropped to where any setting tried can predict
-tumour or the reference has some). Then, greedily and in this fixed order:
+tumour or the reference has some). Then the options are tried greedily, in the fixed
+order and with the rule for keeping a step written once in docs/conventions.md ("How the
+settings are chosen"): flip TTA, the thresholds of WT, TC, ET, small-component removal,
+ET to necrosis, each kept only if it raises the mean validation Dice by more than
+`postprocess.min_gain`.
 
-1. flip TTA (`postprocess.flip_tta`);
-2. the threshold of WT, then TC, then ET: the best of `postprocess.thresholds`;
-3. removal of small connected components of WT, then TC, then ET
-   (`postprocess.min_component_mm3.<region>`);
-4. a tiny predicted enhancing tumour becomes necrosis (`postprocess.et_to_necrosis_mm3`).
-
-The start is the plain prediction (`evaluate.threshold` for every region, nothing else).
-A step is kept only if it raises the mean validation Dice (the mean over subjects of
-the mean over WT, TC and ET) by more than `postprocess.min_gain`: ties (and gains within
-that margin, noise on a few subjects) keep the simpler setting (no TTA, the current
-threshold, no clean-up). Among threshold candidates with equal Dice the first in the
-list wins. An option is off (not tried) with `flip_tta: false`, an empty threshold
-list, or a volume of 0.
-
-Writes `postprocess.json` (the chosen settings, read by `evaluate`) and
-`postprocess.csv` (every setting tried: validation Dice per region and mean, its gain
-over the settings it was compared with, chosen or not), and adds both files (artifact
-folder `postprocess/`) and metrics to the training's MLflow run:
-`postprocess.chosen.<setting>` (the chosen settings, flattened as in the JSON; flip_tta
-as 0/1) and `postprocess_{baseline_,}val_dice_<region|mean>`. Metrics, not params:
-MLflow params cannot change once logged, and this stage reruns alone on the same run
-when only its params change.
+Writes `postprocess.json` (the chosen settings, read by `evaluate`) and `postprocess.csv`
+(every setting tried), and adds both files and metrics to the training's MLflow run (the
+names are in the same section of docs/conventions.md).
 """
 
 from __future__ import annotations
@@ -192,7 +177,7 @@ def _describe(option: str, settings: PostprocessSettings) -> Any:
 
 
 def choose(cases: list[Case], cfg: dict[str, Any], base_threshold: float) -> GreedySearch:
-    """Run the greedy selection of the module docstring.
+    """Run the greedy selection (docs/conventions.md, "How the settings are chosen").
 
     Args:
         cases: the validation subjects (with TTA probabilities when `cfg["flip_tta"]`).

@@ -51,3 +51,9 @@ def write_text(path: str | Path, text: str) -> None:
     """Write a text file atomically."""
     with atomic_file(path) as tmp:
         tmp.write_text(text)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write a binary file atomically."""
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)

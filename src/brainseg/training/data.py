@@ -36,11 +36,7 @@ AUGMENTATIONS: dict[str, str] = {
 
 def _spatial(cfg: dict[str, Any]) -> list[A.BasicTransform]:
     """Flip, affine and elastic: image linear, mask nearest, zero outside the slice."""
-    aff, ela = cfg["affine"], cfg["elastic"]
-    if ela["p"] > 0 and ela["sigma"] < 1:
-        raise BrainsegError(
-            f"invalid key 'train.augment.elastic.sigma': {ela['sigma']} is below 1, the smallest "
-            "smoothing albumentations' ElasticTransform accepts")
+    aff, ela = cfg["affine"], cfg["elastic"]  # ranges: the params schema (sigma >= 1 here)
     border = {"border_mode": cv2.BORDER_CONSTANT, "fill": 0, "fill_mask": 0,
               "interpolation": cv2.INTER_LINEAR, "mask_interpolation": cv2.INTER_NEAREST}
     return [
@@ -65,12 +61,10 @@ def build_augmentation(cfg: dict[str, Any], seed: int,
     {0, 1, 2, 4}); intensity transforms never clip (see `brainseg.training.transforms`).
 
     Args:
-        cfg: the `train.augment` params.
+        cfg: the `train.augment` params, validated (the schema holds the ranges
+            albumentations accepts).
         seed: seed of the transforms' random stream (one stream shared by all of them).
         save_applied_params: record what was applied in the output's `applied_transforms`.
-
-    Raises:
-        BrainsegError: for a setting albumentations cannot run.
     """
     compose = A.Compose(
         [

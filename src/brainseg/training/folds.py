@@ -12,7 +12,6 @@ Snakemake and the single DVC stage give the same bytes.
 
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import torch
 from brainseg.data.labels import REGIONS
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_file
+from brainseg.training.state import save_torch
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +33,6 @@ def fold_outputs(folds_dir: str | Path, fold: int) -> dict[str, Path]:
     d = Path(folds_dir) / str(fold)
     return {"model": d / "model.pt", "run_info": d / "mlflow_run.json",
             "history": d / "train_history.csv"}
-
-
-def save_checkpoint(path: str | Path, obj: dict[str, Any]) -> None:
-    """torch.save `obj` atomically, with bytes that depend on `obj` only.
-
-    Saved through memory: `torch.save` names the archive's inner folder after the file
-    it writes to, and a temporary file name would end up in the bytes.
-    """
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    with atomic_file(path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
 
 
 def ensemble_checkpoint(checkpoints: list[dict[str, Any]], folds: list[int]) -> dict[str, Any]:
@@ -102,7 +90,7 @@ def combine_folds(params: dict[str, Any], folds_dir: str | Path, n_folds: int,
     folds = list(range(n_folds))
     read = [read_fold(Path(folds_dir), f) for f in folds]
     checkpoints, histories, run_infos = (list(x) for x in zip(*read, strict=True))
-    save_checkpoint(model_out, ensemble_checkpoint(checkpoints, folds))
+    save_torch(ensemble_checkpoint(checkpoints, folds), Path(model_out))
     with atomic_file(history_out) as tmp:
         combine_histories(histories, folds).to_csv(tmp, index=False, lineterminator="\n")
     summary = cv_summary(checkpoints, histories)

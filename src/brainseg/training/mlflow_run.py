@@ -19,7 +19,14 @@ import pandas as pd
 import torch
 
 from brainseg.params import flatten
-from brainseg.tracking import dvc_dir_hash, git_commit, setup_experiment, write_run_info
+from brainseg.tracking import (
+    dvc_dir_hash,
+    git_commit,
+    params_changes,
+    run_name,
+    setup_experiment,
+    write_run_info,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +59,8 @@ class TrainingRun:
             self.mlflow.start_run(run_id=self.run_id)
             self.mlflow.set_tag("resumed", "true")
             return self
-        run = self.mlflow.start_run(experiment_id=self.experiment_id)
+        run = self.mlflow.start_run(experiment_id=self.experiment_id,
+                                    run_name=run_name(self.params, "train", self.fold))
         self.run_id = run.info.run_id
         self.mlflow.log_params(flatten(self.params))
         tags = {
@@ -60,6 +68,7 @@ class TrainingRun:
             "data_version": dvc_dir_hash(self.data_dir),
             "data_dir": self.data_dir.as_posix(),
             "stage": "train",
+            "params_changed": ", ".join(params_changes(self.params, "train"))[:5000] or "none",
         }
         if self.fold is not None:
             tags["fold"] = str(self.fold)
@@ -157,7 +166,8 @@ def log_parent_run(uri: str, params: dict[str, Any], fold_run_infos: list[Path],
     size = ckpt["config"]["extract"]["image_size"]
     example = np.zeros((1, ckpt["config"]["model"].get("in_channels", 4), size, size),
                        np.float32)
-    with mlflow.start_run(experiment_id=experiment_id) as run:
+    name = run_name(params, "train").replace("train", f"train {len(children)}-fold ensemble", 1)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
         mlflow.log_params(flatten(params))
         mlflow.set_tags({"git_commit": git_commit(), "stage": "train", "cross_validation":
                          f"{len(children)} folds", "fold_runs": ",".join(children)})

@@ -10,6 +10,7 @@ the same weights as an uninterrupted one. Saved atomically; loaded with
 
 from __future__ import annotations
 
+import io
 import random
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from brainseg.errors import BrainsegError
-from brainseg.io.atomic import atomic_file
+from brainseg.io.atomic import write_bytes
 from brainseg.params import flatten
 
 FORMAT = "brainseg-train-state/1"
@@ -52,10 +53,21 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def save_torch(obj: Any, path: Path) -> None:
+    """`torch.save` `obj` to `path` atomically, in bytes that depend on `obj` alone.
+
+    Saved to a file, torch names the archive's inner folder after that file (here the
+    temporary one, named after the process); saved to a buffer, the folder is always
+    `archive`, so equal content gives equal bytes.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getvalue())
+
+
 def save_state(path: Path, **state: Any) -> None:
     """Write the state (keyword arguments plus format and RNG states) atomically."""
-    with atomic_file(path) as tmp:
-        torch.save({"format": FORMAT, "rng": rng_states(), **state}, tmp)
+    save_torch({"format": FORMAT, "rng": rng_states(), **state}, path)
 
 
 def load_state(path: Path, params: dict[str, Any]) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from brainseg.training.losses import SegmentationLoss
 from brainseg.training.mlflow_run import TrainingRun
 from brainseg.training.optim import build_optimizer, build_scheduler, clip_gradients
 from brainseg.training.sampling import BatchPlan, EpochBatchSampler
-from brainseg.training.state import fingerprint, load_state, save_state, set_rng_states
+from brainseg.training.state import fingerprint, load_state, save_state, save_torch, set_rng_states
 from brainseg.training.validation import validate
 
 log = logging.getLogger(__name__)
@@ -133,20 +133,29 @@ class Trainer:
         bar = tqdm(self.loader, desc=f"epoch {epoch}", unit="batch", leave=False,
                    disable=not self.ctx.main)
         for image, label in bar:
-            image = image.to(self.ctx.device).contiguous(memory_format=self.memory)
-            with autocast(self.cfg["precision"], self.ctx.device):
-                outputs = self.net(image)
-            loss = self.loss_fn(outputs, label.to(self.ctx.device))
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
-            clip_gradients(self.model, self.cfg["optimizer"]["grad_clip"])
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-            total += float(loss.detach()) * len(image)
+            total += float(self.step(image, label)) * len(image)
             count += len(image)
         return total / max(count, 1), count / (time.perf_counter() - start)
+
+    def step(self, image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on a batch; returns its loss (detached).
+
+        Args:
+            image: (batch, 4, h, w) float, as the loader gives it.
+            label: (batch, h, w) uint8 BraTS labels.
+        """
+        image = image.to(self.ctx.device).contiguous(memory_format=self.memory)
+        with autocast(self.cfg["precision"], self.ctx.device):
+            outputs = self.net(image)
+        loss = self.loss_fn(outputs, label.to(self.ctx.device))
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        clip_gradients(self.model, self.cfg["optimizer"]["grad_clip"])
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return loss.detach()
 
     def validate(self) -> dict[str, float]:
         with autocast(self.cfg["precision"], self.ctx.device):
@@ -244,7 +253,8 @@ def _train(params, slices_dir, splits_path, model_out, history_out, run_info_out
             row = {"epoch": epoch, "train_loss": distributed.mean_over_ranks(loss, ctx)}
             row.update(distributed.from_main(trainer.validate() if ctx.main else None, ctx))
             row["lr"] = trainer.scheduler.get_last_lr()[0]
-            row["slices_per_s"] = distributed.mean_over_ranks(speed, ctx) * ctx.world
+            # A timing: logged and sent to MLflow, kept out of the history (a DVC output).
+            speed = distributed.mean_over_ranks(speed, ctx) * ctx.world
             history.append(row)
             improved = row["val_dice_mean"] > best["val_dice_mean"] + min_delta
             best, bad = (row, 0) if improved else (best, bad + 1)
@@ -252,15 +262,15 @@ def _train(params, slices_dir, splits_path, model_out, history_out, run_info_out
                 best = row
             if ctx.main:
                 if improved or keep_last:
-                    with atomic_file(model_out) as tmp:
-                        torch.save({"state_dict": trainer.model.state_dict(),
-                                    "config": trainer.config, "epoch": epoch,
-                                    "val_dice_mean": row["val_dice_mean"]}, tmp)
+                    save_torch({"state_dict": trainer.model.state_dict(),
+                                "config": trainer.config, "epoch": epoch,
+                                "val_dice_mean": row["val_dice_mean"]}, model_out)
                 save_state(state_path, **trainer.state(), epoch=epoch, history=history,
                            best=best, bad_epochs=bad, run_id=run.run_id,
                            fingerprint=fingerprint(params))
-                run.log_epoch(row)
-                log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in row.items()})
+                run.log_epoch({**row, "slices_per_s": speed})
+                log.info("epoch %d: %s, %.1f slices/s", epoch,
+                         {k: round(v, 4) for k, v in row.items()}, speed)
             if patience and bad >= patience:
                 log.info("early stopping: no gain above %g for %d epochs", min_delta, patience)
                 break
