@@ -36,7 +36,7 @@ REAL_DATA ?=
 run-real: install  ## the pipeline on real BraTS scans by 5-fold CV (REAL_DATA=<folder>: local copy)
 	brainseg -q params --base $(PRESET) --out $(REAL_PARAMS) \
 	  $(if $(REAL_DATA),--set download.source=local --set 'download.path=$(REAL_DATA)')
-	snakemake --cores $(CORES) --configfile $(REAL_PARAMS)
+	snakemake --workflow-profile $(PROFILE) $(if $(CORES),--cores $(CORES)) --configfile $(REAL_PARAMS)
 
 lint: install  ## ruff, snakefmt --check, snakemake --lint
 	ruff check src tests benchmarks

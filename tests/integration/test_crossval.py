@@ -31,9 +31,9 @@ def cv_repo(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def cv_runs(tmp_path_factory) -> tuple[Path, Path]:
     snake = cv_repo(tmp_path_factory.mktemp("cv-snakemake"))
+    dvc = cv_repo(tmp_path_factory.mktemp("cv-dvc"))
     out = run(["snakemake", "--cores", "2", "reports/metrics.json"], snake)
     assert "train_fold" in out
-    dvc = cv_repo(tmp_path_factory.mktemp("cv-dvc"))
     run(["dvc", "repro", "evaluate"], dvc)
     return snake, dvc
 
