@@ -232,7 +232,7 @@ def test_mlflow_models_predict_like_their_checkpoint(tiny, tmp_path, monkeypatch
 
 def test_postprocess_settings_are_applied_as_evaluate_applies_them(tiny, tmp_path):
     from brainseg.evaluation.inference import predict_probabilities
-    from brainseg.evaluation.postprocess import PostprocessSettings, apply, write_settings
+    from brainseg.evaluation.labelmaps import PostprocessSettings, apply, write_settings
 
     folder, ckpt = tiny
     settings = PostprocessSettings(thresholds={"WT": 0.3, "TC": 0.6, "ET": 0.7},

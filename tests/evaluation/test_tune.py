@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from brainseg.data.labels import REGIONS, labels_to_regions
 from brainseg.errors import BrainsegError
 from brainseg.evaluation.evaluate import run_evaluate
-from brainseg.evaluation.postprocess import PostprocessSettings, read_settings
+from brainseg.evaluation.labelmaps import PostprocessSettings, read_settings
 from brainseg.evaluation.tune import Case, choose, crop_box, make_case, run_postprocess, score
 from brainseg.tracking import write_run_info
 from tests.conftest import write_subject

@@ -13,7 +13,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from brainseg.data.subjects import synthetic_ids
-from brainseg.evaluation.postprocess import read_settings
+from brainseg.evaluation.labelmaps import read_settings
 from brainseg.tracking import dvc_dir_hash
 from tests.integration.conftest import run
 

@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 from brainseg.data.labels import REGIONS
 from brainseg.data.split import read_splits
 from brainseg.evaluation.inference import load_checkpoint, predict_probabilities
+from brainseg.evaluation.labelmaps import PostprocessSettings, apply, read_settings
 from brainseg.evaluation.metrics import METRICS, region_metrics
-from brainseg.evaluation.postprocess import PostprocessSettings, apply, read_settings
 from brainseg.io.atomic import atomic_dir, write_text
 from brainseg.io.nifti import load_subject, save_nifti
 from brainseg.params import load_params

@@ -16,7 +16,7 @@ from brainseg.data.preprocess import (
     to_original_grid,
 )
 from brainseg.errors import BrainsegError
-from brainseg.evaluation.postprocess import PostprocessSettings, apply
+from brainseg.evaluation.labelmaps import PostprocessSettings, apply
 from brainseg.models.outputs import region_probabilities
 from brainseg.models.unet import UNet, build_model
 
@@ -275,7 +275,7 @@ def predict_volume(
     """Segment one volume (4, x, y, z) into BraTS labels uint8 (x, y, z) on the same grid.
 
     One `threshold` for every region, ET ⊂ TC ⊂ WT, no other post-processing (see
-    `brainseg.evaluation.postprocess` for the tuned settings).
+    `brainseg.evaluation.labelmaps` for the tuned settings).
     """
     probs = predict_probabilities(model, config, image, batch_size, device)
     # no volume-based option is on, so the voxel spacing plays no part

@@ -24,7 +24,7 @@ from brainseg.data.inputs import SubjectFiles, folder_files, listed_files, load_
 from brainseg.data.layouts import from_internal_labels, visible
 from brainseg.errors import BrainsegError
 from brainseg.evaluation.inference import MLFLOW_SCHEMES, load_model, predict_probabilities
-from brainseg.evaluation.postprocess import PostprocessSettings, apply, read_settings
+from brainseg.evaluation.labelmaps import PostprocessSettings, apply, read_settings
 from brainseg.io.nifti import SUFFIXES, save_nifti
 from brainseg.io.orientation import Reorientation
 from brainseg.tracking import add_tracking_argument

@@ -53,8 +53,8 @@ from brainseg.evaluation.inference import (
     predict_slices_with_tta,
     prepare_volume,
 )
+from brainseg.evaluation.labelmaps import PostprocessSettings, apply, write_settings
 from brainseg.evaluation.metrics import dice
-from brainseg.evaluation.postprocess import PostprocessSettings, apply, write_settings
 from brainseg.io.atomic import write_text
 from brainseg.io.nifti import load_subject
 from brainseg.params import flatten, load_params

@@ -1,4 +1,7 @@
-"""From region probabilities to BraTS labels: thresholds, clean-up, nesting, settings file.
+"""Region probabilities to BraTS label maps: thresholds, clean-up, nesting, settings file.
+
+The post-processing that the `postprocess` stage (`brainseg.evaluation.postprocess`)
+chooses, and that `evaluate` and `predict` apply.
 
 `apply` works in this order:
 

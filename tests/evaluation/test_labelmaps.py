@@ -7,7 +7,7 @@ import pytest
 
 from brainseg.data.labels import regions_to_labels
 from brainseg.errors import BrainsegError
-from brainseg.evaluation.postprocess import (
+from brainseg.evaluation.labelmaps import (
     PostprocessSettings,
     apply,
     read_settings,
