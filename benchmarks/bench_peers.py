@@ -286,7 +286,7 @@ def score(params: dict[str, Any], data: dict[str, Path], out: Path, uri: str,
     import pandas as pd
 
     from brainseg.evaluation.evaluate import run_evaluate
-    from brainseg.evaluation.tune import run_postprocess
+    from brainseg.evaluation.postprocess import run_postprocess
 
     settings = run_postprocess(params, out / "model.pt", data["splits"], data["raw"],
                                out / "postprocess.json", out / "postprocess.csv", None, uri,

@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                   "z-score each modality inside the brain; write the training store"),
     "split": ("brainseg.data.split", "subject-level train/val/test split stratified by volume"),
     "train": ("brainseg.training.train", "train the 2D U-Net and record an MLflow run"),
-    "postprocess": ("brainseg.evaluation.tune",
+    "postprocess": ("brainseg.evaluation.postprocess",
                     "choose thresholds, clean-up and flip TTA on the validation split"),
     "evaluate": ("brainseg.evaluation.evaluate",
                  "segment test subjects in 3D, write NIfTI predictions and metrics"),
@@ -36,7 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 "learning curves, Dice box plot and overlays of best/median/worst subjects"),
     "realism": ("brainseg.reporting.realism",
                 "compare the synthetic cohort with a real scan; score the model on it"),
-    "init-tracking": ("brainseg.tracking_cli",
+    "init-tracking": ("brainseg.init_tracking",
                       "create the MLflow experiment once, before jobs fan out"),
 }
 

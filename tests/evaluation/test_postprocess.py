@@ -12,7 +12,14 @@ from brainseg.data.labels import REGIONS, labels_to_regions
 from brainseg.errors import BrainsegError
 from brainseg.evaluation.evaluate import run_evaluate
 from brainseg.evaluation.labelmaps import PostprocessSettings, read_settings
-from brainseg.evaluation.tune import Case, choose, crop_box, make_case, run_postprocess, score
+from brainseg.evaluation.postprocess import (
+    Case,
+    choose,
+    crop_box,
+    make_case,
+    run_postprocess,
+    score,
+)
 from brainseg.tracking import write_run_info
 from tests.conftest import write_subject
 from tests.evaluation.test_inference import save_checkpoint
