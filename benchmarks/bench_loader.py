@@ -32,8 +32,9 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, Sampler
 
+from brainseg.data.modalities import MODALITIES
 from brainseg.data.preprocess import extract_slices, normalize_slices
-from brainseg.data.synthetic import MODALITIES, generate_subject
+from brainseg.data.synthetic import generate_subject
 from brainseg.io.atomic import write_text
 from brainseg.training.data import SliceDataset, build_augmentation
 

@@ -33,11 +33,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.common import Figure, median_time, record, setup_logging
 from brainseg.models.unet import build_model
 from brainseg.params import load_params
+from brainseg.runtime import autocast
 from brainseg.training.data import SliceDataset, build_augmentation
 from brainseg.training.losses import SegmentationLoss
 from brainseg.training.optim import build_optimizer
 from brainseg.training.sampling import BatchPlan, EpochBatchSampler
-from brainseg.training.train import autocast, model_config
+from brainseg.training.train import model_config
 
 log = logging.getLogger("bench_training")
 

@@ -9,10 +9,10 @@ import pytest
 
 from brainseg.data.download import run_download
 from brainseg.data.extract import run_extract
+from brainseg.data.loading import load_subject
 from brainseg.data.normalize import run_normalize
 from brainseg.data.subjects import subject_ids, synthetic_ids, synthetic_index
 from brainseg.errors import BrainsegError
-from brainseg.io.nifti import load_subject
 
 
 def local(params, path):

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from brainseg.data.download import run_download
+from brainseg.data.loading import load_subject
 from brainseg.errors import BrainsegError
-from brainseg.io.nifti import load_subject
 from tests.conftest import AFFINE
 
 BRATS23 = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f", "seg": "seg"}

@@ -3,16 +3,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from brainseg.evaluation.inference import (
-    FLIP_AXIS,
-    flip_lr,
-    load_checkpoint,
-    predict_probabilities,
-    predict_slices,
-    predict_slices_with_tta,
-    predict_volume,
-)
-from brainseg.io.nifti import load_subject
+from brainseg.data.loading import load_subject
+from brainseg.evaluation.inference import load_checkpoint, predict_probabilities, predict_volume
+from brainseg.models.logits import FLIP_AXIS, flip_lr, predict_slices, predict_slices_with_tta
 from brainseg.models.unet import build_model
 from tests.conftest import write_subject
 

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from brainseg.data.loading import load_subject
+from brainseg.data.modalities import MODALITIES
 from brainseg.data.preprocess import extract_slices, normalize_slices
 from brainseg.errors import BrainsegError
 from brainseg.evaluation.inference import load_checkpoint, load_model, predict_volume
 from brainseg.evaluation.predict import run_predict
-from brainseg.io.nifti import MODALITIES, load_subject
 from brainseg.models.unet import build_model
 from tests.conftest import write_subject
 from tests.evaluation.test_inference import MODEL

@@ -98,7 +98,7 @@ def test_mlflow_records_params_curves_metrics_and_figures(runner, request):
     assert "postprocess_val_dice_mean" in found.data.metrics
     artifacts = {a.path for d in ("checkpoint", "history", "evaluation", "figures", "postprocess")
                  for a in client.list_artifacts(found.info.run_id, d)}
-    assert {"checkpoint/model.pt", "history/learning_curves.png", "evaluation/metrics.json",
+    assert {"checkpoint/model.pt", "history/train_history.csv", "evaluation/metrics.json",
             "evaluation/per_subject.csv", "postprocess/postprocess.json",
             "postprocess/postprocess.csv"} | {f"figures/{f}.png" for f in FIGURES} <= artifacts
     info = json.loads((repo / "models/mlflow_run.json").read_text())

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
+from brainseg.data.loading import load_subject
 from brainseg.data.preprocess import extract_slices, normalize_slices
-from brainseg.io.nifti import load_subject
 from tests.conftest import REAL_CASE, REPO
 
 

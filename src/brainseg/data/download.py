@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 
 from brainseg.data.manifest import write_manifest
+from brainseg.data.modalities import BRATS_KEYS, MODALITIES
 from brainseg.data.sources import DEFAULT_SOURCE_DIR, dataset_root, fetch_source, layout_of
 from brainseg.data.subjects import subject_ids, synthetic_index
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_dir
-from brainseg.io.nifti import BRATS_KEYS, MODALITIES, copy_as_gzip, save_nifti
+from brainseg.io.nifti import copy_as_gzip, save_nifti
 from brainseg.parallel import map_subjects
 from brainseg.params import load_params
 
@@ -48,7 +49,7 @@ def ingest_local(subject: str, out_dir: Path, root: Path, layout: str) -> str:
     layouts are converted: modalities renamed (or split out of a 4D Decathlon image,
     keeping their on-disk dtype) and labels mapped to BraTS 2020 values.
     """
-    from brainseg.data.layouts import load_source_subject
+    from brainseg.data.loading import load_source_subject
 
     src = load_source_subject(root, layout, subject, native=layout != "decathlon")
     if src.seg is None:

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from brainseg.data.loading import load_subject
 from brainseg.data.manifest import read_manifest
 from brainseg.data.preprocess import extract_slices
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_dir
-from brainseg.io.nifti import load_subject
 from brainseg.parallel import map_subjects
 from brainseg.params import load_params
 

@@ -19,6 +19,7 @@ import numpy as np
 from brainseg.data.preprocess import normalize_slices
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_dir
+from brainseg.io.listing import subject_folders
 from brainseg.parallel import map_subjects
 from brainseg.params import load_params
 
@@ -43,13 +44,6 @@ def normalize_subject(subject: str, in_dir: Path, out_dir: Path, cfg: dict[str, 
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
-def list_subjects(folder: Path) -> list[str]:
-    """Subject sub-folders of a stage output, sorted, hidden/temporary entries skipped."""
-    if not folder.is_dir():
-        raise BrainsegError(f"{folder}: folder not found")
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
 def run_normalize(
     params: dict[str, Any],
     in_dir: str | Path,
@@ -59,7 +53,8 @@ def run_normalize(
 ) -> None:
     """Normalize the given subjects (default: every subject folder in `in_dir`)."""
     in_dir, out_dir = Path(in_dir), Path(out_dir)
-    subjects = subjects if subjects is not None else list_subjects(in_dir)
+    if subjects is None:
+        subjects = [folder.name for folder in subject_folders(in_dir)]
     map_subjects(normalize_subject, subjects, jobs, "normalize", in_dir, out_dir,
                  params["normalize"])
     log.info("normalized %d subjects into %s", len(subjects), out_dir)

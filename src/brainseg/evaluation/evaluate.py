@@ -21,15 +21,16 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from brainseg.data.labels import REGIONS
+from brainseg.data.loading import load_subject
 from brainseg.data.split import read_splits
 from brainseg.evaluation.inference import load_checkpoint, predict_probabilities
 from brainseg.evaluation.labelmaps import PostprocessSettings, apply, read_settings
 from brainseg.evaluation.metrics import METRICS, region_metrics
 from brainseg.io.atomic import atomic_dir, write_text
-from brainseg.io.nifti import load_subject, save_nifti
+from brainseg.io.nifti import save_nifti
 from brainseg.params import load_params
+from brainseg.runtime import add_runtime_arguments, resolve_device, set_threads
 from brainseg.tracking import log_to_run, tag_model_version
-from brainseg.training.train import add_runtime_arguments, resolve_device, set_threads
 
 log = logging.getLogger(__name__)
 

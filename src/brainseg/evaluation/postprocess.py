@@ -42,24 +42,19 @@ import torch
 from tqdm.auto import tqdm
 
 from brainseg.data.labels import REGIONS, labels_to_regions
+from brainseg.data.loading import load_subject
 from brainseg.data.preprocess import to_original_grid
 from brainseg.data.split import read_splits
 from brainseg.errors import BrainsegError
 from brainseg.evaluation.evaluate import add_model_data_arguments
-from brainseg.evaluation.inference import (
-    load_checkpoint,
-    output_mode,
-    predict_slices,
-    predict_slices_with_tta,
-    prepare_volume,
-)
+from brainseg.evaluation.inference import load_checkpoint, output_mode, prepare_volume
 from brainseg.evaluation.labelmaps import PostprocessSettings, apply, write_settings
 from brainseg.evaluation.metrics import dice
 from brainseg.io.atomic import write_text
-from brainseg.io.nifti import load_subject
+from brainseg.models.logits import predict_slices, predict_slices_with_tta
 from brainseg.params import flatten, load_params
+from brainseg.runtime import add_runtime_arguments, resolve_device, set_threads
 from brainseg.tracking import log_to_run
-from brainseg.training.train import add_runtime_arguments, resolve_device, set_threads
 
 log = logging.getLogger(__name__)
 COLUMNS = ["step", "option", "value", *(f"dice_{r}" for r in REGIONS), "dice_mean", "gain",

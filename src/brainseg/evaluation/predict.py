@@ -21,14 +21,15 @@ import torch
 from tqdm.auto import tqdm
 
 from brainseg.data.inputs import SubjectFiles, folder_files, listed_files, load_modalities
-from brainseg.data.layouts import from_internal_labels, visible
+from brainseg.data.layouts import from_internal_labels
 from brainseg.errors import BrainsegError
 from brainseg.evaluation.inference import MLFLOW_SCHEMES, load_model, predict_probabilities
 from brainseg.evaluation.labelmaps import PostprocessSettings, apply, read_settings
-from brainseg.io.nifti import SUFFIXES, save_nifti
+from brainseg.io.listing import subject_folders, visible
+from brainseg.io.nifti import SUFFIXES, save_nifti, voxel_spacing
 from brainseg.io.orientation import Reorientation
+from brainseg.runtime import add_device_arguments, resolve_device, set_threads
 from brainseg.tracking import add_tracking_argument
-from brainseg.training.train import add_device_arguments, resolve_device, set_threads
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,7 @@ def predict_subject(predictor: Predictor, inputs: SubjectFiles, output: Path) ->
                                   predictor.batch_size, predictor.device,
                                   predictor.settings.flip_tta)
     # only the voxel volume enters the post-processing: the axis order does not matter
-    zooms = tuple(float(z) for z in ref.header.get_zooms()[:3])
-    labels = apply(probs, predictor.settings, zooms)
+    labels = apply(probs, predictor.settings, voxel_spacing(ref.header))
     labels = from_internal_labels(turn.undo(labels), inputs.layout)
     header = ref.header.copy()
     header["cal_min"], header["cal_max"] = 0, 0  # the scan's display range is not a label's
@@ -76,11 +76,6 @@ def predict_subject(predictor: Predictor, inputs: SubjectFiles, output: Path) ->
 
 def is_nifti_name(path: Path) -> bool:
     return path.name.lower().endswith(SUFFIXES)
-
-
-def subject_folders(root: Path) -> list[Path]:
-    """The visible sub-folders of a batch folder, sorted by name."""
-    return sorted(p for p in root.iterdir() if p.is_dir() and visible(p))
 
 
 def _has_nifti(folder: Path) -> bool:

@@ -18,8 +18,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from brainseg.data.labels import REGIONS, labels_to_regions
+from brainseg.data.modalities import MODALITIES
 from brainseg.errors import BrainsegError
-from brainseg.io.nifti import MODALITIES
 from brainseg.reporting.plots import REGION_COLORS, save_png
 from brainseg.training.data import SliceDataset, build_augmentation
 

@@ -16,7 +16,7 @@ import pandas as pd
 from brainseg.data.split import read_splits
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_dir
-from brainseg.io.nifti import find_nifti, load_nifti
+from brainseg.io.nifti import find_nifti, load_nifti, voxel_spacing
 from brainseg.params import load_params
 from brainseg.reporting.augmentation import plot_augmentations
 from brainseg.reporting.names import FIGURES
@@ -51,7 +51,7 @@ def load_case(raw_dir: Path, pred_dir: Path, subject: str) -> tuple[np.ndarray, 
     if not flair.shape == ref.shape == pred.shape:
         raise BrainsegError(f"{paths[2]}: shape {pred.shape} differs from the scan's "
                             f"{flair.shape} or the reference's {ref.shape}")
-    spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
+    spacing = voxel_spacing(img.header)
     return flair, ref.astype(np.uint8), pred.astype(np.uint8), spacing
 
 

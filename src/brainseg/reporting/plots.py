@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 
 from brainseg.data.labels import REGIONS
+from brainseg.data.loading import Subject
+from brainseg.data.modalities import MODALITIES
 from brainseg.io.atomic import atomic_file
-from brainseg.io.nifti import MODALITIES, Subject
 
 REGION_COLORS = {"WT": "#f2c230", "TC": "#e4572e", "ET": "#1f9bd1"}
 

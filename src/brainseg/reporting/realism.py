@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from brainseg.data.loading import Subject, load_subject
 from brainseg.data.manifest import read_manifest
+from brainseg.data.modalities import MODALITIES
 from brainseg.data.preprocess import extract_slices, normalize_slices
 from brainseg.io.atomic import atomic_dir, write_text
-from brainseg.io.nifti import MODALITIES, Subject, load_subject
 from brainseg.params import load_params
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -30,9 +28,14 @@ from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_file
 from brainseg.models.outputs import out_channels
 from brainseg.models.unet import build_model
-from brainseg.parallel import default_jobs
 from brainseg.params import load_params
-from brainseg.tracking import add_tracking_argument
+from brainseg.runtime import (
+    add_runtime_arguments,
+    autocast,
+    resolve_device,
+    seed_everything,
+    set_threads,
+)
 from brainseg.training import distributed
 from brainseg.training.data import SliceDataset, build_augmentation
 from brainseg.training.losses import SegmentationLoss
@@ -45,31 +48,12 @@ from brainseg.training.validation import validate
 log = logging.getLogger(__name__)
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch, and ask torch for deterministic algorithms."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(True, warn_only=True)
-
-
 def subject_folders(slices_dir: Path, splits: pd.DataFrame, split: str) -> list[Path]:
     """Folders of the subjects assigned to `split`, refusing an empty split."""
     names = sorted(splits.loc[splits["split"] == split, "subject"])
     if not names:
         raise BrainsegError(f"no subject in the '{split}' split")
     return [slices_dir / n for n in names]
-
-
-def autocast(precision: str, device: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast (CPU or CUDA), fp16 autocast (CUDA), or nothing for fp32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
 
 
 def model_config(params: dict[str, Any]) -> dict[str, Any]:
@@ -262,44 +246,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="training state saved after every epoch (default: train_state.pt "
                         "next to --model-out; removed when the training completes)")
     add_runtime_arguments(parser)
-
-
-def add_device_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--device` (or $BRAINSEG_DEVICE) and `--threads`, read by `resolve_device`/`set_threads`."""
-    parser.add_argument("--device", default=os.environ.get("BRAINSEG_DEVICE", "auto"),
-                        choices=["auto", "cpu", "cuda"],
-                        help="torch device (default: $BRAINSEG_DEVICE, else auto: cuda when "
-                        "available, else cpu)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch CPU threads, at most the usable cores (0: torch's default)")
-
-
-def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
-    """Knobs that change speed, not results: kept out of params.yaml."""
-    add_tracking_argument(parser)
-    add_device_arguments(parser)
-    parser.add_argument("--workers", type=int, default=0, help="data loader worker processes")
-
-
-def set_threads(threads: int) -> None:
-    """Use `threads` torch CPU threads, at most the usable cores (0: torch's default).
-
-    Snakemake may grant more threads than the machine has (`--cores 8` on 2 cores);
-    oversubscribing the cores slows convolutions down, so the grant is capped.
-    """
-    if threads > 0:
-        torch.set_num_threads(min(threads, default_jobs(0)))
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BrainsegError("--device cuda: no CUDA device is available")
-    if name not in ("cpu", "cuda"):
-        raise BrainsegError(f"unknown device '{name}' (auto | cpu | cuda; from --device or "
-                            "$BRAINSEG_DEVICE)")
-    return name
 
 
 def main(args: argparse.Namespace) -> None:
