@@ -15,7 +15,6 @@ from brainseg.evaluation.labelmaps import PostprocessSettings, read_settings
 from brainseg.evaluation.postprocess import (
     Case,
     choose,
-    crop_box,
     make_case,
     run_postprocess,
     score,
@@ -118,7 +117,9 @@ def test_cropping_the_cases_changes_no_score():
     for settings in (PostprocessSettings.uniform(0.3), PostprocessSettings(
             thresholds=0.7, min_component_mm3=20.0, et_to_necrosis_mm3=100.0, flip_tta=True)):
         assert score([cropped], settings) == score([full], settings)
-    assert crop_box(np.zeros((4, 4, 4), bool)) == (slice(0, 1),) * 3
+    empty = make_case("S-2", {False: np.zeros((3, 4, 4, 4), np.float32)},
+                      np.zeros((4, 4, 4), np.uint8), SPACING, floor=0.3)
+    assert empty.ref.shape == empty.probs[False].shape == (3, 1, 1, 1)  # one voxel
 
 
 @pytest.fixture

@@ -20,8 +20,6 @@ from brainseg.parallel import default_jobs
 if TYPE_CHECKING:  # pandas costs ~0.4 s to import: one download job per subject skips it
     import pandas as pd
 
-COLUMNS = ["subject", "source", "shape", "spacing", "wt_voxels", "tc_voxels", "et_voxels", "wt_cm3"]
-
 
 def manifest_row(subject_dir: Path, source: str) -> dict:
     """Describe one subject folder (reads the label map header and data only)."""

@@ -85,6 +85,19 @@ def read_splits(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
+def subjects_in_split(splits_path: str | Path, split: str) -> list[str]:
+    """The sorted ids of the subjects that data/splits.csv assigns to `split`.
+
+    Raises:
+        BrainsegError: the file is missing, or holds no subject in `split`.
+    """
+    splits = read_splits(splits_path)
+    subjects = sorted(splits.loc[splits["split"] == split, "subject"])
+    if not subjects:
+        raise BrainsegError(f"{splits_path}: no subject in the '{split}' split")
+    return subjects
+
+
 def run_split(params: dict[str, Any], manifest: str | Path, out: str | Path) -> pd.DataFrame:
     """Split the subjects of `manifest` and write the CSV `out` atomically."""
     cfg = params["split"]

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from brainseg.data.labels import REGIONS
 from brainseg.data.loading import load_subject
-from brainseg.data.split import read_splits
+from brainseg.data.split import subjects_in_split
 from brainseg.evaluation.inference import load_checkpoint, predict_probabilities
 from brainseg.evaluation.labelmaps import PostprocessSettings, apply, read_settings
 from brainseg.evaluation.metrics import METRICS, region_metrics
@@ -78,8 +78,7 @@ def run_evaluate(params: dict[str, Any], model_path: Path, splits_path: Path, ra
     settings = (read_settings(postprocess) if postprocess is not None
                 else PostprocessSettings.uniform(cfg["threshold"]))
     model, config = load_checkpoint(model_path, device)
-    splits = read_splits(splits_path)
-    subjects = sorted(splits.loc[splits["split"] == "test", "subject"])
+    subjects = subjects_in_split(splits_path, "test")
     rows = []
     with atomic_dir(pred_dir) as tmp:
         for subject in tqdm(subjects, desc="evaluate", unit="subject"):

@@ -41,11 +41,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from brainseg.data.boxes import bounding_box
 from brainseg.data.labels import REGIONS, labels_to_regions
 from brainseg.data.loading import load_subject
 from brainseg.data.preprocess import to_original_grid
-from brainseg.data.split import read_splits
-from brainseg.errors import BrainsegError
+from brainseg.data.split import subjects_in_split
 from brainseg.evaluation.evaluate import add_model_data_arguments
 from brainseg.evaluation.inference import load_checkpoint, output_mode, prepare_volume
 from brainseg.evaluation.labelmaps import PostprocessSettings, apply, write_settings
@@ -57,8 +57,8 @@ from brainseg.runtime import add_runtime_arguments, resolve_device, set_threads
 from brainseg.tracking import log_to_run
 
 log = logging.getLogger(__name__)
-COLUMNS = ["step", "option", "value", *(f"dice_{r}" for r in REGIONS), "dice_mean", "gain",
-           "chosen"]
+SEARCH_COLUMNS = ["step", "option", "value", *(f"dice_{r}" for r in REGIONS), "dice_mean",
+                  "gain", "chosen"]
 
 
 @dataclass
@@ -78,24 +78,17 @@ class Case:
     spacing: tuple[float, ...]
 
 
-def crop_box(*masks: np.ndarray) -> tuple[slice, ...]:
-    """Bounding box of the union of bool (x, y, z) masks (one voxel when all are empty)."""
-    union = np.logical_or.reduce(masks)
-    if not union.any():
-        return (slice(0, 1),) * union.ndim
-    coords = np.argwhere(union)
-    return tuple(slice(lo, hi + 1) for lo, hi in zip(coords.min(0), coords.max(0), strict=True))
-
-
 def make_case(subject: str, probs: dict[bool, np.ndarray], seg: np.ndarray,
               spacing: tuple[float, ...], floor: float) -> Case:
     """Crop the probabilities and reference to where a threshold above `floor` can matter.
 
     Exact for every setting whose thresholds are >= floor: outside the box no voxel is
     predicted and none is in the reference, so Dice and connected components are unchanged.
+    When nothing can be predicted and the reference is empty, the box is one voxel.
     """
     ref = labels_to_regions(seg)
-    box = crop_box(ref[0], *((p > floor).any(axis=0) for p in probs.values()))
+    union = np.logical_or.reduce([ref[0], *((p > floor).any(axis=0) for p in probs.values())])
+    box = bounding_box(union) or (slice(0, 1),) * union.ndim
     full = (slice(None), *box)
     return Case(subject, {k: np.ascontiguousarray(p[full]) for k, p in probs.items()},
                 np.ascontiguousarray(ref[full]), spacing)
@@ -171,13 +164,13 @@ class GreedySearch:
             self.current, self.best = candidates[best][1], scores[best]
             self.rows[first + best]["chosen"] = True
         log.info("postprocess: %s -> %s (val mean Dice %.4f)", option,
-                 _describe(option, self.current), self.best["mean"])
+                 _current_value(option, self.current), self.best["mean"])
 
     def table(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=COLUMNS)
+        return pd.DataFrame(self.rows, columns=SEARCH_COLUMNS)
 
 
-def _describe(option: str, settings: PostprocessSettings) -> Any:
+def _current_value(option: str, settings: PostprocessSettings) -> Any:
     if option.startswith("threshold_"):
         return settings.thresholds[option.removeprefix("threshold_")]
     if option.startswith("min_component_mm3_"):
@@ -215,10 +208,7 @@ def run_postprocess(params: dict[str, Any], model_path: Path, splits_path: Path,
                     tracking_uri: str, device: str = "cpu") -> PostprocessSettings:
     """Predict the validation subjects, choose the settings, write and log them."""
     cfg, base_threshold = params["postprocess"], params["evaluate"]["threshold"]
-    splits = read_splits(splits_path)
-    subjects = sorted(splits.loc[splits["split"] == "val", "subject"])
-    if not subjects:
-        raise BrainsegError(f"{splits_path}: no subject in the 'val' split to tune on")
+    subjects = subjects_in_split(splits_path, "val")
     model, config = load_checkpoint(model_path, device)
     floor = min([base_threshold, *cfg["thresholds"]])
     cases = predict_cases(model, config, raw_dir, subjects, params["evaluate"]["batch_size"],

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brainseg.data.split import read_splits
+from brainseg.data.split import subjects_in_split
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_dir
 from brainseg.io.nifti import find_nifti, load_nifti, voxel_spacing
@@ -78,8 +78,7 @@ def draw_cases(per_subject: pd.DataFrame, raw_dir: Path, pred_dir: Path, out: Pa
 def draw_augmentation(params: dict[str, Any], slices_dir: Path, splits_csv: Path,
                       out: Path) -> None:
     """Training slices with tumour and their augmented versions, under `train.augment`."""
-    splits = read_splits(splits_csv)
-    folders = [slices_dir / s for s in sorted(splits.loc[splits["split"] == "train", "subject"])]
+    folders = [slices_dir / s for s in subjects_in_split(splits_csv, "train")]
     plot_augmentations(folders, params["train"]["augment"], params["base"]["seed"], out,
                        params["figures"]["dpi"])
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from brainseg.data.labels import region_mask
 from brainseg.data.loading import Subject, load_subject
 from brainseg.data.manifest import read_manifest
 from brainseg.data.modalities import MODALITIES
@@ -28,30 +29,32 @@ from brainseg.params import load_params
 log = logging.getLogger(__name__)
 # Whole-tumour volumes of BraTS training cases span roughly this range (cm³).
 BRATS_WT_RANGE_CM3 = (10.0, 250.0)
-REGIONS = {"brain": "normal-appearing brain", "edema": "edema (2)", "core": "tumour core (1, 4)"}
+#: The tissue compartments whose intensities are compared, and their names in the figure.
+COMPARTMENTS = {"brain": "normal-appearing brain", "edema": "edema (2)",
+                "core": "tumour core (1, 4)"}
 
 
-def region_values(subject: Subject, params: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Normalized intensities (n, 4) per region, exactly as training sees them."""
+def compartment_values(subject: Subject, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Normalized intensities (n, 4) per compartment, exactly as training sees them."""
     ext = params["extract"]
     slices, labels, brain, _ = extract_slices(subject.image, subject.seg, ext["image_size"],
                                               ext["margin"], ext["min_brain_pixels"])
     normed, _ = normalize_slices(slices, brain, tuple(params["normalize"]["clip_percentiles"]))
     pixels = normed.transpose(0, 2, 3, 1).astype(np.float32)  # (s, h, w, 4)
     masks = {"brain": brain & (labels == 0), "edema": labels == 2,
-             "core": np.isin(labels, (1, 4))}
+             "core": region_mask(labels, "TC")}
     return {name: pixels[mask] for name, mask in masks.items()}
 
 
-def summarize(values: dict[str, np.ndarray]) -> dict[str, dict[str, list[float]]]:
-    """Mean and standard deviation per region and modality."""
+def intensity_stats(values: dict[str, np.ndarray]) -> dict[str, dict[str, list[float]]]:
+    """Mean and standard deviation per compartment and modality."""
     return {name: {"mean": v.mean(0).round(4).tolist() if len(v) else [],
                    "std": v.std(0).round(4).tolist() if len(v) else []}
             for name, v in values.items()}
 
 
 def pooled(subjects: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return {name: np.concatenate([s[name] for s in subjects]) for name in REGIONS}
+    return {name: np.concatenate([s[name] for s in subjects]) for name in COMPARTMENTS}
 
 
 def score_real(model_path: Path, real: Subject, params: dict[str, Any]) -> dict[str, float]:
@@ -75,13 +78,14 @@ def run_realism(params: dict[str, Any], raw_dir: Path, real_dir: Path, model: Pa
     chosen = manifest.sort_values("wt_cm3")["subject"].tolist()
     step = max(1, len(chosen) // params["realism"]["max_subjects"])
     chosen = chosen[::step][: params["realism"]["max_subjects"]]
-    synthetic = pooled([region_values(load_subject(raw_dir / s), params) for s in chosen])
+    synthetic = pooled([compartment_values(load_subject(raw_dir / s), params) for s in chosen])
     real = load_subject(real_dir)
-    real_values = region_values(real, params)
+    real_values = compartment_values(real, params)
     wt = manifest["wt_cm3"].to_numpy()
     summary: dict[str, Any] = {
         "synthetic_subjects": chosen, "real_case": real.subject,
-        "intensity": {"synthetic": summarize(synthetic), "real": summarize(real_values)},
+        "intensity": {"synthetic": intensity_stats(synthetic),
+                      "real": intensity_stats(real_values)},
         "wt_cm3": {"min": float(wt.min()), "median": float(np.median(wt)),
                    "max": float(wt.max()), "brats_range": list(BRATS_WT_RANGE_CM3)},
     }
@@ -91,8 +95,8 @@ def run_realism(params: dict[str, Any], raw_dir: Path, real_dir: Path, model: Pa
     dpi, bins = params["figures"]["dpi"], params["realism"]["bins"]
     median_subject = manifest.iloc[(manifest["wt_cm3"] - np.median(wt)).abs().argsort()[0]]
     with atomic_dir(out_dir) as tmp:
-        plot_histograms(synthetic, real_values, REGIONS, MODALITIES, bins, tmp / "histograms.png",
-                        dpi)
+        plot_histograms(synthetic, real_values, COMPARTMENTS, MODALITIES, bins,
+                        tmp / "histograms.png", dpi)
         plot_volumes(wt, BRATS_WT_RANGE_CM3, tmp / "tumour_volumes.png", dpi)
         plot_side_by_side(load_subject(raw_dir / median_subject["subject"]), real,
                           tmp / "synthetic_vs_real.png", dpi)

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from brainseg.data.labels import REGIONS
-from brainseg.data.split import read_splits
+from brainseg.data.split import subjects_in_split
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_file
 from brainseg.models.outputs import out_channels
@@ -48,14 +48,6 @@ from brainseg.training.validation import validate
 log = logging.getLogger(__name__)
 
 
-def subject_folders(slices_dir: Path, splits: pd.DataFrame, split: str) -> list[Path]:
-    """Folders of the subjects assigned to `split`, refusing an empty split."""
-    names = sorted(splits.loc[splits["split"] == split, "subject"])
-    if not names:
-        raise BrainsegError(f"no subject in the '{split}' split")
-    return [slices_dir / n for n in names]
-
-
 def model_config(params: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint stores to rebuild the model and preprocess new scans."""
     cfg = params["train"]
@@ -76,10 +68,9 @@ class Trainer:
         if cfg["precision"] == "fp16" and not ctx.device.startswith("cuda"):
             raise BrainsegError("train.precision fp16 needs a CUDA device; use bf16 on CPU")
         seed_everything(self.seed)
-        splits = read_splits(splits_path)
-        self.dataset = SliceDataset(subject_folders(slices_dir, splits, "train"),
-                                    build_augmentation(cfg["augment"], self.seed))
-        self.val_folders = subject_folders(slices_dir, splits, "val")
+        train = [slices_dir / s for s in subjects_in_split(splits_path, "train")]
+        self.dataset = SliceDataset(train, build_augmentation(cfg["augment"], self.seed))
+        self.val_folders = [slices_dir / s for s in subjects_in_split(splits_path, "val")]
         plan = BatchPlan(self.dataset.has_tumor, cfg["batch_size"], cfg["slices_per_epoch"],
                          cfg["tumor_fraction"], self.seed)
         self.sampler = EpochBatchSampler(plan, ctx.rank, ctx.world)

@@ -15,6 +15,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
+from brainseg.data.boxes import bounding_box
 from brainseg.data.synthetic.common import F32
 from brainseg.errors import BrainsegError
 
@@ -62,8 +63,8 @@ def templates() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 @functools.lru_cache(maxsize=1)
 def mni_bbox() -> tuple[np.ndarray, np.ndarray]:
     """Inclusive (low, high) voxel corners of the MNI152 brain mask, each of shape (3,)."""
-    idx = np.argwhere(templates()[0] > 0.5)
-    return idx.min(axis=0), idx.max(axis=0)
+    box = bounding_box(templates()[0] > 0.5)
+    return np.array([s.start for s in box]), np.array([s.stop - 1 for s in box])
 
 
 @functools.lru_cache(maxsize=1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from brainseg.data.boxes import bounding_box
 from brainseg.data.synthetic.common import F32, Lesion, smooth_lumps
 from brainseg.data.synthetic.config import SyntheticConfig
 
@@ -27,14 +28,6 @@ def _box_around(
         slice(max(int(c) - h, 0), min(int(c) + h + 1, n))
         for c, n in zip(centre, shape, strict=True)
     )
-
-
-def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
-    """Bounding-box slices of ``mask`` grown by ``margin`` voxels (clipped to the array)."""
-    idx = np.argwhere(mask)
-    lo = np.maximum(idx.min(axis=0) - margin, 0)
-    hi = np.minimum(idx.max(axis=0) + margin + 1, mask.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
 
 
 def _threshold(field: np.ndarray, valid: np.ndarray, n: float) -> float:
@@ -179,7 +172,7 @@ def _nested_labels(
     if not core.any():
         core = np.zeros_like(valid)
         core[tuple(np.array(valid.shape) // 2)] = valid[tuple(np.array(valid.shape) // 2)]
-    cb = _bbox(core, 3)
+    cb = bounding_box(core, 3)
     core_c = np.zeros_like(core)
     core_c[cb] = _largest(core[cb]) & valid[cb]
     whole = (whole & valid) | core_c
@@ -225,7 +218,7 @@ def tumor_weights(seg: np.ndarray) -> tuple[tuple[slice, ...], list[np.ndarray]]
     Returns:
         (slices bounding the tumours with a margin, [w2, w1, w4] float32 of that shape).
     """
-    tloc = _bbox(seg > 0, 4)
+    tloc = bounding_box(seg > 0, 4)
     sub = seg[tloc]
     return tloc, [
         ndi.gaussian_filter((sub == lab).astype(F32), 0.8, truncate=3.0) for lab in (2, 1, 4)
