@@ -40,7 +40,7 @@ def test_every_command_leads_to_a_module_and_function_of_its_name():
     """`brainseg <stage>` -> module `<stage>` -> `run_<stage>()` (dashes become underscores)."""
     import importlib
 
-    for command, (module, _) in COMMANDS.items():
+    for command, (module, _, _) in COMMANDS.items():
         name = command.replace("-", "_")
         assert module.rsplit(".", 1)[1] == name, (command, module)
         assert callable(getattr(importlib.import_module(module), f"run_{name}")), module

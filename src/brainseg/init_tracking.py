@@ -6,13 +6,12 @@ import argparse
 import logging
 from typing import Any
 
-from brainseg.params import load_params
-from brainseg.tracking import add_tracking_argument, setup_experiment, tracking_uri
+from brainseg.tracking import add_tracking_argument, setup_experiment
 
 log = logging.getLogger(__name__)
 
 
-def run_init_tracking(params: dict[str, Any], tracking_uri: str) -> str:
+def run_init_tracking(*, params: dict[str, Any], tracking_uri: str) -> str:
     """Create the experiment `train.experiment` at `tracking_uri` if missing; returns its id."""
     name = params["train"]["experiment"]
     exp_id = setup_experiment(tracking_uri, name)
@@ -21,9 +20,10 @@ def run_init_tracking(params: dict[str, Any], tracking_uri: str) -> str:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", required=True, help="params.yaml (train.experiment is used)")
     add_tracking_argument(parser)
 
 
-def main(args: argparse.Namespace) -> None:
-    run_init_tracking(load_params(args.params), tracking_uri(args.tracking_uri))
+def main(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from brainseg.tracking import tracking_uri
+
+    run_init_tracking(params=params, tracking_uri=tracking_uri(args.tracking_uri))

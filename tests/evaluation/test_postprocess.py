@@ -144,8 +144,9 @@ def test_stage_writes_settings_table_and_logs_them(stage_inputs, params):
         run_id = run.info.run_id
     write_run_info(tmp_path / "run.json", run_id, "Default")
     out_json, out_csv = tmp_path / "reports/postprocess.json", tmp_path / "reports/postprocess.csv"
-    settings = run_postprocess(params, tmp_path / "model.pt", splits, raw, out_json, out_csv,
-                               tmp_path / "run.json", uri)
+    settings = run_postprocess(params=params, model=tmp_path / "model.pt", splits=splits,
+                               raw_dir=raw, settings_out=out_json, table_out=out_csv,
+                               run_info=tmp_path / "run.json", tracking_uri=uri)
     assert read_settings(out_json) == settings
     table = pd.read_csv(out_csv)
     assert table["option"].iloc[0] == "baseline" and table["chosen"].iloc[0]
@@ -161,8 +162,10 @@ def test_stage_writes_settings_table_and_logs_them(stage_inputs, params):
     assert artifacts == {"postprocess/postprocess.json", "postprocess/postprocess.csv"}
 
     # evaluate applies the chosen settings to the test subject
-    metrics = run_evaluate(params, tmp_path / "model.pt", splits, raw, tmp_path / "pred",
-                           tmp_path / "per_subject.csv", tmp_path / "metrics.json", None, uri,
+    metrics = run_evaluate(params=params, model=tmp_path / "model.pt", splits=splits,
+                           raw_dir=raw, pred_dir=tmp_path / "pred",
+                           per_subject_out=tmp_path / "per_subject.csv",
+                           metrics_out=tmp_path / "metrics.json", tracking_uri=uri,
                            postprocess=out_json)
     assert metrics["test"]["n_subjects"] == 1
 
@@ -171,8 +174,8 @@ def test_stage_refuses_an_empty_validation_split(stage_inputs, params):
     tmp_path, raw, splits = stage_inputs
     pd.DataFrame({"subject": ["S-000"], "split": ["train"]}).to_csv(splits, index=False)
     with pytest.raises(BrainsegError, match=f"{splits}: no subject in the 'val' split"):
-        run_postprocess(params, tmp_path / "model.pt", splits, raw, tmp_path / "p.json",
-                        tmp_path / "p.csv", None, "unused")
+        run_postprocess(params=params, model=tmp_path / "model.pt", splits=splits, raw_dir=raw,
+                        settings_out=tmp_path / "p.json", table_out=tmp_path / "p.csv")
     assert not (tmp_path / "p.json").exists()
 
 
@@ -181,7 +184,7 @@ def test_evaluate_refuses_a_bad_settings_file_before_writing_anything(stage_inpu
     bad = tmp_path / "postprocess.json"
     bad.write_text(json.dumps({"thresholds": 2}))
     with pytest.raises(BrainsegError, match=f"{bad}: "):
-        run_evaluate(params, tmp_path / "model.pt", splits, raw, tmp_path / "pred",
-                     tmp_path / "per_subject.csv", tmp_path / "metrics.json", None, "unused",
-                     postprocess=bad)
+        run_evaluate(params=params, model=tmp_path / "model.pt", splits=splits, raw_dir=raw,
+                     pred_dir=tmp_path / "pred", per_subject_out=tmp_path / "per_subject.csv",
+                     metrics_out=tmp_path / "metrics.json", postprocess=bad)
     assert not (tmp_path / "pred").exists() and not (tmp_path / "metrics.json").exists()

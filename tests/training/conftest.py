@@ -52,7 +52,7 @@ def train_params() -> dict:
 
 
 def train_paths(root: Path) -> dict[str, Path]:
-    return {"slices_dir": root / "slices", "splits_path": root / "splits.csv",
+    return {"slices_dir": root / "slices", "splits": root / "splits.csv",
             "model_out": root / "models" / "model.pt",
             "history_out": root / "reports" / "history.csv",
             "run_info_out": root / "models" / "run.json"}

@@ -21,7 +21,6 @@ from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_dir
 from brainseg.io.listing import subject_folders
 from brainseg.parallel import map_subjects
-from brainseg.params import load_params
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +44,7 @@ def normalize_subject(subject: str, in_dir: Path, out_dir: Path, cfg: dict[str, 
 
 
 def run_normalize(
+    *,
     params: dict[str, Any],
     in_dir: str | Path,
     out_dir: str | Path,
@@ -61,14 +61,15 @@ def run_normalize(
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", required=True, help="params.yaml to read (validated)")
     parser.add_argument("--in-dir", required=True, type=Path, help="extract output")
     parser.add_argument("--out-dir", required=True, type=Path, help="training store (data/slices)")
     parser.add_argument(
-        "--subject", action="append", help="only this subject (repeatable); default: all"
+        "--subject", action="append", dest="subjects",
+        help="only this subject (repeatable); default: all"
     )
     parser.add_argument("--jobs", type=int, default=0, help="processes (0: all cores)")
 
 
-def main(args: argparse.Namespace) -> None:
-    run_normalize(load_params(args.params), args.in_dir, args.out_dir, args.subject, args.jobs)
+def main(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    run_normalize(params=params, in_dir=args.in_dir, out_dir=args.out_dir,
+                  subjects=args.subjects, jobs=args.jobs)

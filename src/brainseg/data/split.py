@@ -18,7 +18,6 @@ from sklearn.model_selection import train_test_split
 from brainseg.data.manifest import read_manifest
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_file
-from brainseg.params import load_params
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +97,7 @@ def subjects_in_split(splits_path: str | Path, split: str) -> list[str]:
     return subjects
 
 
-def run_split(params: dict[str, Any], manifest: str | Path, out: str | Path) -> pd.DataFrame:
+def run_split(*, params: dict[str, Any], manifest: str | Path, out: str | Path) -> pd.DataFrame:
     """Split the subjects of `manifest` and write the CSV `out` atomically."""
     cfg = params["split"]
     splits = split_subjects(read_manifest(manifest), cfg["val_fraction"], cfg["test_fraction"],
@@ -110,10 +109,9 @@ def run_split(params: dict[str, Any], manifest: str | Path, out: str | Path) -> 
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", required=True, help="params.yaml to read (validated)")
     parser.add_argument("--manifest", required=True, type=Path, help="data/raw/manifest.csv")
     parser.add_argument("--out", required=True, type=Path, help="output CSV (data/splits.csv)")
 
 
-def main(args: argparse.Namespace) -> None:
-    run_split(load_params(args.params), args.manifest, args.out)
+def main(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    run_split(params=params, manifest=args.manifest, out=args.out)

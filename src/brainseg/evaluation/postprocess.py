@@ -52,7 +52,7 @@ from brainseg.evaluation.labelmaps import PostprocessSettings, apply, write_sett
 from brainseg.evaluation.metrics import dice
 from brainseg.io.atomic import write_text
 from brainseg.models.logits import predict_slices, predict_slices_with_tta
-from brainseg.params import flatten, load_params
+from brainseg.params import flatten
 from brainseg.runtime import add_runtime_arguments, resolve_device, set_threads
 from brainseg.tracking import log_to_run
 
@@ -203,15 +203,27 @@ def choose(cases: list[Case], cfg: dict[str, Any], base_threshold: float) -> Gre
     return search
 
 
-def run_postprocess(params: dict[str, Any], model_path: Path, splits_path: Path, raw_dir: Path,
-                    settings_out: Path, table_out: Path, run_info: Path | None,
-                    tracking_uri: str, device: str = "cpu") -> PostprocessSettings:
-    """Predict the validation subjects, choose the settings, write and log them."""
+def run_postprocess(*, params: dict[str, Any], model: Path, splits: Path, raw_dir: Path,
+                    settings_out: Path, table_out: Path, run_info: Path | None = None,
+                    tracking_uri: str = "", device: str = "cpu") -> PostprocessSettings:
+    """Predict the validation subjects, choose the settings, write and log them.
+
+    Args:
+        params: the validated params (sections postprocess, evaluate).
+        model: the checkpoint written by `train`.
+        splits: data/splits.csv (its val subjects are predicted).
+        raw_dir: the raw NIfTI folder (data/raw).
+        settings_out: JSON of the chosen settings (read by `evaluate` and `predict`).
+        table_out: CSV of every setting tried.
+        run_info: the JSON written by `train`; results go to that MLflow run.
+        tracking_uri: the MLflow tracking URI (used with `run_info`).
+        device: torch device.
+    """
     cfg, base_threshold = params["postprocess"], params["evaluate"]["threshold"]
-    subjects = subjects_in_split(splits_path, "val")
-    model, config = load_checkpoint(model_path, device)
+    subjects = subjects_in_split(splits, "val")
+    net, config = load_checkpoint(model, device)
     floor = min([base_threshold, *cfg["thresholds"]])
-    cases = predict_cases(model, config, raw_dir, subjects, params["evaluate"]["batch_size"],
+    cases = predict_cases(net, config, raw_dir, subjects, params["evaluate"]["batch_size"],
                           device, cfg["flip_tta"], floor)
     search = choose(cases, cfg, base_threshold)
     write_settings(settings_out, search.current)
@@ -248,10 +260,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_runtime_arguments(parser)
 
 
-def main(args: argparse.Namespace) -> None:
+def main(args: argparse.Namespace, params: dict[str, Any]) -> None:
     from brainseg.tracking import tracking_uri
 
     set_threads(args.threads)
-    run_postprocess(load_params(args.params), args.model, args.splits, args.raw_dir,
-                    args.settings_out, args.table_out, args.run_info,
-                    tracking_uri(args.tracking_uri), resolve_device(args.device))
+    run_postprocess(params=params, model=args.model, splits=args.splits, raw_dir=args.raw_dir,
+                    settings_out=args.settings_out, table_out=args.table_out,
+                    run_info=args.run_info, tracking_uri=tracking_uri(args.tracking_uri),
+                    device=resolve_device(args.device))

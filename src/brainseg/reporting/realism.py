@@ -24,7 +24,6 @@ from brainseg.data.manifest import read_manifest
 from brainseg.data.modalities import MODALITIES
 from brainseg.data.preprocess import extract_slices, normalize_slices
 from brainseg.io.atomic import atomic_dir, write_text
-from brainseg.params import load_params
 
 log = logging.getLogger(__name__)
 # Whole-tumour volumes of BraTS training cases span roughly this range (cm³).
@@ -69,9 +68,18 @@ def score_real(model_path: Path, real: Subject, params: dict[str, Any]) -> dict[
     return {f"{m}_{r}": scores[r][m] for r in scores for m in ("dice", "hd95")}
 
 
-def run_realism(params: dict[str, Any], raw_dir: Path, real_dir: Path, model: Path | None,
-                out_dir: Path, summary_out: Path) -> dict[str, Any]:
-    """Compare up to `realism.max_subjects` synthetic subjects with the real case."""
+def run_realism(*, params: dict[str, Any], raw_dir: Path, real: Path, out_dir: Path,
+                summary_out: Path, model: Path | None = None) -> dict[str, Any]:
+    """Compare up to `realism.max_subjects` synthetic subjects with the real case.
+
+    Args:
+        params: the validated params (sections realism, extract, normalize, evaluate, figures).
+        raw_dir: the synthetic cohort (data/raw, with manifest.csv).
+        real: a real subject folder in BraTS 2020 layout.
+        out_dir: the figure folder (replaced atomically).
+        summary_out: the JSON summary.
+        model: a trained checkpoint: the real case is also segmented and scored.
+    """
     from brainseg.reporting.plots import plot_histograms, plot_side_by_side, plot_volumes
 
     manifest = read_manifest(raw_dir / "manifest.csv")
@@ -79,33 +87,32 @@ def run_realism(params: dict[str, Any], raw_dir: Path, real_dir: Path, model: Pa
     step = max(1, len(chosen) // params["realism"]["max_subjects"])
     chosen = chosen[::step][: params["realism"]["max_subjects"]]
     synthetic = pooled([compartment_values(load_subject(raw_dir / s), params) for s in chosen])
-    real = load_subject(real_dir)
-    real_values = compartment_values(real, params)
+    case = load_subject(real)
+    real_values = compartment_values(case, params)
     wt = manifest["wt_cm3"].to_numpy()
     summary: dict[str, Any] = {
-        "synthetic_subjects": chosen, "real_case": real.subject,
+        "synthetic_subjects": chosen, "real_case": case.subject,
         "intensity": {"synthetic": intensity_stats(synthetic),
                       "real": intensity_stats(real_values)},
         "wt_cm3": {"min": float(wt.min()), "median": float(np.median(wt)),
                    "max": float(wt.max()), "brats_range": list(BRATS_WT_RANGE_CM3)},
     }
     if model is not None:
-        summary["real_scan"] = score_real(model, real, params)
-        log.info("synthetic-trained model on %s: %s", real.subject, summary["real_scan"])
+        summary["real_scan"] = score_real(model, case, params)
+        log.info("synthetic-trained model on %s: %s", case.subject, summary["real_scan"])
     dpi, bins = params["figures"]["dpi"], params["realism"]["bins"]
     median_subject = manifest.iloc[(manifest["wt_cm3"] - np.median(wt)).abs().argsort()[0]]
     with atomic_dir(out_dir) as tmp:
         plot_histograms(synthetic, real_values, COMPARTMENTS, MODALITIES, bins,
                         tmp / "histograms.png", dpi)
         plot_volumes(wt, BRATS_WT_RANGE_CM3, tmp / "tumour_volumes.png", dpi)
-        plot_side_by_side(load_subject(raw_dir / median_subject["subject"]), real,
+        plot_side_by_side(load_subject(raw_dir / median_subject["subject"]), case,
                           tmp / "synthetic_vs_real.png", dpi)
     write_text(summary_out, json.dumps(summary, indent=1) + "\n")
     return summary
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", required=True, help="params.yaml to read (validated)")
     parser.add_argument("--raw-dir", required=True, type=Path,
                         help="the synthetic cohort (data/raw, with manifest.csv)")
     parser.add_argument("--real", required=True, type=Path,
@@ -117,7 +124,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--summary-out", required=True, type=Path, help="JSON summary")
 
 
-def main(args: argparse.Namespace) -> None:
-    run_realism(load_params(args.params), args.raw_dir, args.real, args.model, args.out_dir,
-                args.summary_out)
+def main(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    run_realism(params=params, raw_dir=args.raw_dir, real=args.real, out_dir=args.out_dir,
+                summary_out=args.summary_out, model=args.model)
 

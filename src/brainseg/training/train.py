@@ -28,7 +28,6 @@ from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_file
 from brainseg.models.outputs import out_channels
 from brainseg.models.unet import build_model
-from brainseg.params import load_params
 from brainseg.runtime import (
     add_runtime_arguments,
     autocast,
@@ -135,25 +134,34 @@ class Trainer:
         return np.asarray(image[len(image) // 2: len(image) // 2 + 1], dtype=np.float32)
 
 
-def run_train(params: dict[str, Any], slices_dir: str | Path, splits_path: str | Path,
+def run_train(*, params: dict[str, Any], slices_dir: str | Path, splits: str | Path,
               model_out: str | Path, history_out: str | Path, run_info_out: str | Path,
               tracking_uri: str, device: str = "cpu", workers: int = 0, resume: bool = False,
-              state_path: str | Path | None = None) -> dict[str, float]:
+              state: str | Path | None = None) -> dict[str, float]:
     """Train, keep the best epoch's weights, and record everything in one MLflow run.
 
     Args:
-        resume: continue from the state at `state_path` (same params), in the same run.
-        state_path: the per-epoch training state (default: train_state.pt next to
+        params: the validated params (sections base, extract, normalize, train).
+        slices_dir: the training store of `normalize` (one folder per subject).
+        splits: data/splits.csv (its train and val subjects are used).
+        model_out: the best checkpoint (weights and the config that rebuilds the model).
+        history_out: the per-epoch CSV.
+        run_info_out: JSON with the MLflow run id and registered model version.
+        tracking_uri: the MLflow tracking URI.
+        device: torch device ("cpu", "cuda").
+        workers: data loader worker processes.
+        resume: continue from the state at `state` (same params), in the same run.
+        state: the per-epoch training state (default: train_state.pt next to
             `model_out`); removed when the training completes.
 
     Returns:
         The best epoch's history row.
     """
-    model_out, state_path = Path(model_out), Path(state_path or Path(model_out).parent
-                                                   / "train_state.pt")
+    model_out = Path(model_out)
+    state_path = Path(state or model_out.parent / "train_state.pt")
     ctx = distributed.setup(device)
     try:
-        return _train(params, Path(slices_dir), Path(splits_path), model_out, Path(history_out),
+        return _train(params, Path(slices_dir), Path(splits), model_out, Path(history_out),
                       Path(run_info_out), tracking_uri, ctx, workers, resume, state_path)
     finally:
         distributed.teardown(ctx)
@@ -222,7 +230,6 @@ def _finish(run, trainer, best, history, model_out, history_out, run_info_out, c
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", required=True, help="params.yaml to read (validated)")
     parser.add_argument("--slices-dir", required=True, type=Path, help="normalize output")
     parser.add_argument("--splits", required=True, type=Path, help="data/splits.csv")
     parser.add_argument("--model-out", required=True, type=Path, help="best checkpoint (.pt)")
@@ -239,10 +246,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_runtime_arguments(parser)
 
 
-def main(args: argparse.Namespace) -> None:
+def main(args: argparse.Namespace, params: dict[str, Any]) -> None:
     from brainseg.tracking import tracking_uri
 
     set_threads(args.threads)
-    run_train(load_params(args.params), args.slices_dir, args.splits, args.model_out,
-              args.history_out, args.run_info_out, tracking_uri(args.tracking_uri),
-              resolve_device(args.device), args.workers, args.resume, args.state)
+    run_train(params=params, slices_dir=args.slices_dir, splits=args.splits,
+              model_out=args.model_out, history_out=args.history_out,
+              run_info_out=args.run_info_out, tracking_uri=tracking_uri(args.tracking_uri),
+              device=resolve_device(args.device), workers=args.workers, resume=args.resume,
+              state=args.state)
