@@ -41,8 +41,7 @@ def default_checkpoint(path: Path, params_path: Path) -> dict:
     params = load_params(params_path)
     torch.manual_seed(0)
     model_cfg = {**params["train"]["model"], "in_channels": 4, "out_channels": 3}
-    config = {"model": model_cfg, "extract": params["extract"],
-              "normalize": params["normalize"], "regions": ["WT", "TC", "ET"]}
+    config = {"model": model_cfg, "extract": params["extract"], "normalize": params["normalize"]}
     torch.save({"state_dict": build_model(model_cfg).state_dict(), "config": config}, path)
     return config
 

@@ -31,7 +31,7 @@ def segment(model, inputs: list[Path], output: Path, **kwargs) -> list[Path]:
 def model_config(image_size: int) -> dict:
     return {"model": MODEL,
             "extract": {"image_size": image_size, "margin": 2, "min_brain_pixels": 4},
-            "normalize": {"clip_percentiles": [0.5, 99.5]}, "regions": ["WT", "TC", "ET"]}
+            "normalize": {"clip_percentiles": [0.5, 99.5]}}
 
 
 def varied_model(image: np.ndarray, image_size: int = 32) -> tuple[torch.nn.Module, dict]:

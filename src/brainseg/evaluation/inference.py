@@ -60,7 +60,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[UNet, dict[s
 
 
 CONFIG_KEYS: dict[str, tuple[str, ...]] = {
-    "model": ("base_channels", "depth", "norm", "dropout"),
+    "model": ("base_channels", "depth", "norm", "dropout", "output"),
     "extract": ("image_size", "margin", "min_brain_pixels"),
     "normalize": ("clip_percentiles",),
 }
@@ -176,8 +176,8 @@ def prepare_volume(config: dict[str, Any], image: np.ndarray) -> tuple[np.ndarra
 
 
 def output_mode(config: dict[str, Any]) -> str:
-    """The network's output mode stored in a checkpoint config (`regions` before it existed)."""
-    return config["model"].get("output", "regions")
+    """The network's output mode stored in a checkpoint config (`regions` or `softmax`)."""
+    return config["model"]["output"]
 
 
 def predict_probabilities(

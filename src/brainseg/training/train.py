@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from brainseg.data.labels import REGIONS
+from brainseg.data.modalities import MODALITIES
 from brainseg.data.split import subjects_in_split
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_file
@@ -50,11 +50,9 @@ log = logging.getLogger(__name__)
 def model_config(params: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint stores to rebuild the model and preprocess new scans."""
     cfg = params["train"]
-    return {"model": {**cfg["model"], "in_channels": 4,
+    return {"model": {**cfg["model"], "in_channels": len(MODALITIES),
                       "out_channels": out_channels(cfg["model"]["output"])},
-            "extract": params["extract"], "normalize": params["normalize"],
-            "regions": list(REGIONS), "precision": cfg["precision"],
-            "channels_last": cfg["channels_last"]}
+            "extract": params["extract"], "normalize": params["normalize"]}
 
 
 class Trainer:
