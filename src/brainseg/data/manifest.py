@@ -17,7 +17,7 @@ from brainseg.io.hashing import file_digests
 from brainseg.io.nifti import load_nifti, voxel_spacing
 from brainseg.parallel import default_jobs
 
-if TYPE_CHECKING:  # pandas costs ~0.4 s to import: one download job per subject skips it
+if TYPE_CHECKING:  # pandas is slow to import: one download job per subject skips it
     import pandas as pd
 
 

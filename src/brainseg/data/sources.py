@@ -30,7 +30,8 @@ def fetch_source(cfg: dict[str, Any], source_dir: Path) -> Path:
     The unpacked folder carries a marker with the archive's name and checksum, so a
     changed URL or checksum unpacks again and an unchanged one does nothing.
     """
-    from brainseg.io.fetch import extract_archive, fetch
+    from brainseg.io.archives import extract_archive
+    from brainseg.io.fetch import fetch
 
     if not cfg.get("url"):
         raise BrainsegError("download.url: required when download.source is 'url'")

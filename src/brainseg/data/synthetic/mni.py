@@ -27,7 +27,7 @@ _MNI_MASK_THRESHOLD = 0.2  # nilearn's load_mni152_brain_mask default
 
 
 def _nilearn_data() -> Path:
-    """nilearn's packaged data folder, found without importing nilearn (about 2 s)."""
+    """nilearn's packaged data folder, found without importing nilearn (seconds of start-up)."""
     spec = importlib.util.find_spec("nilearn")
     if spec is None or not spec.submodule_search_locations:
         raise BrainsegError("nilearn is not installed: the synthetic cohort needs its MNI152 "
@@ -48,7 +48,7 @@ def templates() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     The values of nilearn's `load_mni152_brain_mask`, `load_mni152_gm_template` and
     `load_mni152_wm_template` at resolution 1 (each template divided by its maximum, the
     mask the T1 template above 0.2), read from nilearn's packaged files with nibabel:
-    importing `nilearn.datasets` would cost every download job about 2 s.
+    importing `nilearn.datasets` would cost every download job seconds of start-up.
 
     Returns:
         (mask, gm, wm), float32 arrays of shape (197, 233, 189), axes (x, y, z) RAS.
