@@ -14,7 +14,7 @@ of everything on the first subject only):
 - ours: `extract_subject` (decode, validate, crop, resize, write .npy) followed by
   `normalize_subject` (read, percentile clip, z-score, write float16), the two
   stages' per-subject work with their file output.
-The figure is the median over subjects. Target (issue 6): ours <= 1.5 x (floor + 0.12 s),
+The figure is the median over subjects. Target: ours <= 1.5 x (floor + 0.12 s),
 0.12 s being the cost of a careful normalize + resize at this size.
 """
 

@@ -268,8 +268,9 @@ def train(params: dict[str, Any], data: dict[str, Path], out: Path, uri: str,
 
     out.mkdir(parents=True)
     start = time.perf_counter()
-    run_train(params, data["slices"], data["splits"], out / "model.pt", out / "history.csv",
-              out / "run_info.json", uri, device)
+    run_train(params=params, slices_dir=data["slices"], splits=data["splits"],
+              model_out=out / "model.pt", history_out=out / "history.csv",
+              run_info_out=out / "run_info.json", tracking_uri=uri, device=device)
     return time.perf_counter() - start
 
 
@@ -286,16 +287,18 @@ def score(params: dict[str, Any], data: dict[str, Path], out: Path, uri: str,
     import pandas as pd
 
     from brainseg.evaluation.evaluate import run_evaluate
-    from brainseg.evaluation.tune import run_postprocess
+    from brainseg.evaluation.postprocess import run_postprocess
 
-    settings = run_postprocess(params, out / "model.pt", data["splits"], data["raw"],
-                               out / "postprocess.json", out / "postprocess.csv", None, uri,
-                               device)
+    settings = run_postprocess(params=params, model=out / "model.pt", splits=data["splits"],
+                               raw_dir=data["raw"], settings_out=out / "postprocess.json",
+                               table_out=out / "postprocess.csv", device=device)
     result: dict[str, dict] = {"settings": settings.to_dict()}
     for kind, chosen in (("plain", None), ("post", out / "postprocess.json")):
-        metrics = run_evaluate(params, out / "model.pt", data["splits"], data["raw"],
-                               out / f"pred-{kind}", out / f"per_subject-{kind}.csv",
-                               out / f"metrics-{kind}.json", None, uri, device, chosen)
+        metrics = run_evaluate(params=params, model=out / "model.pt", splits=data["splits"],
+                               raw_dir=data["raw"], pred_dir=out / f"pred-{kind}",
+                               per_subject_out=out / f"per_subject-{kind}.csv",
+                               metrics_out=out / f"metrics-{kind}.json", device=device,
+                               postprocess=chosen)
         table = pd.read_csv(out / f"per_subject-{kind}.csv")
         result[kind] = {
             "dice": {r: metrics["test"]["dice"][r] for r in REGIONS},

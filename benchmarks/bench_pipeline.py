@@ -49,13 +49,13 @@ import psutil
 import yaml
 
 from benchmarks.common import LATEST, REPO, Figure, record, setup_logging
+from brainseg.data.modalities import BRATS_KEYS
 
 log = logging.getLogger("bench_pipeline")
 
 GIB, MIB = 2**30, 2**20
 SECTIONS = ("e2e", "noop", "scaling")
 DATA_STAGES = ("download", "extract", "normalize", "split")
-KEYS = ("t1", "t1ce", "t2", "flair", "seg")
 SMOKE_PARAMS = REPO / "tests" / "params-smoke.yaml"
 SMOKE_RESULTS = REPO / "benchmarks" / "logs" / "smoke.json"
 E2E_TARGET_S, MEMORY_TARGET_GIB, NOOP_TARGET_S = 600.0, 4.0, 2.0
@@ -307,7 +307,7 @@ def link_cohort(raw_dir: Path, dst: Path, factor: int) -> list[str]:
         for r in range(factor):
             new = f"{subject}-r{r:02d}"
             (dst / new).mkdir(parents=True)
-            for key in KEYS:
+            for key in BRATS_KEYS:
                 os.link(raw_dir / subject / f"{subject}_{key}.nii.gz",
                         dst / new / f"{new}_{key}.nii.gz")
             ids.append(new)

@@ -41,8 +41,7 @@ def default_checkpoint(path: Path, params_path: Path) -> dict:
     params = load_params(params_path)
     torch.manual_seed(0)
     model_cfg = {**params["train"]["model"], "in_channels": 4, "out_channels": 3}
-    config = {"model": model_cfg, "extract": params["extract"],
-              "normalize": params["normalize"], "regions": ["WT", "TC", "ET"]}
+    config = {"model": model_cfg, "extract": params["extract"], "normalize": params["normalize"]}
     torch.save({"state_dict": build_model(model_cfg).state_dict(), "config": config}, path)
     return config
 
@@ -69,8 +68,8 @@ def main() -> None:
         config = default_checkpoint(ckpt, args.params)
         log.info("model %s, image_size %d, %d torch threads, input %s", config["model"],
                  config["extract"]["image_size"], torch.get_num_threads(), args.input)
-        first = timed(lambda: run_predict(str(ckpt), [args.input], out))
-        times = [timed(lambda: run_predict(str(ckpt), [args.input], out))
+        first = timed(lambda: run_predict(model=str(ckpt), inputs=[args.input], output=out))
+        times = [timed(lambda: run_predict(model=str(ckpt), inputs=[args.input], output=out))
                  for _ in range(args.repeats)]
         median = statistics.median(times)
         log.info("in process: first %.2f s; median of %d %.2f s (min %.2f, max %.2f); "

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from brainseg.io.nifti import MODALITIES
+from brainseg.data.modalities import MODALITIES
 
 REPO = Path(__file__).resolve().parents[1]
 AFFINE = np.array([[-1.0, 0, 0, 0], [0, -1.0, 0, 31], [0, 0, 1.0, 0], [0, 0, 0, 1]])

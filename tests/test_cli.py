@@ -38,6 +38,16 @@ def test_every_subcommand_explains_every_option(command, tmp_path):
     assert "help" in result.stdout and len(result.stdout.splitlines()) > len(options) + 3
 
 
+def test_every_command_leads_to_a_module_and_function_of_its_name():
+    """`brainseg <stage>` -> module `<stage>` -> `run_<stage>()` (dashes become underscores)."""
+    import importlib
+
+    for command, (module, _, _) in COMMANDS.items():
+        name = command.replace("-", "_")
+        assert module.rsplit(".", 1)[1] == name, (command, module)
+        assert callable(getattr(importlib.import_module(module), f"run_{name}")), module
+
+
 def local_params(tmp_path: Path, source_dir: Path) -> Path:
     params = yaml.safe_load((REPO / "tests" / "params-smoke.yaml").read_text())
     params["download"].update(source="local", path=str(source_dir))

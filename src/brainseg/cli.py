@@ -1,8 +1,11 @@
 """The `brainseg` command: one subcommand per pipeline stage.
 
-Each subcommand is a thin wrapper over a plain function (`run_<stage>`), so Snakemake
-rules and DVC stages call the very same code. Stage modules are imported only when
-their subcommand runs, which keeps `brainseg download` free of torch's start-up cost.
+Each subcommand is a thin wrapper over a plain function: `brainseg <stage>` runs
+`run_<stage>()` of the module `<stage>` named in `COMMANDS`, so Snakemake rules and DVC
+stages call the very same code. `--params` is declared here, once, for every command
+that reads params.yaml, and loaded (validated) here: the module's `main(args, params)`
+gets the loaded params. Stage modules are imported only when their subcommand runs,
+which keeps `brainseg download` free of torch's start-up cost.
 """
 
 from __future__ import annotations
@@ -11,35 +14,59 @@ import argparse
 import importlib
 import logging
 import sys
+from pathlib import Path
+from typing import NamedTuple
 
 from brainseg import __version__
 from brainseg.errors import BrainsegError
+from brainseg.params import load_params
 
 log = logging.getLogger("brainseg")
 
-COMMANDS: dict[str, tuple[str, str]] = {
-    "download": ("brainseg.data.download",
-                 "generate the synthetic cohort or ingest a BraTS folder into data/raw"),
-    "extract": ("brainseg.data.extract",
-                "validate raw subjects, crop to the brain, resize axial slices"),
-    "normalize": ("brainseg.data.normalize",
-                  "z-score each modality inside the brain; write the training store"),
-    "split": ("brainseg.data.split", "subject-level train/val/test split stratified by volume"),
-    "train": ("brainseg.training.train", "train the 2D U-Net and record an MLflow run"),
-    "postprocess": ("brainseg.evaluation.tune",
-                    "choose thresholds, clean-up and flip TTA on the validation split"),
-    "evaluate": ("brainseg.evaluation.evaluate",
-                 "segment test subjects in 3D, write NIfTI predictions and metrics"),
-    "predict": ("brainseg.evaluation.predict",
-                "segment new patients (a folder, four files, or a batch) with a trained model"),
-    "figures": ("brainseg.reporting.figures",
-                "learning curves, Dice box plot and overlays of best/median/worst subjects"),
-    "realism": ("brainseg.reporting.realism",
-                "compare the synthetic cohort with a real scan; score the model on it"),
-    "params": ("brainseg.params",
-               "write a validated params file: a preset or params.yaml with KEY=VALUE changes"),
-    "init-tracking": ("brainseg.tracking_cli",
-                      "create the MLflow experiment once, before jobs fan out"),
+
+class Command(NamedTuple):
+    """A subcommand: its module (with `configure_parser`, `main` and `run_<name>`), its
+    one-line summary, and whether it reads params.yaml (`--params`)."""
+
+    module: str
+    summary: str
+    params: bool = True
+
+
+COMMANDS: dict[str, Command] = {
+    "download": Command(
+        "brainseg.data.download",
+        "generate the synthetic cohort or ingest a BraTS folder into data/raw"),
+    "extract": Command(
+        "brainseg.data.extract", "validate raw subjects, crop to the brain, resize axial slices"),
+    "normalize": Command(
+        "brainseg.data.normalize",
+        "z-score each modality inside the brain; write the training store"),
+    "split": Command(
+        "brainseg.data.split", "subject-level train/val/test split stratified by volume"),
+    "train": Command("brainseg.training.train", "train the 2D U-Net and record an MLflow run"),
+    "postprocess": Command(
+        "brainseg.evaluation.postprocess",
+        "choose thresholds, clean-up and flip TTA on the validation split"),
+    "evaluate": Command(
+        "brainseg.evaluation.evaluate",
+        "segment test subjects in 3D, write NIfTI predictions and metrics"),
+    "predict": Command(
+        "brainseg.evaluation.predict",
+        "segment new patients (a folder, four files, or a batch) with a trained model",
+        params=False),
+    "figures": Command(
+        "brainseg.reporting.figures",
+        "learning curves, Dice box plot and overlays of best/median/worst subjects"),
+    "realism": Command(
+        "brainseg.reporting.realism",
+        "compare the synthetic cohort with a real scan; score the model on it"),
+    "params": Command(
+        "brainseg.params",
+        "write a validated params file: a preset or params.yaml with KEY=VALUE changes",
+        params=False),
+    "init-tracking": Command(
+        "brainseg.init_tracking", "create the MLflow experiment once, before jobs fan out"),
 }
 
 
@@ -54,11 +81,15 @@ def build_parser(selected: str | None) -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (module, summary) in COMMANDS.items():
+    for name, command in COMMANDS.items():
+        summary = command.summary
         description = summary[0].upper() + summary[1:] + "."
         child = sub.add_parser(name, help=summary, description=description)
         if name == selected:
-            importlib.import_module(module).configure_parser(child)
+            if command.params:
+                child.add_argument("--params", required=True, type=Path,
+                                   help="params.yaml to read (validated against the schema)")
+            importlib.import_module(command.module).configure_parser(child)
     return parser
 
 
@@ -73,8 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(selected).parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    command = COMMANDS[args.command]
     try:
-        importlib.import_module(COMMANDS[args.command][0]).main(args)
+        module = importlib.import_module(command.module)
+        if command.params:
+            module.main(args, load_params(args.params))
+        else:
+            module.main(args)
     except BrainsegError as exc:
         log.error("%s", exc)
         return 1

@@ -7,6 +7,7 @@ repository's params.yaml writes every default out (a test keeps the two equal).
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -183,8 +184,6 @@ def run_params(base: str | Path, assignments: list[str], out: str | Path | None)
     Returns:
         The YAML text, also written atomically to `out` when given.
     """
-    from brainseg.io.atomic import write_text
-
     params = load_params(base)
     for item in assignments:
         key, sep, text = item.partition("=")
@@ -195,8 +194,11 @@ def run_params(base: str | Path, assignments: list[str], out: str | Path | None)
     header = (f"# Made by `brainseg params` from {Path(base).as_posix()}"
               + "".join(f" --set {a}" for a in assignments) + "\n")
     text = header + yaml.safe_dump(params, sort_keys=False, width=100)
-    if out is not None:
-        write_text(out, text)
+    if out is not None:  # temporary name, then rename (this module sits below brainseg.io)
+        out = Path(out)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out)
     return text
 
 

@@ -9,10 +9,10 @@ import pytest
 
 from brainseg.data.download import run_download
 from brainseg.data.extract import run_extract
+from brainseg.data.loading import load_subject
 from brainseg.data.normalize import run_normalize
 from brainseg.data.subjects import subject_ids, synthetic_ids, synthetic_index
 from brainseg.errors import BrainsegError
-from brainseg.io.nifti import load_subject
 
 
 def local(params, path):
@@ -26,7 +26,7 @@ def test_local_ingest_copies_validates_and_writes_the_manifest(params, tiny_coho
     (nii.parent / "TINY-001_t2.nii").write_bytes(gzip.decompress(nii.read_bytes()))
     nii.unlink()
     out = tmp_path / "raw"
-    written = run_download(local(params, tiny_cohort), out, jobs=1)
+    written = run_download(params=local(params, tiny_cohort), out_dir=out, jobs=1)
     assert written == [f"TINY-{i:03d}" for i in range(5)]
     src = tiny_cohort / "TINY-000" / "TINY-000_flair.nii.gz"
     assert (out / "TINY-000" / "TINY-000_flair.nii.gz").read_bytes() == src.read_bytes()
@@ -43,9 +43,9 @@ def test_local_ingest_copies_validates_and_writes_the_manifest(params, tiny_coho
 
 def test_extract_and_normalize_write_the_training_store(params, tiny_cohort, tmp_path):
     params["extract"].update(image_size=32, min_brain_pixels=4)
-    run_download(local(params, tiny_cohort), tmp_path / "raw", jobs=1)
-    run_extract(params, tmp_path / "raw", tmp_path / "ext", jobs=2)
-    run_normalize(params, tmp_path / "ext", tmp_path / "slices", jobs=1)
+    run_download(params=local(params, tiny_cohort), out_dir=tmp_path / "raw", jobs=1)
+    run_extract(params=params, raw_dir=tmp_path / "raw", out_dir=tmp_path / "ext", jobs=2)
+    run_normalize(params=params, in_dir=tmp_path / "ext", out_dir=tmp_path / "slices", jobs=1)
     image = np.load(tmp_path / "slices" / "TINY-002" / "image.npy", mmap_mode="r")
     label = np.load(tmp_path / "slices" / "TINY-002" / "label.npy")
     assert image.dtype == np.float16 and image.shape[1:] == (4, 32, 32)
@@ -57,7 +57,7 @@ def test_extract_and_normalize_write_the_training_store(params, tiny_cohort, tmp
 def test_synthetic_download_of_one_subject_is_deterministic(params, tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     for out in (first, second):
-        run_download(params, out, subjects=["SMOKE-001"], manifest=False, jobs=1)
+        run_download(params=params, out_dir=out, subjects=["SMOKE-001"], manifest=False, jobs=1)
     files = sorted(p.name for p in (first / "SMOKE-001").iterdir())
     assert files == [f"SMOKE-001_{k}.nii.gz" for k in ("flair", "seg", "t1", "t1ce", "t2")]
     for name in files:
@@ -69,7 +69,7 @@ def test_synthetic_download_of_one_subject_is_deterministic(params, tmp_path):
 
 def test_unknown_subject_and_missing_path_are_refused(params, tmp_path):
     with pytest.raises(BrainsegError, match="unknown ids"):
-        run_download(params, tmp_path, subjects=["NOPE-001"])
+        run_download(params=params, out_dir=tmp_path, subjects=["NOPE-001"])
     params["download"].update(source="local", path=None)
     with pytest.raises(BrainsegError, match=r"download\.path: required"):
         subject_ids(params["download"])
@@ -84,7 +84,7 @@ def test_synthetic_ids_round_trip():
 
 
 def test_local_ingest_of_the_real_case(params, real_case, tmp_path):
-    run_download(local(params, real_case.parent), tmp_path / "raw", jobs=1)
+    run_download(params=local(params, real_case.parent), out_dir=tmp_path / "raw", jobs=1)
     manifest = pd.read_csv(tmp_path / "raw" / "manifest.csv")
     assert manifest["subject"].tolist() == ["TCGA-DU-7294"]
     row = manifest.iloc[0]

@@ -12,16 +12,15 @@ import pytest
 from brainseg.data.layouts import (
     LABEL_MAPS,
     LAYOUTS,
-    SourceSubject,
+    dataset_subjects,
     detect_layout,
     from_internal_labels,
     labelled_subjects,
-    list_subjects,
-    load_source_subject,
     to_internal_labels,
 )
+from brainseg.data.loading import Subject, load_source_subject, load_subject
+from brainseg.data.modalities import MODALITIES
 from brainseg.errors import BrainsegError
-from brainseg.io.nifti import MODALITIES, load_subject
 from tests.conftest import write_subject
 
 REAL_ROOT = Path(__file__).parents[1] / "data" / "real"
@@ -105,7 +104,7 @@ IDS = {"brats2020": ["BraTS20_Training_001", "BraTS20_Training_002"],
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_detect_and_list(datasets, layout):
     assert detect_layout(datasets[layout]) == layout
-    assert list_subjects(datasets[layout], layout) == IDS[layout]
+    assert dataset_subjects(datasets[layout], layout) == IDS[layout]
     assert labelled_subjects(datasets[layout], layout) == IDS[layout][:2]
 
 
@@ -114,7 +113,7 @@ def test_labelled_subjects_skip_missing_seg(tmp_path):
     folder = write_brats(tmp_path, "brats2023", "B-2")
     (folder / "B-2-seg.nii.gz").unlink()
     (tmp_path / "__MACOSX").mkdir()
-    assert list_subjects(tmp_path, "brats2023") == ["B-1", "B-2"]
+    assert dataset_subjects(tmp_path, "brats2023") == ["B-1", "B-2"]
     assert labelled_subjects(tmp_path, "brats2023") == ["B-1"]
 
 
@@ -122,7 +121,7 @@ def test_labelled_subjects_skip_missing_seg(tmp_path):
 def test_load_internal_convention(datasets, layout):
     for seed, subject in enumerate(IDS[layout][:2]):
         sub = load_source_subject(datasets[layout], layout, subject)
-        assert isinstance(sub, SourceSubject) and sub.subject == subject
+        assert isinstance(sub, Subject) and sub.subject == subject
         vols = volumes(seed)
         assert sub.image.dtype == np.float32 and sub.image.shape == (4, *SHAPE)
         np.testing.assert_array_equal(sub.image, np.stack([vols[m] for m in MODALITIES]))
@@ -199,7 +198,7 @@ def test_unknown_layout_folder(tmp_path):
         detect_layout(tmp_path)
     assert str(tmp_path) in str(err.value) and "download.layout" in str(err.value)
     with pytest.raises(BrainsegError, match="unknown layout 'brats2019'"):
-        list_subjects(tmp_path, "brats2019")
+        dataset_subjects(tmp_path, "brats2019")
     with pytest.raises(BrainsegError, match="unknown layout"):
         load_source_subject(tmp_path, "nifti", "case1")
     with pytest.raises(BrainsegError, match="not found"):
@@ -275,7 +274,7 @@ def test_decathlon_missing_image_and_dataset_json(tmp_path):
 
 def test_real_brats2020_case():
     assert detect_layout(REAL_ROOT) == "brats2020"
-    assert list_subjects(REAL_ROOT, "brats2020") == ["TCGA-DU-7294"]
+    assert dataset_subjects(REAL_ROOT, "brats2020") == ["TCGA-DU-7294"]
     sub = load_source_subject(REAL_ROOT, "brats2020", "TCGA-DU-7294")
     assert sub.image.shape == (4, 240, 240, 155) and sub.seg.shape == (240, 240, 155)
     assert set(np.unique(sub.seg).tolist()) <= {0, 1, 2, 4}

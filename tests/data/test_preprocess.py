@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from brainseg.data.labels import labels_to_regions, regions_to_labels
+from brainseg.data.loading import load_subject
 from brainseg.data.preprocess import (
     SliceGeometry,
     extract_slices,
@@ -12,7 +13,6 @@ from brainseg.data.preprocess import (
     to_original_grid,
 )
 from brainseg.errors import BrainsegError
-from brainseg.io.nifti import load_subject
 from tests.conftest import write_subject
 
 

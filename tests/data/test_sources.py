@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from brainseg.data.download import run_download
+from brainseg.data.loading import load_subject
 from brainseg.errors import BrainsegError
-from brainseg.io.nifti import load_subject
 from tests.conftest import AFFINE
 
 BRATS23 = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f", "seg": "seg"}
@@ -62,7 +62,7 @@ def test_brats2023_folder_is_converted_to_the_internal_layout(params, tiny_cohor
     for folder in sorted(tiny_cohort.iterdir()):
         as_brats2023(folder, src)
     params["download"].update(source="local", path=str(src), layout="auto")
-    run_download(params, tmp_path / "raw", jobs=1)
+    run_download(params=params, out_dir=tmp_path / "raw", jobs=1)
     check_same_as_source(tmp_path / "raw", tiny_cohort, "TINY-003")
     assert pd.read_csv(tmp_path / "raw" / "manifest.csv")["et_voxels"].gt(0).all()
 
@@ -76,7 +76,7 @@ def test_unlabelled_subjects_are_refused_for_training_by_name(params, tiny_cohor
         (src / subject / f"{subject}-seg.nii.gz").unlink()
     params["download"].update(source="local", path=str(src), layout="auto")
     with caplog.at_level(logging.WARNING):
-        written = run_download(params, tmp_path / "raw", jobs=1)
+        written = run_download(params=params, out_dir=tmp_path / "raw", jobs=1)
     assert written == ["TINY-000", "TINY-002", "TINY-003"]
     assert sorted(p.name for p in (tmp_path / "raw").iterdir() if p.is_dir()) == written
     warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
@@ -84,11 +84,11 @@ def test_unlabelled_subjects_are_refused_for_training_by_name(params, tiny_cohor
     assert "TINY-001, TINY-004" in warning and "brainseg predict" in warning
     with pytest.raises(BrainsegError, match=r"--subject: unknown ids \['TINY-001'\] for "
                        r"these params \(subjects without a label map are not part"):
-        run_download(params, tmp_path / "raw2", subjects=["TINY-001"], jobs=1)
+        run_download(params=params, out_dir=tmp_path / "raw2", subjects=["TINY-001"], jobs=1)
     for subject in ("TINY-000", "TINY-002", "TINY-003"):
         (src / subject / f"{subject}-seg.nii.gz").unlink()
     with pytest.raises(BrainsegError, match=r"no subject with a label map .*brainseg predict"):
-        run_download(params, tmp_path / "raw3", jobs=1)
+        run_download(params=params, out_dir=tmp_path / "raw3", jobs=1)
 
 
 def test_decathlon_folder_skips_unlabelled_and_hidden_files(params, tiny_cohort, tmp_path):
@@ -99,7 +99,7 @@ def test_decathlon_folder_skips_unlabelled_and_hidden_files(params, tiny_cohort,
     as_decathlon(folders[4], src, labelled=False)
     (src / "imagesTr" / "._TINY-000.nii.gz").write_bytes(b"\x00\x05\x16\x07 mac junk")
     params["download"].update(source="local", path=str(src), layout="decathlon")
-    written = run_download(params, tmp_path / "raw", jobs=1)
+    written = run_download(params=params, out_dir=tmp_path / "raw", jobs=1)
     assert written == ["TINY-000", "TINY-001", "TINY-002", "TINY-003"]
     check_same_as_source(tmp_path / "raw", tiny_cohort, "TINY-002")
 
@@ -112,12 +112,13 @@ def test_url_source_fetches_verifies_unpacks_and_ingests(params, tiny_cohort, tm
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
     params["download"].update(source="url", url=f"{base}/cohort.tar.gz", sha256=digest)
     source_dir = tmp_path / "source"
-    written = run_download(params, tmp_path / "raw", jobs=1, source_dir=source_dir)
+    written = run_download(params=params, out_dir=tmp_path / "raw", jobs=1, source_dir=source_dir)
     assert written == [f"TINY-{i:03d}" for i in range(5)]
     check_same_as_source(tmp_path / "raw", tiny_cohort, "TINY-004")
     assert (source_dir / "archive" / "cohort.tar.gz").read_bytes() == archive.read_bytes()
     archive.unlink()  # a second run uses the verified cache, not the network
-    assert run_download(params, tmp_path / "raw2", jobs=1, source_dir=source_dir) == written
+    again = run_download(params=params, out_dir=tmp_path / "raw2", jobs=1, source_dir=source_dir)
+    assert again == written
 
 
 def test_url_source_with_a_wrong_checksum_writes_nothing(params, tiny_cohort, tmp_path, served):
@@ -126,6 +127,7 @@ def test_url_source_with_a_wrong_checksum_writes_nothing(params, tiny_cohort, tm
         tar.add(tiny_cohort, arcname="data")
     params["download"].update(source="url", url=f"{base}/cohort.tar.gz", sha256="0" * 64)
     with pytest.raises(BrainsegError, match="sha256 mismatch"):
-        run_download(params, tmp_path / "raw", jobs=1, source_dir=tmp_path / "source")
+        run_download(params=params, out_dir=tmp_path / "raw", jobs=1,
+                     source_dir=tmp_path / "source")
     assert not (tmp_path / "raw").exists()
     assert list((tmp_path / "source").rglob("*.tar.gz*")) == []

@@ -11,13 +11,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from brainseg.data.synthetic import (
-    BRATS_AFFINE,
-    BRATS_SHAPE,
-    MODALITIES,
-    SyntheticConfig,
-    generate_subject,
-)
+from brainseg.data.modalities import MODALITIES
+from brainseg.data.synthetic import BRATS_AFFINE, BRATS_SHAPE, SyntheticConfig, generate_subject
 from brainseg.errors import BrainsegError
 from brainseg.params import default_params
 
@@ -320,9 +315,9 @@ def test_templates_equal_nilearns_loaders():
     """The MNI152 templates read from nilearn's files equal what its loaders return."""
     from nilearn import datasets
 
-    from brainseg.data.synthetic import anatomy
+    from brainseg.data.synthetic import mni
 
-    ours = anatomy._templates()
+    ours = mni.templates()
     for array, name in zip(ours, ("brain_mask", "gm_template", "wm_template"), strict=True):
         expected = np.asarray(getattr(datasets, f"load_mni152_{name}")(resolution=1).dataobj,
                               np.float32)

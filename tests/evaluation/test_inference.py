@@ -1,30 +1,25 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from brainseg.evaluation.inference import (
-    FLIP_AXIS,
-    flip_lr,
-    load_checkpoint,
-    predict_probabilities,
-    predict_slices,
-    predict_slices_with_tta,
-    predict_volume,
-)
-from brainseg.io.nifti import load_subject
+from brainseg.data.loading import load_subject
+from brainseg.errors import BrainsegError
+from brainseg.evaluation.inference import load_checkpoint, predict_probabilities, predict_volume
+from brainseg.models.logits import FLIP_AXIS, flip_lr, predict_slices, predict_slices_with_tta
 from brainseg.models.unet import build_model
 from tests.conftest import write_subject
 
-MODEL = {"base_channels": 4, "depth": 2, "norm": "batch", "dropout": 0.0, "in_channels": 4,
-         "out_channels": 3}
+MODEL = {"base_channels": 4, "depth": 2, "norm": "batch", "dropout": 0.0, "output": "regions",
+         "in_channels": 4, "out_channels": 3}
 
 
 def save_checkpoint(path, image_size=32):
     torch.manual_seed(0)
     config = {"model": MODEL,
               "extract": {"image_size": image_size, "margin": 2, "min_brain_pixels": 4},
-              "normalize": {"clip_percentiles": [0.5, 99.5]}, "regions": ["WT", "TC", "ET"]}
+              "normalize": {"clip_percentiles": [0.5, 99.5]}}
     torch.save({"state_dict": build_model(MODEL).state_dict(), "config": config}, path)
 
 
@@ -32,6 +27,15 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path):
     save_checkpoint(tmp_path / "m.pt")
     model, config = load_checkpoint(tmp_path / "m.pt")
     assert not model.training and config["extract"]["image_size"] == 32
+
+
+def test_a_checkpoint_config_without_the_output_mode_is_refused_by_name(tmp_path):
+    save_checkpoint(tmp_path / "m.pt")
+    ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
+    del ckpt["config"]["model"]["output"]
+    torch.save(ckpt, tmp_path / "old.pt")
+    with pytest.raises(BrainsegError, match=r"old\.pt: model config lacks model\.output"):
+        load_checkpoint(tmp_path / "old.pt")
 
 
 def test_predict_volume_returns_labels_on_the_input_grid(tmp_path):

@@ -13,7 +13,6 @@ from brainseg.evaluation.metrics import (
     HD95_EMPTY_MM,
     METRICS,
     accuracy,
-    bounding_box,
     confusion,
     dice,
     hd95,
@@ -205,13 +204,6 @@ def test_specificity_when_the_reference_fills_the_grid():
     partial[0, 0, 0] = False
     assert specificity(full, full) == 1.0  # complements both empty
     assert specificity(partial, full) == 0.0  # only the reference's complement is empty
-
-
-def test_bounding_box():
-    mask = np.zeros((5, 6, 7), bool)
-    assert bounding_box(mask) is None
-    mask[1, 2, 3] = mask[3, 2, 6] = True
-    assert bounding_box(mask) == (slice(1, 4), slice(2, 3), slice(3, 7))
 
 
 @pytest.mark.parametrize("seed", range(3))

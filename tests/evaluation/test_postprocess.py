@@ -2,167 +2,189 @@ from __future__ import annotations
 
 import json
 
+import mlflow
 import numpy as np
+import pandas as pd
 import pytest
+from mlflow.tracking import MlflowClient
 
-from brainseg.data.labels import regions_to_labels
+from brainseg.data.labels import REGIONS, labels_to_regions
 from brainseg.errors import BrainsegError
+from brainseg.evaluation.evaluate import run_evaluate
+from brainseg.evaluation.labelmaps import PostprocessSettings, read_settings
 from brainseg.evaluation.postprocess import (
-    PostprocessSettings,
-    apply,
-    read_settings,
-    remove_small_components,
-    write_settings,
+    Case,
+    choose,
+    make_case,
+    run_postprocess,
+    score,
 )
+from brainseg.tracking import write_run_info
+from tests.conftest import write_subject
+from tests.evaluation.test_inference import save_checkpoint
 
-SHAPE = (12, 12, 8)
+SHAPE = (24, 24, 12)
+SPACING = (1.0, 1.0, 2.0)  # 2 mm3 per voxel
+CFG = {"min_gain": 0.0, "flip_tta": True, "thresholds": [0.3, 0.5, 0.7],
+       "min_component_mm3": {"WT": 50.0, "TC": 100.0, "ET": 20.0}, "et_to_necrosis_mm3": 100.0}
 
 
-def probs_of(wt=(), tc=(), et=()) -> np.ndarray:
-    """Region probabilities (3, *SHAPE): 0.9 on the listed voxel boxes, 0 elsewhere."""
+def ball(radius: float, centre=(10, 10, 6)) -> np.ndarray:
+    x, y, z = np.indices(SHAPE)
+    return (x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (2 * (z - centre[2])) ** 2 <= radius**2
+
+
+def constructed_arrays() -> tuple[dict[bool, np.ndarray], np.ndarray]:
+    """Probabilities (without and with "TTA") and labels of a case where the winners are known.
+
+    - reference: WT ball r=6 with a TC ball r=3 inside, no enhancing tumour;
+    - WT probability 0.6 on the ball, and 0.9 on a far 2x2x2 blob (16 mm3): removing
+      components under 50 mm3 helps; WT thresholds 0.3 (same masks: a tie) or 0.7 (only
+      the blob) do not;
+    - TC probability 0.45 on the core (0.9 on an ET blob inside it): TC 0.3 wins;
+    - ET probability 0.9 on a 3x3x3 blob in the core (54 mm3, above the 20 mm3 component
+      limit, below the 100 mm3 necrosis limit): ET -> necrosis wins;
+    - the "TTA" probabilities lose every WT voxel of the ball: flip TTA is not chosen.
+    """
+    wt_ref, tc_ref = ball(6), ball(3)
+    seg = np.where(tc_ref, 1, np.where(wt_ref, 2, 0)).astype(np.uint8)
     probs = np.zeros((3, *SHAPE), np.float32)
-    for channel, boxes in enumerate((wt, tc, et)):
-        for box in boxes:
-            probs[(channel, *box)] = 0.9
-    return probs
+    probs[0][wt_ref] = 0.6
+    probs[0][20:22, 20:22, 1:3] = 0.9
+    probs[1][tc_ref] = 0.45
+    et_blob = (slice(9, 12), slice(9, 12), slice(5, 8))
+    probs[1][et_blob] = probs[2][et_blob] = 0.9
+    worse = probs.copy()
+    worse[0][wt_ref] = 0.2
+    return {False: probs, True: worse}, seg
 
 
-def box(x0, x1, y0, y1, z0, z1):
-    return (slice(x0, x1), slice(y0, y1), slice(z0, z1))
+def constructed_case() -> Case:
+    return make_case("S-1", *constructed_arrays(), SPACING, floor=0.3)
 
 
-def test_default_settings_are_the_plain_threshold_with_nesting():
-    probs = np.random.default_rng(0).random((3, *SHAPE)).astype(np.float32)
-    labels = apply(probs, PostprocessSettings(), spacing=(1.0, 1.0, 1.0))
-    np.testing.assert_array_equal(labels, regions_to_labels(probs > 0.5))
-    assert labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1, 2, 4}
+def test_greedy_selection_keeps_only_the_options_that_help():
+    search = choose([constructed_case()], CFG, base_threshold=0.5)
+    assert search.current == PostprocessSettings(
+        thresholds={"WT": 0.5, "TC": 0.3, "ET": 0.5},
+        min_component_mm3={"WT": 50.0, "TC": 0.0, "ET": 0.0},
+        et_to_necrosis_mm3=100.0, flip_tta=False)
+    assert search.baseline["ET"] == 0.0 and search.best == pytest.approx(
+        {"WT": 1.0, "TC": 1.0, "ET": 1.0, "mean": 1.0})
+    table = search.table()
+    assert table["option"].tolist() == [
+        "baseline", "flip_tta", "threshold_WT", "threshold_WT", "threshold_TC", "threshold_TC",
+        "threshold_ET", "threshold_ET", "min_component_mm3_WT", "min_component_mm3_TC",
+        "min_component_mm3_ET", "et_to_necrosis_mm3"]
+    chosen = table.loc[table["chosen"], ["option", "value"]].values.tolist()
+    assert chosen == [["baseline", ""], ["threshold_TC", 0.3], ["min_component_mm3_WT", 50.0],
+                      ["et_to_necrosis_mm3", 100.0]]
+    assert (table["dice_mean"] == table[[f"dice_{r}" for r in REGIONS]].mean(axis=1)).all()
 
 
-def test_thresholds_are_per_region():
-    probs = np.zeros((3, *SHAPE), np.float32)
-    probs[:, 2:8, 2:8, 2:6] = np.array([0.6, 0.4, 0.35]).reshape(3, 1, 1, 1)
-    spacing = (1.0, 1.0, 1.0)
-    plain = apply(probs, PostprocessSettings.uniform(0.5), spacing)
-    assert set(np.unique(plain)) == {0, 2}
-    tuned = apply(probs, PostprocessSettings(thresholds={"WT": 0.5, "TC": 0.3, "ET": 0.3}),
-                  spacing)
-    assert set(np.unique(tuned)) == {0, 4}
-    core = apply(probs, PostprocessSettings(thresholds={"WT": 0.5, "TC": 0.3, "ET": 0.4}),
-                 spacing)
-    assert set(np.unique(core)) == {0, 1}
+def test_ties_keep_the_simpler_setting_and_off_options_are_not_tried():
+    case = constructed_case()
+    case.probs[True] = case.probs[False]  # TTA changes nothing: a tie
+    cfg = {**CFG, "thresholds": [], "min_component_mm3": {"WT": 0, "TC": 0, "ET": 0},
+           "et_to_necrosis_mm3": 0}
+    search = choose([case], cfg, base_threshold=0.5)
+    assert search.current == PostprocessSettings.uniform(0.5)
+    assert search.table()["option"].tolist() == ["baseline", "flip_tta"]
+    cfg["flip_tta"] = False
+    assert choose([case], cfg, 0.5).table()["option"].tolist() == ["baseline"]
 
 
-def test_regions_are_nested_et_in_tc_in_wt():
-    # ET without TC, TC without WT: neither survives; ET inside TC inside WT does
-    probs = probs_of(wt=[box(0, 6, 0, 6, 0, 4)],
-                     tc=[box(2, 4, 2, 4, 0, 4), box(8, 10, 8, 10, 0, 4)],
-                     et=[box(2, 3, 2, 3, 0, 4), box(5, 6, 5, 6, 0, 4)])
-    labels = apply(probs, PostprocessSettings(), spacing=(1.0, 1.0, 1.0))
-    assert (labels[2:3, 2:3, 0:4] == 4).all()
-    assert (labels[3, 3, 0:4] == 1).all()
-    assert (labels[5, 5, 0:4] == 2).all(), "ET outside TC is edema"
-    assert not labels[8:10, 8:10].any(), "TC outside WT is dropped"
+def test_gains_within_min_gain_are_not_kept():
+    search = choose([constructed_case()], {**CFG, "min_gain": 0.9}, base_threshold=0.5)
+    assert search.current == PostprocessSettings.uniform(0.5)
+    table = search.table()
+    assert table["chosen"].tolist() == [True] + [False] * (len(table) - 1)
+    assert table["gain"].max() > 0, "some step helped, by less than min_gain"
 
 
-def test_component_volume_uses_the_anisotropic_spacing():
-    probs = probs_of(wt=[box(1, 3, 1, 3, 1, 2), box(8, 11, 8, 11, 4, 7)])  # 4 and 27 voxels
-    spacing = (1.0, 1.0, 3.0)  # 3 mm3 per voxel: 12 mm3 and 81 mm3
-    kept = apply(probs, PostprocessSettings(min_component_mm3=12.0), spacing)
-    assert np.count_nonzero(kept) == 31, "a component of exactly the volume is kept"
-    small_gone = apply(probs, PostprocessSettings(min_component_mm3=12.5), spacing)
-    assert np.count_nonzero(small_gone) == 27
-    assert not small_gone[1:3, 1:3].any()
-    # the same voxels at 1 mm isotropic are only 4 mm3 and 27 mm3
-    assert np.count_nonzero(apply(probs, PostprocessSettings(min_component_mm3=12.0),
-                                  (1.0, 1.0, 1.0))) == 27
+def test_flip_tta_is_chosen_when_it_helps():
+    case = constructed_case()
+    case.probs[False], case.probs[True] = case.probs[True], case.probs[False]
+    search = choose([case], {**CFG, "thresholds": [0.5]}, base_threshold=0.5)
+    assert search.current.flip_tta
 
 
-def test_components_are_26_connected():
-    mask = np.zeros(SHAPE, bool)
-    mask[2, 2, 2] = mask[3, 3, 3] = True  # touching by a corner only: one component of 2
-    np.testing.assert_array_equal(remove_small_components(mask, 2.0, 1.0), mask)
-    assert not remove_small_components(mask, 2.5, 1.0).any()
+def test_cropping_the_cases_changes_no_score():
+    probs, seg = constructed_arrays()
+    cropped = make_case("S-1", probs, seg, SPACING, floor=0.3)
+    assert cropped.probs[False].shape[1:] == cropped.ref.shape[1:] == (18, 18, 9)
+    full = Case("S-1", probs, labels_to_regions(seg), SPACING)
+    for settings in (PostprocessSettings.uniform(0.3), PostprocessSettings(
+            thresholds=0.7, min_component_mm3=20.0, et_to_necrosis_mm3=100.0, flip_tta=True)):
+        assert score([cropped], settings) == score([full], settings)
+    empty = make_case("S-2", {False: np.zeros((3, 4, 4, 4), np.float32)},
+                      np.zeros((4, 4, 4), np.uint8), SPACING, floor=0.3)
+    assert empty.ref.shape == empty.probs[False].shape == (3, 1, 1, 1)  # one voxel
 
 
-def test_removed_components_take_the_inner_regions_with_them():
-    wt_blob, tc_blob = box(0, 2, 0, 2, 0, 2), box(4, 6, 4, 6, 0, 2)
-    et_blob = box(8, 10, 8, 10, 0, 2)
-    big = box(4, 12, 4, 12, 2, 8)
-    probs = probs_of(wt=[wt_blob, big, tc_blob, et_blob], tc=[wt_blob, tc_blob, et_blob, big],
-                     et=[wt_blob, et_blob])
-    spacing = (1.0, 1.0, 1.0)
-    before = apply(probs, PostprocessSettings(), spacing)
-    assert (before[wt_blob] == 4).all() and (before[et_blob] == 4).all()
-    settings = PostprocessSettings(min_component_mm3={"WT": 10.0, "TC": 0.0, "ET": 10.0})
-    after = apply(probs, settings, spacing)
-    assert not after[wt_blob].any(), "a removed WT blob takes its core and ET with it"
-    assert (after[et_blob] == 1).all(), "a removed ET blob becomes necrosis (still TC)"
-    tc_only = apply(probs_of(wt=[big], tc=[box(4, 6, 4, 6, 2, 4), box(8, 12, 8, 12, 4, 8)]),
-                    PostprocessSettings(min_component_mm3={"WT": 0, "TC": 10.0, "ET": 0}),
-                    spacing)
-    assert (tc_only[4:6, 4:6, 2:4] == 2).all(), "a removed TC blob becomes edema"
-    assert (tc_only[8:12, 8:12, 4:8] == 1).all()
+@pytest.fixture
+def stage_inputs(tmp_path):
+    """Raw subjects, a split with two validation subjects and a checkpoint."""
+    raw = tmp_path / "raw"
+    subjects = [f"S-{i:03d}" for i in range(4)]
+    for i, s in enumerate(subjects):
+        write_subject(raw, s, seed=i)
+    splits = tmp_path / "splits.csv"
+    pd.DataFrame({"subject": subjects, "split": ["train", "val", "val", "test"]}).to_csv(
+        splits, index=False)
+    save_checkpoint(tmp_path / "model.pt")
+    return tmp_path, raw, splits
 
 
-def test_tiny_enhancing_tumour_becomes_necrosis():
-    core = box(2, 8, 2, 8, 2, 6)
-    probs = probs_of(wt=[core], tc=[core], et=[box(3, 5, 3, 5, 3, 5)])  # 8 voxels of ET
-    spacing = (1.0, 1.0, 2.0)  # 16 mm3 of ET
-    kept = apply(probs, PostprocessSettings(et_to_necrosis_mm3=16.0), spacing)
-    assert np.count_nonzero(kept == 4) == 8, "exactly the volume: kept"
-    replaced = apply(probs, PostprocessSettings(et_to_necrosis_mm3=16.5), spacing)
-    assert not (replaced == 4).any()
-    assert np.count_nonzero(replaced == 1) == np.count_nonzero(kept == 1) + 8
-    np.testing.assert_array_equal(replaced > 0, kept > 0)
+def test_stage_writes_settings_table_and_logs_them(stage_inputs, params):
+    tmp_path, raw, splits = stage_inputs
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run() as run:
+        run_id = run.info.run_id
+    write_run_info(tmp_path / "run.json", run_id, "Default")
+    out_json, out_csv = tmp_path / "reports/postprocess.json", tmp_path / "reports/postprocess.csv"
+    settings = run_postprocess(params=params, model=tmp_path / "model.pt", splits=splits,
+                               raw_dir=raw, settings_out=out_json, table_out=out_csv,
+                               run_info=tmp_path / "run.json", tracking_uri=uri)
+    assert read_settings(out_json) == settings
+    table = pd.read_csv(out_csv)
+    assert table["option"].iloc[0] == "baseline" and table["chosen"].iloc[0]
+    assert table["dice_mean"].between(0, 1).all()
+    chosen_rows = table[table["chosen"]]
+    found = MlflowClient(tracking_uri=uri).get_run(run_id)
+    assert found.data.metrics["postprocess_val_dice_mean"] == pytest.approx(
+        chosen_rows["dice_mean"].iloc[-1])
+    assert found.data.metrics["postprocess.chosen.thresholds.TC"] == settings.thresholds["TC"]
+    assert found.data.metrics["postprocess.chosen.flip_tta"] == float(settings.flip_tta)
+    artifacts = {a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(run_id,
+                                                                               "postprocess")}
+    assert artifacts == {"postprocess/postprocess.json", "postprocess/postprocess.csv"}
+
+    # evaluate applies the chosen settings to the test subject
+    metrics = run_evaluate(params=params, model=tmp_path / "model.pt", splits=splits,
+                           raw_dir=raw, pred_dir=tmp_path / "pred",
+                           per_subject_out=tmp_path / "per_subject.csv",
+                           metrics_out=tmp_path / "metrics.json", tracking_uri=uri,
+                           postprocess=out_json)
+    assert metrics["test"]["n_subjects"] == 1
 
 
-def test_apply_refuses_bad_shapes_and_spacings():
-    with pytest.raises(BrainsegError, match=r"\(3, x, y, z\)"):
-        apply(np.zeros((2, *SHAPE)), PostprocessSettings(), (1.0, 1.0, 1.0))
-    with pytest.raises(BrainsegError, match="spacing"):
-        apply(np.zeros((3, *SHAPE)), PostprocessSettings(), (1.0, 0.0, 1.0))
+def test_stage_refuses_an_empty_validation_split(stage_inputs, params):
+    tmp_path, raw, splits = stage_inputs
+    pd.DataFrame({"subject": ["S-000"], "split": ["train"]}).to_csv(splits, index=False)
+    with pytest.raises(BrainsegError, match=f"{splits}: no subject in the 'val' split"):
+        run_postprocess(params=params, model=tmp_path / "model.pt", splits=splits, raw_dir=raw,
+                        settings_out=tmp_path / "p.json", table_out=tmp_path / "p.csv")
+    assert not (tmp_path / "p.json").exists()
 
 
-def test_settings_json_round_trip(tmp_path):
-    settings = PostprocessSettings(thresholds={"WT": 0.4, "TC": 0.6, "ET": 0.3},
-                                   min_component_mm3={"WT": 500.0, "TC": 0.0, "ET": 20.0},
-                                   et_to_necrosis_mm3=300.0, flip_tta=True)
-    path = tmp_path / "postprocess.json"
-    write_settings(path, settings)
-    assert read_settings(path) == settings
-    assert json.loads(path.read_text())["min_component_mm3"] == {"WT": 500.0, "TC": 0.0,
-                                                                  "ET": 20.0}
-    assert PostprocessSettings(min_component_mm3=50).min_component_mm3 == {
-        "WT": 50.0, "TC": 50.0, "ET": 50.0}
-
-
-@pytest.mark.parametrize(
-    ("content", "why"),
-    [
-        ("{not json", "not a valid JSON file"),
-        ("[0.5]", "expected a JSON object"),
-        ('{"thresholds": 0.5}', "missing keys"),
-        ('{"thresholds": 0.5, "min_component_mm3": 0, "et_to_necrosis_mm3": 0, "flip_tta": false,'
-         ' "extra": 1}', "unknown keys \\['extra'\\]"),
-        ('{"thresholds": {"WT": 0.5, "TC": 1.5, "ET": 0.5}, "min_component_mm3": 0,'
-         ' "et_to_necrosis_mm3": 0, "flip_tta": false}', "strictly between 0 and 1"),
-        ('{"thresholds": {"WT": 0.5}, "min_component_mm3": 0, "et_to_necrosis_mm3": 0,'
-         ' "flip_tta": false}', "keys WT, TC, ET"),
-        ('{"thresholds": 0.5, "min_component_mm3": -1, "et_to_necrosis_mm3": 0,'
-         ' "flip_tta": false}', "must be >= 0"),
-        ('{"thresholds": 0.5, "min_component_mm3": 0, "et_to_necrosis_mm3": true,'
-         ' "flip_tta": false}', "et_to_necrosis_mm3"),
-        ('{"thresholds": 0.5, "min_component_mm3": 0, "et_to_necrosis_mm3": 0,'
-         ' "flip_tta": "yes"}', "flip_tta"),
-    ],
-)
-def test_bad_settings_file_names_the_file(tmp_path, content, why):
-    path = tmp_path / "postprocess.json"
-    path.write_text(content)
-    with pytest.raises(BrainsegError, match=f"{path}: .*{why}"):
-        read_settings(path)
-
-
-def test_missing_settings_file_names_the_file(tmp_path):
-    with pytest.raises(BrainsegError, match=f"{tmp_path / 'nope.json'}: .*not found"):
-        read_settings(tmp_path / "nope.json")
+def test_evaluate_refuses_a_bad_settings_file_before_writing_anything(stage_inputs, params):
+    tmp_path, raw, splits = stage_inputs
+    bad = tmp_path / "postprocess.json"
+    bad.write_text(json.dumps({"thresholds": 2}))
+    with pytest.raises(BrainsegError, match=f"{bad}: "):
+        run_evaluate(params=params, model=tmp_path / "model.pt", splits=splits, raw_dir=raw,
+                     pred_dir=tmp_path / "pred", per_subject_out=tmp_path / "per_subject.csv",
+                     metrics_out=tmp_path / "metrics.json", postprocess=bad)
+    assert not (tmp_path / "pred").exists() and not (tmp_path / "metrics.json").exists()

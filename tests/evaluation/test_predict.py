@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from brainseg.data.loading import load_subject
+from brainseg.data.modalities import MODALITIES
 from brainseg.data.preprocess import extract_slices, normalize_slices
 from brainseg.errors import BrainsegError
 from brainseg.evaluation.inference import load_checkpoint, load_model, predict_volume
 from brainseg.evaluation.predict import run_predict
-from brainseg.io.nifti import MODALITIES, load_subject
 from brainseg.models.unet import build_model
 from tests.conftest import write_subject
 from tests.evaluation.test_inference import MODEL
@@ -22,10 +23,15 @@ from tests.evaluation.test_inference import MODEL
 NAMES_2023 = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f"}
 
 
+def segment(model, inputs: list[Path], output: Path, **kwargs) -> list[Path]:
+    """`run_predict` with the model (a path or an MLflow URI), inputs and output."""
+    return run_predict(model=str(model), inputs=inputs, output=output, **kwargs)
+
+
 def model_config(image_size: int) -> dict:
     return {"model": MODEL,
             "extract": {"image_size": image_size, "margin": 2, "min_brain_pixels": 4},
-            "normalize": {"clip_percentiles": [0.5, 99.5]}, "regions": ["WT", "TC", "ET"]}
+            "normalize": {"clip_percentiles": [0.5, 99.5]}}
 
 
 def varied_model(image: np.ndarray, image_size: int = 32) -> tuple[torch.nn.Module, dict]:
@@ -78,7 +84,7 @@ def tiny(tmp_path):
 
 def test_folder_prediction_is_on_the_input_grid_with_brats2020_labels(tiny, tmp_path):
     folder, ckpt = tiny
-    out = run_predict(str(ckpt), [folder], tmp_path / "out" / "pred.nii.gz")[0]
+    out = segment(ckpt, [folder], tmp_path / "out" / "pred.nii.gz")[0]
     labels, img = read(out)
     _, t1 = read(folder / "TINY-001_t1.nii.gz")
     assert img.shape == t1.shape and img.get_data_dtype() == np.uint8
@@ -95,34 +101,34 @@ def test_folder_prediction_is_on_the_input_grid_with_brats2020_labels(tiny, tmp_
 
 def test_brats2023_names_without_label_map_give_2023_labels(tiny, tmp_path):
     folder, ckpt = tiny
-    out20 = read(run_predict(str(ckpt), [folder], tmp_path / "p20.nii.gz")[0])[0]
+    out20 = read(segment(ckpt, [folder], tmp_path / "p20.nii.gz")[0])[0]
     folder23 = as_brats2023(folder, tmp_path / "in23")
     assert not list(folder23.glob("*seg*"))
-    labels23, img = read(run_predict(str(ckpt), [folder23], tmp_path / "p23.nii.gz")[0])
+    labels23, img = read(segment(ckpt, [folder23], tmp_path / "p23.nii.gz")[0])
     assert img.get_data_dtype() == np.uint8 and (out20 == 4).any()
     assert set(np.unique(labels23).tolist()) == {0, 1, 2, 3}
     np.testing.assert_array_equal(labels23, np.where(out20 == 4, 3, out20))
     # four 2023-named files in any order are recognised by name
     files = [folder23 / f"TINY-001-{NAMES_2023[m]}.nii.gz" for m in ("flair", "t2", "t1", "t1ce")]
-    shuffled = read(run_predict(str(ckpt), files, tmp_path / "p23f.nii.gz")[0])[0]
+    shuffled = read(segment(ckpt, files, tmp_path / "p23f.nii.gz")[0])[0]
     np.testing.assert_array_equal(shuffled, labels23)
 
 
 def test_four_unnamed_files_in_documented_order(tiny, tmp_path):
     folder, ckpt = tiny
-    out20 = read(run_predict(str(ckpt), [folder], tmp_path / "p20.nii.gz")[0])[0]
+    out20 = read(segment(ckpt, [folder], tmp_path / "p20.nii.gz")[0])[0]
     files = []
     for i, key in enumerate(MODALITIES):
         files.append(tmp_path / f"scan{i}.nii.gz")
         shutil.copyfile(folder / f"TINY-001_{key}.nii.gz", files[-1])
-    plain = read(run_predict(str(ckpt), files, tmp_path / "plain.nii.gz")[0])[0]
+    plain = read(segment(ckpt, files, tmp_path / "plain.nii.gz")[0])[0]
     np.testing.assert_array_equal(plain, out20)
-    as23 = read(run_predict(str(ckpt), files, tmp_path / "as23.nii.gz", layout="brats2023")[0])[0]
+    as23 = read(segment(ckpt, files, tmp_path / "as23.nii.gz", layout="brats2023")[0])[0]
     np.testing.assert_array_equal(as23, np.where(out20 == 4, 3, out20))
     contradicting = [files[0], files[1], folder / "TINY-001_flair.nii.gz", files[3]]
     with pytest.raises(BrainsegError, match=r"TINY-001_flair\.nii\.gz: its name says flair but "
                        "file 3 of --input must be t2"):
-        run_predict(str(ckpt), contradicting, tmp_path / "bad.nii.gz")
+        segment(ckpt, contradicting, tmp_path / "bad.nii.gz")
     assert not (tmp_path / "bad.nii.gz").exists()
 
 
@@ -151,8 +157,8 @@ def test_any_orientation_gives_the_same_segmentation_on_the_real_case(real_case,
     image = load_subject(real_case).image
     ckpt = save_varied_checkpoint(tmp_path / "m.pt", image, image_size=64)
     turned = reorient_case(real_case, tmp_path / "turned" / real_case.name)
-    labels, img = read(run_predict(str(ckpt), [real_case], tmp_path / "a.nii.gz")[0])
-    labels_t, img_t = read(run_predict(str(ckpt), [turned], tmp_path / "b.nii.gz")[0])
+    labels, img = read(segment(ckpt, [real_case], tmp_path / "a.nii.gz")[0])
+    labels_t, img_t = read(segment(ckpt, [turned], tmp_path / "b.nii.gz")[0])
     _, ref = read(real_case / "TCGA-DU-7294_t1.nii.gz")
     _, ref_t = read(turned / "TCGA-DU-7294_t1.nii")
     assert nib.aff2axcodes(ref_t.affine) == ("S", "R", "P")
@@ -174,10 +180,10 @@ def test_batch_writes_every_good_subject_and_names_the_broken_one(tiny, tmp_path
     (broken / "TINY-003_flair.nii.gz").unlink()
     as_brats2023(write_subject(tmp_path / "tmp", "TINY-004", seed=4), root)
     with pytest.raises(BrainsegError, match=r"1 of 4 subjects failed .*: TINY-003$"):
-        run_predict(str(ckpt), [root], tmp_path / "out")
+        segment(ckpt, [root], tmp_path / "out")
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == ["TINY-001_seg.nii.gz", "TINY-002_seg.nii.gz", "TINY-004_seg.nii.gz"]
-    single = read(run_predict(str(ckpt), [folder], tmp_path / "one.nii.gz")[0])[0]
+    single = read(segment(ckpt, [folder], tmp_path / "one.nii.gz")[0])[0]
     np.testing.assert_array_equal(read(tmp_path / "out" / "TINY-001_seg.nii.gz")[0], single)
     assert 3 in read(tmp_path / "out" / "TINY-004_seg.nii.gz")[0]  # 2023 names, 2023 labels
 
@@ -211,12 +217,12 @@ def test_mlflow_models_predict_like_their_checkpoint(tiny, tmp_path, monkeypatch
     folder, ckpt = tiny
     monkeypatch.chdir(tmp_path)
     uri, run_id = log_models(tmp_path, load_subject(folder).image, params)
-    want = read(run_predict(str(ckpt), [folder], tmp_path / "ckpt.nii.gz")[0])[0]
+    want = read(segment(ckpt, [folder], tmp_path / "ckpt.nii.gz")[0])[0]
     for ref in ("models:/unet-pt2/1", f"runs:/{run_id}/model"):
-        got = read(run_predict(ref, [folder], tmp_path / "uri.nii.gz", tracking_uri=uri)[0])[0]
+        got = read(segment(ref, [folder], tmp_path / "uri.nii.gz", tracking_uri=uri)[0])[0]
         np.testing.assert_array_equal(got, want)
     # as `train` logs it (pickle): the attribute holds the config; refused where pickle is not
-    got = read(run_predict("models:/unet-pickle/1", [folder], tmp_path / "pk.nii.gz",
+    got = read(segment("models:/unet-pickle/1", [folder], tmp_path / "pk.nii.gz",
                            tracking_uri=uri)[0])[0]
     np.testing.assert_array_equal(got, want)
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
@@ -232,23 +238,23 @@ def test_mlflow_models_predict_like_their_checkpoint(tiny, tmp_path, monkeypatch
 
 def test_postprocess_settings_are_applied_as_evaluate_applies_them(tiny, tmp_path):
     from brainseg.evaluation.inference import predict_probabilities
-    from brainseg.evaluation.postprocess import PostprocessSettings, apply, write_settings
+    from brainseg.evaluation.labelmaps import PostprocessSettings, apply, write_settings
 
     folder, ckpt = tiny
     settings = PostprocessSettings(thresholds={"WT": 0.3, "TC": 0.6, "ET": 0.7},
                                    min_component_mm3={"WT": 5.0, "TC": 0.0, "ET": 0.0},
                                    et_to_necrosis_mm3=0.0, flip_tta=True)
     write_settings(tmp_path / "pp.json", settings)
-    out = run_predict(str(ckpt), [folder], tmp_path / "pp.nii.gz",
+    out = segment(ckpt, [folder], tmp_path / "pp.nii.gz",
                       postprocess=tmp_path / "pp.json")[0]
     subject = load_subject(folder)
     model, config = load_checkpoint(ckpt)
     expected = apply(predict_probabilities(model, config, subject.image, 32, flip_tta=True),
                      settings, subject.spacing)
     assert np.array_equal(read(out)[0], expected)
-    plain = run_predict(str(ckpt), [folder], tmp_path / "plain.nii.gz")[0]
+    plain = segment(ckpt, [folder], tmp_path / "plain.nii.gz")[0]
     assert not np.array_equal(read(plain)[0], expected)
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(BrainsegError, match=r"bad\.json"):
-        run_predict(str(ckpt), [folder], tmp_path / "x.nii.gz", postprocess=tmp_path / "bad.json")
+        segment(ckpt, [folder], tmp_path / "x.nii.gz", postprocess=tmp_path / "bad.json")
     assert not (tmp_path / "x.nii.gz").exists()

@@ -19,18 +19,19 @@ from tests.evaluation.test_inference import save_checkpoint
 def test_real_case_end_to_end(params, real_case, tmp_path):
     params["download"].update(source="local", path=str(real_case.parent))
     params["extract"]["image_size"] = 64
-    run_download(params, tmp_path / "raw", jobs=1)
-    run_extract(params, tmp_path / "raw", tmp_path / "ext", jobs=1)
-    run_normalize(params, tmp_path / "ext", tmp_path / "slices", jobs=1)
+    run_download(params=params, out_dir=tmp_path / "raw", jobs=1)
+    run_extract(params=params, raw_dir=tmp_path / "raw", out_dir=tmp_path / "ext", jobs=1)
+    run_normalize(params=params, in_dir=tmp_path / "ext", out_dir=tmp_path / "slices", jobs=1)
     image = np.load(tmp_path / "slices" / "TCGA-DU-7294" / "image.npy")
     label = np.load(tmp_path / "slices" / "TCGA-DU-7294" / "label.npy")
     assert image.shape[1:] == (4, 64, 64) and set(np.unique(label)) == {0, 1, 2}
     pd.DataFrame({"subject": ["TCGA-DU-7294"], "split": ["test"]}).to_csv(
         tmp_path / "splits.csv", index=False)
     save_checkpoint(tmp_path / "m.pt", image_size=64)
-    metrics = run_evaluate(params, tmp_path / "m.pt", tmp_path / "splits.csv", tmp_path / "raw",
-                           tmp_path / "pred", tmp_path / "per_subject.csv",
-                           tmp_path / "metrics.json", None, "sqlite:///unused.db")
+    metrics = run_evaluate(params=params, model=tmp_path / "m.pt", splits=tmp_path / "splits.csv",
+                           raw_dir=tmp_path / "raw", pred_dir=tmp_path / "pred",
+                           per_subject_out=tmp_path / "per_subject.csv",
+                           metrics_out=tmp_path / "metrics.json")
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
     pred = nib.load(tmp_path / "pred" / "TCGA-DU-7294_seg.nii.gz")
     raw = nib.load(real_case / "TCGA-DU-7294_flair.nii.gz")

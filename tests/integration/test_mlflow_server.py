@@ -144,11 +144,12 @@ def test_two_trainings_compared_through_the_rest_api(tmp_path):
                 history = rest(url, "metrics/get-history", run_id=run_id, metric_key=key)
                 assert [m["step"] for m in history["metrics"]] == list(range(1, EPOCHS + 1))
             listed = rest(url, "artifacts/list", run_id=run_id, path="history")["files"]
-            curve = next(f for f in listed if f["path"] == "history/learning_curves.png")
-            assert curve["file_size"] > 1000
-            png = urllib.request.urlopen(f"{url}/get-artifact?" + urllib.parse.urlencode(
-                {"path": curve["path"], "run_uuid": run_id}), timeout=30).read()
-            assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) == curve["file_size"]
+            table = next(f for f in listed if f["path"] == "history/history.csv")
+            csv = urllib.request.urlopen(f"{url}/get-artifact?" + urllib.parse.urlencode(
+                {"path": table["path"], "run_uuid": run_id}), timeout=30).read()
+            assert len(csv) == table["file_size"]
+            lines = csv.decode().splitlines()
+            assert lines[0].startswith("epoch,train_loss,") and len(lines) == EPOCHS + 1
         losses = {lr: [m["value"] for m in rest(url, "metrics/get-history", run_id=rid,
                                                 metric_key="train_loss")["metrics"]]
                   for lr, rid in run_ids.items()}

@@ -13,7 +13,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from brainseg.data.subjects import synthetic_ids
-from brainseg.evaluation.postprocess import read_settings
+from brainseg.evaluation.labelmaps import read_settings
 from brainseg.tracking import dvc_dir_hash
 from tests.integration.conftest import run
 
@@ -99,7 +99,7 @@ def test_mlflow_records_params_curves_metrics_and_figures(runner, request):
     assert "postprocess_val_dice_mean" in found.data.metrics
     artifacts = {a.path for d in ("checkpoint", "history", "evaluation", "figures", "postprocess")
                  for a in client.list_artifacts(found.info.run_id, d)}
-    assert {"checkpoint/model.pt", "history/learning_curves.png", "evaluation/metrics.json",
+    assert {"checkpoint/model.pt", "history/train_history.csv", "evaluation/metrics.json",
             "evaluation/per_subject.csv", "postprocess/postprocess.json",
             "postprocess/postprocess.csv"} | {f"figures/{f}.png" for f in FIGURES} <= artifacts
     info = json.loads((repo / "models/mlflow_run.json").read_text())

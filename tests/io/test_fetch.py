@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from brainseg.errors import BrainsegError
-from brainseg.io.fetch import extract_archive, fetch
+from brainseg.io.archives import extract_archive
+from brainseg.io.fetch import fetch
 
 FAST = {"backoff": 0.01, "timeout": 5.0}
 

@@ -6,8 +6,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from brainseg.data.loading import load_subject
+from brainseg.data.modalities import MODALITIES
 from brainseg.errors import BrainsegError
-from brainseg.io.nifti import MODALITIES, load_nifti, load_subject, save_nifti
+from brainseg.io.nifti import load_nifti, save_nifti
 from tests.conftest import AFFINE, write_subject
 
 

@@ -60,11 +60,12 @@ def test_unknown_arch_message_lists_the_registered_ones():
 
 def test_checkpoint_of_a_registered_arch_loads_for_evaluation(tmp_path):
     register_arch("test_pointwise", pointwise)
-    model_cfg = {**CONFIG, "arch": "test_pointwise", "in_channels": 4, "out_channels": 3}
+    model_cfg = {**CONFIG, "arch": "test_pointwise", "output": "regions", "in_channels": 4,
+                 "out_channels": 3}
     trained = build_model(model_cfg)
     config = {"model": model_cfg,
               "extract": {"image_size": 16, "margin": 2, "min_brain_pixels": 4},
-              "normalize": {"clip_percentiles": [0.5, 99.5]}, "regions": ["WT", "TC", "ET"]}
+              "normalize": {"clip_percentiles": [0.5, 99.5]}}
     torch.save({"state_dict": trained.state_dict(), "config": config}, tmp_path / "m.pt")
     model, _ = load_checkpoint(tmp_path / "m.pt")
     assert isinstance(model, Pointwise) and not model.training

@@ -49,10 +49,10 @@ def inputs(tmp_path: Path, raw_dir: Path, shifts: dict[str, int]) -> tuple[Path,
     return tmp_path / "history.csv", tmp_path / "per_subject.csv"
 
 
-def training_slices(tmp_path: Path) -> tuple[Path, Path]:
-    """A normalize-stage store with two training subjects: (slices dir, splits.csv)."""
+def training_slices(tmp_path: Path) -> dict[str, Path]:
+    """A normalize-stage store with two training subjects: slices_dir and splits."""
     root = write_store(tmp_path / "store", {"S-0": "train", "S-1": "train", "S-2": "val"})
-    return root / "slices", root / "splits.csv"
+    return {"slices_dir": root / "slices", "splits": root / "splits.csv"}
 
 
 def test_figures_are_drawn_and_logged_to_the_training_run(params, tmp_path):
@@ -69,8 +69,9 @@ def test_figures_are_drawn_and_logged_to_the_training_run(params, tmp_path):
         pass
     write_run_info(tmp_path / "run.json", run.info.run_id, "figures-test")
     out = tmp_path / "reports" / "figures"
-    paths = run_figures(params, history, per_subject, raw, tmp_path / "pred", out,
-                        tmp_path / "run.json", uri, *training_slices(tmp_path))
+    paths = run_figures(params=params, history=history, per_subject=per_subject, raw_dir=raw,
+                        pred_dir=tmp_path / "pred", out_dir=out, run_info=tmp_path / "run.json",
+                        tracking_uri=uri, **training_slices(tmp_path))
     assert sorted(p.name for p in out.iterdir()) == sorted(FIGURES) == sorted(p.name for p in paths)
     logged = MlflowClient(tracking_uri=uri).list_artifacts(run.info.run_id, "figures")
     assert sorted(a.path for a in logged) == sorted(f"figures/{f}" for f in FIGURES)
@@ -87,8 +88,8 @@ def test_a_missing_prediction_stops_with_its_path_and_leaves_nothing(params, tmp
     (tmp_path / "pred" / "TINY-001_seg.nii.gz").unlink()
     out = tmp_path / "figures"
     with pytest.raises(BrainsegError, match=r"pred/TINY-001_seg\.nii\.gz: missing"):
-        run_figures(params, history, per_subject, raw, tmp_path / "pred", out, None, "",
-                    *training_slices(tmp_path))
+        run_figures(params=params, history=history, per_subject=per_subject, raw_dir=raw,
+                    pred_dir=tmp_path / "pred", out_dir=out, **training_slices(tmp_path))
     assert not out.exists() and not list(tmp_path.glob(".*tmp*"))
 
 
@@ -99,8 +100,9 @@ def test_a_prediction_on_another_grid_is_refused(params, tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.uint8), np.eye(4)),
              tmp_path / "pred" / "TINY-000_seg.nii.gz")
     with pytest.raises(BrainsegError, match=r"TINY-000_seg\.nii\.gz: shape \(8, 8, 8\) differs"):
-        run_figures(params, history, per_subject, raw, tmp_path / "pred", tmp_path / "f", None,
-                    "", *training_slices(tmp_path))
+        run_figures(params=params, history=history, per_subject=per_subject, raw_dir=raw,
+                    pred_dir=tmp_path / "pred", out_dir=tmp_path / "f",
+                    **training_slices(tmp_path))
 
 
 def test_real_case_figures_at_the_default_gif_settings(params, real_case, tmp_path):
@@ -108,8 +110,9 @@ def test_real_case_figures_at_the_default_gif_settings(params, real_case, tmp_pa
     params["figures"]["gif"] = yaml.safe_load((REPO / "params.yaml").read_text())["figures"]["gif"]
     history, per_subject = inputs(tmp_path, real_case.parent, {real_case.name: 3})
     out = tmp_path / "figures"
-    run_figures(params, history, per_subject, real_case.parent, tmp_path / "pred", out, None, "",
-                *training_slices(tmp_path))
+    run_figures(params=params, history=history, per_subject=per_subject,
+                raw_dir=real_case.parent, pred_dir=tmp_path / "pred", out_dir=out,
+                **training_slices(tmp_path))
     gif = out / "overlay_median.gif"
     assert 0 < gif.stat().st_size < 2 * 1024 * 1024
     frames = Image.open(gif).n_frames

@@ -10,7 +10,7 @@ from brainseg.reporting.overlays import (
     animate_axial,
     aspects,
     axial_frames,
-    bounding_box,
+    brain_box,
     error_rgba,
     planes,
     plot_overlay,
@@ -39,11 +39,11 @@ def test_tumour_centre_falls_back_to_the_prediction_then_the_volume():
     assert tumour_centre(np.zeros_like(ref), np.zeros_like(ref)) == (20, 18, 15)
 
 
-def test_bounding_box_adds_a_margin_within_the_volume():
-    mask = np.zeros((10, 10, 10), bool)
-    mask[1:3, 4:6, 7:10] = True
-    assert bounding_box(mask, margin=2) == (slice(0, 5), slice(2, 8), slice(5, 10))
-    assert bounding_box(np.zeros((3, 4, 5), bool)) == (slice(0, 3), slice(0, 4), slice(0, 5))
+def test_brain_box_adds_the_margin_within_the_volume():
+    flair = np.zeros((10, 10, 20))
+    flair[1:3, 4:6, 7:10] = 5.0
+    assert brain_box(flair) == (slice(0, 7), slice(0, 10), slice(3, 14))  # MARGIN 4
+    assert brain_box(np.zeros((3, 4, 5))) == (slice(0, 3), slice(0, 4), slice(0, 5))
 
 
 def test_planes_put_anterior_and_superior_up():

@@ -12,10 +12,11 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def test_realism_compares_a_cohort_with_the_real_case(params, tiny_cohort, real_case, tmp_path):
     params["download"].update(source="local", path=str(tiny_cohort))
     params["extract"].update(image_size=32, min_brain_pixels=4)
-    run_download(params, tmp_path / "raw", jobs=1)
+    run_download(params=params, out_dir=tmp_path / "raw", jobs=1)
     save_checkpoint(tmp_path / "m.pt", image_size=32)
-    summary = run_realism(params, tmp_path / "raw", real_case, tmp_path / "m.pt",
-                          tmp_path / "fig", tmp_path / "realism.json")
+    summary = run_realism(params=params, raw_dir=tmp_path / "raw", real=real_case,
+                          model=tmp_path / "m.pt", out_dir=tmp_path / "fig",
+                          summary_out=tmp_path / "realism.json")
     assert json.loads((tmp_path / "realism.json").read_text()) == summary
     assert len(summary["synthetic_subjects"]) == params["realism"]["max_subjects"]
     for who in ("synthetic", "real"):
@@ -43,8 +44,9 @@ def test_realism_scores_every_subject_of_a_real_folder(params, tiny_cohort, real
         (panel / name).mkdir()
         for f in real_case.iterdir():
             (panel / name / f.name.replace(real_case.name, name)).symlink_to(f)
-    summary = run_realism(params, tmp_path / "raw", panel, tmp_path / "m.pt",
-                          tmp_path / "fig", tmp_path / "realism.json")
+    summary = run_realism(params=params, raw_dir=tmp_path / "raw", real=panel,
+                          model=tmp_path / "m.pt", out_dir=tmp_path / "fig",
+                          summary_out=tmp_path / "realism.json")
     scores = summary["real_scores"]
     assert summary["real_subjects"] == ["A", "B"] and scores["n_subjects"] == 2
     assert [r["subject"] for r in scores["per_subject"]] == ["A", "B"]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
+from brainseg.data.loading import load_subject
 from brainseg.data.preprocess import extract_slices, normalize_slices
-from brainseg.io.nifti import load_subject
 from tests.conftest import REAL_CASE, REPO
 
 
@@ -52,7 +52,7 @@ def train_params() -> dict:
 
 
 def train_paths(root: Path) -> dict[str, Path]:
-    return {"slices_dir": root / "slices", "splits_path": root / "splits.csv",
+    return {"slices_dir": root / "slices", "splits": root / "splits.csv",
             "model_out": root / "models" / "model.pt",
             "history_out": root / "reports" / "history.csv",
             "run_info_out": root / "models" / "run.json"}

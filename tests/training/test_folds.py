@@ -33,8 +33,9 @@ def test_every_fold_trains_and_their_ensemble_is_the_model(cv_store, train_param
     uri = f"sqlite:///{cv_store / 'mlflow.db'}"
     out = {"model_out": cv_store / "models/model.pt", "history_out": cv_store / "history.csv",
            "run_info_out": cv_store / "models/mlflow_run.json"}
-    summary = run_cross_validation(train_params, cv_store / "slices", cv_store / "splits.csv",
-                                   cv_store / "models/folds", tracking_uri=uri, **out)
+    summary = run_cross_validation(params=train_params, slices_dir=cv_store / "slices",
+                                   splits=cv_store / "splits.csv",
+                                   folds_dir=cv_store / "models/folds", tracking_uri=uri, **out)
     assert 0 <= summary["cv_val_dice_mean"] <= 1
 
     history = pd.read_csv(out["history_out"])
@@ -75,6 +76,7 @@ def test_combining_a_fold_that_is_not_trained_names_it(cv_store, train_params):
 
 def test_a_split_without_folds_is_not_a_cross_validation(store, train_params, tmp_path):
     with pytest.raises(BrainsegError, match="no cross-validation folds"):
-        run_cross_validation(train_params, store / "slices", store / "splits.csv",
-                             tmp_path / "folds", tmp_path / "m.pt", tmp_path / "h.csv",
-                             tmp_path / "r.json", "sqlite:///x.db")
+        run_cross_validation(params=train_params, slices_dir=store / "slices",
+                             splits=store / "splits.csv", folds_dir=tmp_path / "folds",
+                             model_out=tmp_path / "m.pt", history_out=tmp_path / "h.csv",
+                             run_info_out=tmp_path / "r.json", tracking_uri="sqlite:///x.db")

@@ -25,7 +25,7 @@ from tests.training.conftest import train_paths
 
 def train(root, params, **kwargs):
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    best = run_train(params, **train_paths(root), tracking_uri=uri, **kwargs)
+    best = run_train(params=params, **train_paths(root), tracking_uri=uri, **kwargs)
     return best, uri
 
 

@@ -4,6 +4,8 @@ from functools import lru_cache
 
 import yaml
 
+from brainseg.data.modalities import BRATS_KEYS
+from brainseg.data.sources import DEFAULT_SOURCE_DIR
 from brainseg.data.subjects import subject_ids
 from brainseg.reporting.names import FIGURES as FIGURE_FILES
 
@@ -28,11 +30,11 @@ with open(PARAMS) as _fh:
 REAL_DIR = config["realism"][
     "real_dir"
 ]  # the real scans the synthetic cohort is compared with
-SOURCE_DIR = "data/source"  # a url source is cached and unpacked here (rule fetch)
+# a url source is cached and unpacked here (rule fetch)
+SOURCE_DIR = DEFAULT_SOURCE_DIR.as_posix()
 # Threads asked for by train and evaluate: Snakemake lowers this to --cores, and
 # brainseg lowers it again to the cores the machine has.
 MAX_THREADS = 8
-KEYS = ["t1", "t1ce", "t2", "flair", "seg"]
 FIGURES = expand("reports/figures/{name}", name=FIGURE_FILES)
 # realism compares a synthetic cohort with real scans: nothing to compare on real data
 REALISM = (
@@ -65,11 +67,11 @@ def fetched_source(wildcards):
 def raw_subject(wildcards):
     """The five raw files of one subject, by key."""
     s = wildcards.subject
-    return {key: f"data/raw/{s}/{s}_{key}.nii.gz" for key in KEYS}
+    return {key: f"data/raw/{s}/{s}_{key}.nii.gz" for key in BRATS_KEYS}
 
 
 def all_raw(wildcards):
-    return expand("data/raw/{s}/{s}_{key}.nii.gz", s=cohort(), key=KEYS)
+    return expand("data/raw/{s}/{s}_{key}.nii.gz", s=cohort(), key=BRATS_KEYS)
 
 
 def extracted_subject(wildcards):

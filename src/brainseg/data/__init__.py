@@ -1,1 +1,1 @@
-"""brainseg."""
+"""Data: layouts, sources, labels, preprocessing, the synthetic cohort; download to split."""

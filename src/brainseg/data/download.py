@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 
 from brainseg.data.manifest import write_manifest
+from brainseg.data.modalities import BRATS_KEYS, MODALITIES
 from brainseg.data.sources import DEFAULT_SOURCE_DIR, dataset_root, fetch_source, layout_of
 from brainseg.data.subjects import subject_ids, synthetic_index
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_dir
-from brainseg.io.nifti import BRATS_KEYS, MODALITIES, copy_as_gzip, save_nifti
+from brainseg.io.nifti import copy_as_gzip, save_nifti
 from brainseg.parallel import map_subjects
-from brainseg.params import load_params
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def ingest_local(subject: str, out_dir: Path, root: Path, layout: str) -> str:
     layouts are converted: modalities renamed (or split out of a 4D Decathlon image,
     keeping their on-disk dtype) and labels mapped to BraTS 2020 values.
     """
-    from brainseg.data.layouts import load_source_subject
+    from brainseg.data.loading import load_source_subject
 
     src = load_source_subject(root, layout, subject, native=layout != "decathlon")
     if src.seg is None:
@@ -69,6 +69,7 @@ def ingest_local(subject: str, out_dir: Path, root: Path, layout: str) -> str:
 
 
 def run_download(
+    *,
     params: dict[str, Any],
     out_dir: str | Path,
     subjects: list[str] | None = None,
@@ -81,7 +82,7 @@ def run_download(
     Args:
         params: validated params (sections `base` and `download` are used).
         out_dir: the raw folder, e.g. data/raw.
-        subjects: ids to (re)write; None for all; [] to write only the manifest.
+        subjects: ids to (re)write (`--subject`); None for all; [] to write only the manifest.
         manifest: write `<out_dir>/manifest.csv` describing every subject.
         jobs: processes for the subjects (0: all cores).
         source_dir: where a `url` source is downloaded and unpacked.
@@ -114,11 +115,11 @@ def run_download(
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", required=True, help="params.yaml to read (validated)")
     parser.add_argument("--out-dir", required=True, type=Path, help="raw folder, e.g. data/raw")
     parser.add_argument(
         "--subject",
         action="append",
+        dest="subjects",
         help="write only this subject (repeatable); the manifest is then skipped unless "
         "--manifest is given. Snakemake runs one job per subject this way.",
     )
@@ -146,17 +147,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=0, help="processes (0: all cores)")
 
 
-def main(args: argparse.Namespace) -> None:
-    params = load_params(args.params)
+def main(args: argparse.Namespace, params: dict[str, Any]) -> None:
     if args.fetch_only:
         if params["download"]["source"] != "url":
             raise BrainsegError("--fetch-only: download.source is not 'url'")
         fetch_source(params["download"], args.source_dir)
         return
-    if args.manifest_only:
-        subjects: list[str] | None = []
-    else:
-        subjects = args.subject
-    manifest = args.manifest_only or args.manifest or args.subject is None
-    run_download(params, args.out_dir, subjects, manifest=manifest, jobs=args.jobs,
-                 source_dir=args.source_dir)
+    subjects: list[str] | None = [] if args.manifest_only else args.subjects
+    manifest = args.manifest_only or args.manifest or args.subjects is None
+    run_download(params=params, out_dir=args.out_dir, subjects=subjects, manifest=manifest,
+                 jobs=args.jobs, source_dir=args.source_dir)

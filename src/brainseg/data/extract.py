@@ -15,13 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from brainseg.data.loading import load_subject
 from brainseg.data.manifest import read_manifest
 from brainseg.data.preprocess import extract_slices
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_dir
-from brainseg.io.nifti import load_subject
 from brainseg.parallel import map_subjects
-from brainseg.params import load_params
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +43,7 @@ def extract_subject(subject: str, raw_dir: Path, out_dir: Path, cfg: dict[str, A
 
 
 def run_extract(
+    *,
     params: dict[str, Any],
     raw_dir: str | Path,
     out_dir: str | Path,
@@ -60,16 +60,17 @@ def run_extract(
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", required=True, help="params.yaml to read (validated)")
     parser.add_argument("--raw-dir", required=True, type=Path, help="raw folder (data/raw)")
     parser.add_argument("--out-dir", required=True, type=Path, help="output (data/extracted)")
     parser.add_argument(
         "--subject",
         action="append",
+        dest="subjects",
         help="extract only this subject (repeatable); default: all subjects of the manifest",
     )
     parser.add_argument("--jobs", type=int, default=0, help="processes (0: all cores)")
 
 
-def main(args: argparse.Namespace) -> None:
-    run_extract(load_params(args.params), args.raw_dir, args.out_dir, args.subject, args.jobs)
+def main(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    run_extract(params=params, raw_dir=args.raw_dir, out_dir=args.out_dir,
+                subjects=args.subjects, jobs=args.jobs)

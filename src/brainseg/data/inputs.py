@@ -17,15 +17,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from brainseg.data.layouts import (
-    BRATS_NAMES,
-    BRATS_SEPARATORS,
-    check_same_grid,
-    strip_suffix,
-    visible,
-)
+from brainseg.data.layouts import BRATS_NAMES, BRATS_SEPARATORS, strip_suffix
+from brainseg.data.loading import check_same_grid
+from brainseg.data.modalities import MODALITIES
 from brainseg.errors import BrainsegError
-from brainseg.io.nifti import MODALITIES, load_nifti
+from brainseg.io.listing import visible
+from brainseg.io.nifti import load_nifti
 
 log = logging.getLogger(__name__)
 

@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import numpy as np
 
+#: The internal label values, ascending (also the softmax class order).
+LABELS: tuple[int, ...] = (0, 1, 2, 4)
 REGIONS: tuple[str, ...] = ("WT", "TC", "ET")
 REGION_LABELS: dict[str, tuple[int, ...]] = {"WT": (1, 2, 4), "TC": (1, 4), "ET": (4,)}
 
 
+def region_mask(labels: np.ndarray, region: str) -> np.ndarray:
+    """Bool mask (same shape as `labels`) of one region of `REGIONS`."""
+    return np.isin(labels, REGION_LABELS[region])
+
+
 def labels_to_regions(labels: np.ndarray) -> np.ndarray:
     """Return a bool array (3, *labels.shape) with the WT, TC, ET masks."""
-    return np.stack([np.isin(labels, REGION_LABELS[r]) for r in REGIONS])
+    return np.stack([region_mask(labels, r) for r in REGIONS])
 
 
 def regions_to_labels(regions: np.ndarray) -> np.ndarray:

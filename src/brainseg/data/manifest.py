@@ -8,17 +8,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from brainseg.data.labels import REGIONS, region_mask
 from brainseg.data.layouts import brats_files, to_internal_labels
+from brainseg.data.modalities import BRATS_KEYS
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_file
 from brainseg.io.hashing import file_digests
-from brainseg.io.nifti import MODALITIES, load_nifti
+from brainseg.io.nifti import load_nifti, voxel_spacing
 from brainseg.parallel import default_jobs
 
-if TYPE_CHECKING:  # pandas costs ~0.4 s to import: one download job per subject skips it
+if TYPE_CHECKING:  # pandas is slow to import: one download job per subject skips it
     import pandas as pd
-
-COLUMNS = ["subject", "source", "shape", "spacing", "wt_voxels", "tc_voxels", "et_voxels", "wt_cm3"]
 
 
 def manifest_row(subject_dir: Path, source: str) -> dict:
@@ -28,8 +28,8 @@ def manifest_row(subject_dir: Path, source: str) -> dict:
         raise BrainsegError(f"{subject_dir}: missing label map {subject_dir.name}_seg.nii.gz")
     data, seg_img = load_nifti(files["seg"], native=True)
     seg = to_internal_labels(data, "brats2020", files["seg"])
-    spacing = tuple(float(z) for z in seg_img.header.get_zooms()[:3])
-    wt, tc, et = int((seg > 0).sum()), int(np.isin(seg, (1, 4)).sum()), int((seg == 4).sum())
+    spacing = voxel_spacing(seg_img.header)
+    wt, tc, et = (int(np.count_nonzero(region_mask(seg, r))) for r in REGIONS)
     row = {
         "subject": subject_dir.name,
         "source": source,
@@ -40,7 +40,7 @@ def manifest_row(subject_dir: Path, source: str) -> dict:
         "et_voxels": et,
         "wt_cm3": round(wt * float(np.prod(spacing)) / 1000.0, 3),
     }
-    for key in (*MODALITIES, "seg"):
+    for key in BRATS_KEYS:
         row[f"{key}_file"] = files[key].relative_to(subject_dir.parent).as_posix()
         (row[f"{key}_sha256"],) = file_digests(files[key], "sha256")
     return row

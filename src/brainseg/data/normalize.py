@@ -19,8 +19,8 @@ import numpy as np
 from brainseg.data.preprocess import normalize_slices
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_dir
+from brainseg.io.listing import subject_folders
 from brainseg.parallel import map_subjects
-from brainseg.params import load_params
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +43,8 @@ def normalize_subject(subject: str, in_dir: Path, out_dir: Path, cfg: dict[str, 
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
-def list_subjects(folder: Path) -> list[str]:
-    """Subject sub-folders of a stage output, sorted, hidden/temporary entries skipped."""
-    if not folder.is_dir():
-        raise BrainsegError(f"{folder}: folder not found")
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
 def run_normalize(
+    *,
     params: dict[str, Any],
     in_dir: str | Path,
     out_dir: str | Path,
@@ -59,21 +53,23 @@ def run_normalize(
 ) -> None:
     """Normalize the given subjects (default: every subject folder in `in_dir`)."""
     in_dir, out_dir = Path(in_dir), Path(out_dir)
-    subjects = subjects if subjects is not None else list_subjects(in_dir)
+    if subjects is None:
+        subjects = [folder.name for folder in subject_folders(in_dir)]
     map_subjects(normalize_subject, subjects, jobs, "normalize", in_dir, out_dir,
                  params["normalize"])
     log.info("normalized %d subjects into %s", len(subjects), out_dir)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", required=True, help="params.yaml to read (validated)")
     parser.add_argument("--in-dir", required=True, type=Path, help="extract output")
     parser.add_argument("--out-dir", required=True, type=Path, help="training store (data/slices)")
     parser.add_argument(
-        "--subject", action="append", help="only this subject (repeatable); default: all"
+        "--subject", action="append", dest="subjects",
+        help="only this subject (repeatable); default: all"
     )
     parser.add_argument("--jobs", type=int, default=0, help="processes (0: all cores)")
 
 
-def main(args: argparse.Namespace) -> None:
-    run_normalize(load_params(args.params), args.in_dir, args.out_dir, args.subject, args.jobs)
+def main(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    run_normalize(params=params, in_dir=args.in_dir, out_dir=args.out_dir,
+                  subjects=args.subjects, jobs=args.jobs)

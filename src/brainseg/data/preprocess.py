@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from brainseg.data.boxes import bounding_box
 from brainseg.errors import BrainsegError
 
 
@@ -67,10 +68,12 @@ def slice_geometry(
     z = tuple(int(i) for i in np.flatnonzero(per_slice >= min_brain_pixels))
     if not z:
         raise BrainsegError(f"no axial slice holds {min_brain_pixels} brain voxels")
-    xs = np.flatnonzero(mask.any(axis=(1, 2)))
-    ys = np.flatnonzero(mask.any(axis=(0, 2)))
-    side = int(max(xs[-1] - xs[0], ys[-1] - ys[0])) + 1 + 2 * margin
-    cx, cy = (xs[0] + xs[-1] + 1) // 2, (ys[0] + ys[-1] + 1) // 2
+    box = bounding_box(mask)
+    if box is None:
+        raise BrainsegError("the volume holds no brain voxel (every modality is 0)")
+    bx, by, _ = box
+    side = max(bx.stop - bx.start, by.stop - by.start) + 2 * margin
+    cx, cy = (bx.start + bx.stop) // 2, (by.start + by.stop) // 2
     return SliceGeometry(
         shape=tuple(int(s) for s in mask.shape),
         x0=int(cx - side // 2),

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from brainseg.errors import BrainsegError
+from brainseg.io.listing import subject_folders, visible
 
 log = logging.getLogger(__name__)
+#: Where a `url` source is downloaded and unpacked, unless `--source-dir` says otherwise.
 DEFAULT_SOURCE_DIR = Path("data/source")
 
 
@@ -28,7 +30,8 @@ def fetch_source(cfg: dict[str, Any], source_dir: Path) -> Path:
     The unpacked folder carries a marker with the archive's name and checksum, so a
     changed URL or checksum unpacks again and an unchanged one does nothing.
     """
-    from brainseg.io.fetch import extract_archive, fetch
+    from brainseg.io.archives import extract_archive
+    from brainseg.io.fetch import fetch
 
     if not cfg.get("url"):
         raise BrainsegError("download.url: required when download.source is 'url'")
@@ -57,8 +60,8 @@ def dataset_root(cfg: dict[str, Any], source_dir: Path) -> Path:
     top = extracted_dir(source_dir)
     if not top.is_dir():
         raise BrainsegError(f"{top}: not fetched yet (run `brainseg download --fetch-only`)")
-    children = [p for p in top.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))]
-    files = [p for p in top.iterdir() if p.is_file() and not p.name.startswith(".")]
+    children = subject_folders(top)
+    files = [p for p in top.iterdir() if p.is_file() and visible(p)]
     return children[0] if len(children) == 1 and not files and _looks_nested(children[0]) else top
 
 
@@ -81,11 +84,11 @@ def dataset_ids(cfg: dict[str, Any], source_dir: Path) -> list[str]:
     refused for training with a warning that names every one of them: they can be
     segmented with `brainseg predict`, not trained or evaluated on.
     """
-    from brainseg.data.layouts import labelled_subjects, list_subjects
+    from brainseg.data.layouts import dataset_subjects, labelled_subjects
 
     root = dataset_root(cfg, source_dir)
     layout = layout_of(cfg, root)
-    every = list_subjects(root, layout)
+    every = dataset_subjects(root, layout)
     labelled = labelled_subjects(root, layout)
     unlabelled = sorted(set(every) - set(labelled))
     if unlabelled:

@@ -24,7 +24,6 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from brainseg.data.manifest import read_manifest
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_file
-from brainseg.params import load_params
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +166,23 @@ def read_splits(path: str | Path, fold: int | None = None) -> pd.DataFrame:
     return splits if fold is None else fold_view(splits, fold)
 
 
-def run_split(params: dict[str, Any], manifest: str | Path, out: str | Path) -> pd.DataFrame:
+def subjects_in_split(splits_path: str | Path, split: str, fold: int | None = None
+                      ) -> list[str]:
+    """The sorted ids of the subjects that data/splits.csv assigns to `split`.
+
+    With `fold`, in the train/val/test view of that cross-validation fold (`fold_view`).
+
+    Raises:
+        BrainsegError: the file is missing, or holds no subject in `split`.
+    """
+    splits = read_splits(splits_path, fold)
+    subjects = sorted(splits.loc[splits["split"] == split, "subject"])
+    if not subjects:
+        raise BrainsegError(f"{splits_path}: no subject in the '{split}' split")
+    return subjects
+
+
+def run_split(*, params: dict[str, Any], manifest: str | Path, out: str | Path) -> pd.DataFrame:
     """Split the subjects of `manifest` and write the CSV `out` atomically."""
     cfg, seed = params["split"], params["base"]["seed"]
     table = read_manifest(manifest)
@@ -184,10 +199,9 @@ def run_split(params: dict[str, Any], manifest: str | Path, out: str | Path) -> 
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", required=True, help="params.yaml to read (validated)")
     parser.add_argument("--manifest", required=True, type=Path, help="data/raw/manifest.csv")
     parser.add_argument("--out", required=True, type=Path, help="output CSV (data/splits.csv)")
 
 
-def main(args: argparse.Namespace) -> None:
-    run_split(load_params(args.params), args.manifest, args.out)
+def main(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    run_split(params=params, manifest=args.manifest, out=args.out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from brainseg.data.sources import DEFAULT_SOURCE_DIR, dataset_ids
 from brainseg.errors import BrainsegError
 
 
@@ -21,7 +22,8 @@ def synthetic_index(subject: str) -> int:
         raise BrainsegError(f"'{subject}' is not a synthetic subject id (<prefix>-NNN)") from exc
 
 
-def subject_ids(download: dict[str, Any], source_dir: str | Path = "data/source") -> list[str]:
+def subject_ids(download: dict[str, Any],
+                source_dir: str | Path = DEFAULT_SOURCE_DIR) -> list[str]:
     """All subject ids for the `download` params section.
 
     Synthetic ids need nothing on disk; a local folder is listed; a `url` source must
@@ -29,6 +31,4 @@ def subject_ids(download: dict[str, Any], source_dir: str | Path = "data/source"
     """
     if download["source"] == "synthetic":
         return synthetic_ids(download["prefix"], download["n_subjects"])
-    from brainseg.data.sources import dataset_ids
-
     return dataset_ids(download, Path(source_dir))

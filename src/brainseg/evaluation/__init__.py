@@ -1,1 +1,1 @@
-"""brainseg."""
+"""Evaluation: inference, metrics, post-processing; the postprocess, evaluate, predict stages."""

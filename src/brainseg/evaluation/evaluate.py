@@ -22,15 +22,15 @@ import torch
 from tqdm.auto import tqdm
 
 from brainseg.data.labels import REGIONS
+from brainseg.data.loading import load_subject
 from brainseg.data.split import n_folds, read_splits
 from brainseg.evaluation.inference import fold_models, load_checkpoint, predict_probabilities
+from brainseg.evaluation.labelmaps import PostprocessSettings, apply, read_settings
 from brainseg.evaluation.metrics import METRICS, region_metrics
-from brainseg.evaluation.postprocess import PostprocessSettings, apply, read_settings
 from brainseg.io.atomic import atomic_dir, write_text
-from brainseg.io.nifti import load_subject, save_nifti
-from brainseg.params import load_params
+from brainseg.io.nifti import save_nifti
+from brainseg.runtime import add_runtime_arguments, resolve_device, set_threads
 from brainseg.tracking import log_to_run, tag_model_version
-from brainseg.training.train import add_runtime_arguments, resolve_device, set_threads
 
 log = logging.getLogger(__name__)
 
@@ -95,29 +95,41 @@ def summarize_cv(per_subject: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-def run_evaluate(params: dict[str, Any], model_path: Path, splits_path: Path, raw_dir: Path,
+def run_evaluate(*, params: dict[str, Any], model: Path, splits: Path, raw_dir: Path,
                  pred_dir: Path, per_subject_out: Path, metrics_out: Path,
-                 run_info: Path | None, tracking_uri: str, device: str = "cpu",
+                 run_info: Path | None = None, tracking_uri: str = "", device: str = "cpu",
                  postprocess: Path | None = None) -> dict:
     """Predict, write and score every test subject; returns the metrics.json content.
 
-    `postprocess`: settings chosen by the `postprocess` stage; without them, the plain
-    prediction (`evaluate.threshold` for every region). With cross-validation folds,
-    the held-out subjects of every fold are scored too (see `scoring_plan`), and
-    per_subject.csv gets a `fold` column (-1: test subject, scored by the ensemble).
+    Args:
+        params: the validated params (section evaluate).
+        model: the checkpoint written by `train`.
+        splits: data/splits.csv: its test subjects are evaluated, and with
+            cross-validation folds also the held-out subjects of every fold, each by its
+            fold's model (see `scoring_plan`); per_subject.csv then gets a `fold` column
+            (-1: a test subject, scored by the ensemble).
+        raw_dir: the raw NIfTI folder (data/raw).
+        pred_dir: where `<subject>_seg.nii.gz` are written (replaced atomically).
+        per_subject_out: the per-subject CSV.
+        metrics_out: metrics.json.
+        run_info: the JSON written by `train`; metrics and files go to that MLflow run.
+        tracking_uri: the MLflow tracking URI (used with `run_info`).
+        device: torch device.
+        postprocess: settings chosen by the `postprocess` stage; without them, the plain
+            prediction (`evaluate.threshold` for every region).
     """
     cfg = params["evaluate"]
     settings = (read_settings(postprocess) if postprocess is not None
                 else PostprocessSettings.uniform(cfg["threshold"]))
-    model, config = load_checkpoint(model_path, device)
-    splits = read_splits(splits_path)
-    cv = n_folds(splits) >= 2
+    net, config = load_checkpoint(model, device)
+    table = read_splits(splits)
+    cv = n_folds(table) >= 2
     rows = []
     with atomic_dir(pred_dir) as tmp:
-        for fold, net, subjects in scoring_plan(model, splits):
+        for fold, member, subjects in scoring_plan(net, table):
             for subject in tqdm(subjects, desc="evaluate", unit="subject"):
                 row = {"subject": subject, **({"fold": fold} if cv else {})}
-                row.update(score_subject(net, config, raw_dir / subject, settings,
+                row.update(score_subject(member, config, raw_dir / subject, settings,
                                          cfg["batch_size"], device, tmp))
                 rows.append(row)
     per_subject = pd.DataFrame(rows)
@@ -153,8 +165,7 @@ def score_subject(model: torch.nn.Module, config: dict[str, Any], folder: Path,
 
 
 def add_model_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """The inputs shared by `evaluate` and `postprocess`: params, model, splits, raw scans."""
-    parser.add_argument("--params", required=True, help="params.yaml to read (validated)")
+    """The inputs shared by `evaluate` and `postprocess`: model, splits, raw scans."""
     parser.add_argument("--model", required=True, type=Path, help="checkpoint from train")
     parser.add_argument("--splits", required=True, type=Path, help="data/splits.csv")
     parser.add_argument("--raw-dir", required=True, type=Path, help="raw NIfTI folder (data/raw)")
@@ -173,10 +184,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_runtime_arguments(parser)
 
 
-def main(args: argparse.Namespace) -> None:
+def main(args: argparse.Namespace, params: dict[str, Any]) -> None:
     from brainseg.tracking import tracking_uri
 
     set_threads(args.threads)
-    run_evaluate(load_params(args.params), args.model, args.splits, args.raw_dir, args.pred_dir,
-                 args.per_subject_out, args.metrics_out, args.run_info,
-                 tracking_uri(args.tracking_uri), resolve_device(args.device), args.postprocess)
+    run_evaluate(params=params, model=args.model, splits=args.splits, raw_dir=args.raw_dir,
+                 pred_dir=args.pred_dir, per_subject_out=args.per_subject_out,
+                 metrics_out=args.metrics_out, run_info=args.run_info,
+                 tracking_uri=tracking_uri(args.tracking_uri),
+                 device=resolve_device(args.device), postprocess=args.postprocess)

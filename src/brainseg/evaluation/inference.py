@@ -18,9 +18,9 @@ from brainseg.data.preprocess import (
 )
 from brainseg.data.split import held_out, n_folds
 from brainseg.errors import BrainsegError
-from brainseg.evaluation.postprocess import PostprocessSettings, apply
+from brainseg.evaluation.labelmaps import PostprocessSettings, apply
 from brainseg.models.ensemble import Ensemble, build_network
-from brainseg.models.outputs import region_probabilities
+from brainseg.models.logits import predict_slices
 
 
 def _first_line(exc: BaseException) -> str:
@@ -65,7 +65,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu"
 
 
 CONFIG_KEYS: dict[str, tuple[str, ...]] = {
-    "model": ("base_channels", "depth", "norm", "dropout"),
+    "model": ("base_channels", "depth", "norm", "dropout", "output"),
     "extract": ("image_size", "margin", "min_brain_pixels"),
     "normalize": ("clip_percentiles",),
 }
@@ -183,73 +183,6 @@ def load_model(ref: str, device: str = "cpu",
     return model, config
 
 
-# Slices are (s, c, h, w) with h along the volume's first axis x: left-right in the
-# BraTS (LPS) and RAS grids. Flip test-time augmentation mirrors this axis.
-FLIP_AXIS = -2
-
-
-def flip_lr(array: np.ndarray) -> np.ndarray:
-    """Mirror slices (s, c, h, w) left-right (along h, the volume's x axis)."""
-    return np.flip(array, axis=FLIP_AXIS)
-
-
-def iter_logits(model: torch.nn.Module, slices: np.ndarray, batch_size: int, device: str,
-                memory: torch.memory_format = torch.channels_last):
-    """Yield (start index, float32 logits) of slices (s, 4, h, w), `batch_size` at a time.
-
-    Call under `torch.no_grad()` with the model in eval mode.
-    """
-    for start in range(0, len(slices), batch_size):
-        chunk = np.ascontiguousarray(slices[start : start + batch_size], dtype=np.float32)
-        batch = torch.from_numpy(chunk).to(device).contiguous(memory_format=memory)
-        yield start, model(batch).float()
-
-
-@torch.no_grad()
-def _forward(model: torch.nn.Module, slices: np.ndarray, batch_size: int, device: str,
-             output: str) -> np.ndarray:
-    """Region probabilities float32 (s, 3, h, w), batch by batch."""
-    model.eval()
-    out = [region_probabilities(logits, output).cpu().numpy()
-           for _, logits in iter_logits(model, slices, batch_size, device)]
-    return np.concatenate(out) if out else np.zeros((0, 3, *slices.shape[2:]), np.float32)
-
-
-def predict_slices_with_tta(
-    model: torch.nn.Module, slices: np.ndarray, batch_size: int, device: str = "cpu",
-    output: str = "regions",
-) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities without and with flip test-time augmentation, from two forward passes.
-
-    Returns:
-        (plain, tta), both float32 (s, 3, h, w); tta is the mean of the plain prediction
-        and the prediction of the left-right mirrored slices, mirrored back.
-    """
-    plain = _forward(model, slices, batch_size, device, output)
-    mirrored = flip_lr(_forward(model, flip_lr(slices), batch_size, device, output))
-    return plain, (plain + mirrored) / np.float32(2)
-
-
-def predict_slices(
-    model: torch.nn.Module, slices: np.ndarray, batch_size: int, device: str = "cpu",
-    output: str = "regions", flip_tta: bool = False,
-) -> np.ndarray:
-    """Probabilities of WT, TC, ET float32 (s, 3, h, w) for normalized slices (s, 4, h, w).
-
-    Args:
-        model: the network; its logits are read as `output` (`regions` or `softmax`,
-            see `brainseg.models.outputs.region_probabilities`).
-        slices: normalized slices (s, 4, h, w).
-        batch_size: slices per forward pass.
-        device: torch device.
-        output: the network's output mode.
-        flip_tta: average with the left-right mirrored prediction (twice the compute).
-    """
-    if flip_tta:
-        return predict_slices_with_tta(model, slices, batch_size, device, output)[1]
-    return _forward(model, slices, batch_size, device, output)
-
-
 def prepare_volume(config: dict[str, Any], image: np.ndarray) -> tuple[np.ndarray, SliceGeometry]:
     """Normalized slices (s, 4, h, w) of a volume (4, x, y, z) and their geometry.
 
@@ -265,8 +198,8 @@ def prepare_volume(config: dict[str, Any], image: np.ndarray) -> tuple[np.ndarra
 
 
 def output_mode(config: dict[str, Any]) -> str:
-    """The network's output mode stored in a checkpoint config (`regions` before it existed)."""
-    return config["model"].get("output", "regions")
+    """The network's output mode stored in a checkpoint config (`regions` or `softmax`)."""
+    return config["model"]["output"]
 
 
 def predict_probabilities(
@@ -297,7 +230,7 @@ def predict_volume(
     """Segment one volume (4, x, y, z) into BraTS labels uint8 (x, y, z) on the same grid.
 
     One `threshold` for every region, ET ⊂ TC ⊂ WT, no other post-processing (see
-    `brainseg.evaluation.postprocess` for the tuned settings).
+    `brainseg.evaluation.labelmaps` for the tuned settings).
     """
     probs = predict_probabilities(model, config, image, batch_size, device)
     # no volume-based option is on, so the voxel spacing plays no part

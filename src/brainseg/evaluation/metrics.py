@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage
 
+from brainseg.data.boxes import bounding_box
 from brainseg.data.labels import REGION_LABELS, REGIONS
 from brainseg.errors import BrainsegError
 
@@ -108,18 +109,6 @@ def volume_difference_cm3(pred: np.ndarray, ref: np.ndarray,
 
 def _volume_cm3(voxels: int, spacing: tuple[float, ...]) -> float:
     return voxels * float(np.prod(spacing, dtype=np.float64)) / 1000.0
-
-
-def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """The smallest box (one slice per axis) holding every True voxel; None when empty."""
-    box = []
-    for axis in range(mask.ndim):
-        others = tuple(a for a in range(mask.ndim) if a != axis)
-        idx = np.flatnonzero(mask.any(axis=others) if others else mask)
-        if idx.size == 0:
-            return None
-        box.append(slice(int(idx[0]), int(idx[-1]) + 1))
-    return tuple(box)
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:

@@ -1,200 +1,274 @@
-"""From region probabilities to BraTS labels: thresholds, clean-up, nesting, settings file.
+"""Stage `postprocess`: choose the post-processing on the validation split.
 
-`apply` thresholds each region, nests them (ET ⊂ TC ⊂ WT), removes small connected
-components, converts to labels and turns a tiny enhancing tumour into necrosis, in the
-order and with the conventions written once in docs/conventions.md ("Post-processing").
-Flip test-time augmentation (`flip_tta`) acts earlier, on the probabilities
-(`brainseg.evaluation.inference.predict_probabilities`); the settings carry it so that
-one file says how to predict.
+Every validation subject is predicted once (region probabilities with and without flip
+test-time augmentation, kept in memory, cropped to where any setting tried can predict
+tumour or the reference has some). Then the options are tried greedily, in the fixed
+order and with the rule for keeping a step written once in docs/conventions.md ("How the
+settings are chosen"): flip TTA, the thresholds of WT, TC, ET, small-component removal,
+ET to necrosis, each kept only if it raises the mean validation Dice by more than
+`postprocess.min_gain`.
+
+Writes `postprocess.json` (the chosen settings, read by `evaluate`) and `postprocess.csv`
+(every setting tried), and adds both files and metrics to the training's MLflow run (the
+names are in the same section of docs/conventions.md).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import argparse
+import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
 
-from brainseg.data.labels import REGIONS, regions_to_labels
-from brainseg.errors import BrainsegError
+from brainseg.data.boxes import bounding_box
+from brainseg.data.labels import REGIONS, labels_to_regions
+from brainseg.data.loading import load_subject
+from brainseg.data.preprocess import to_original_grid
+from brainseg.data.split import n_folds, read_splits, subjects_in_split
+from brainseg.evaluation.evaluate import add_model_data_arguments
+from brainseg.evaluation.inference import (
+    fold_models,
+    load_checkpoint,
+    output_mode,
+    prepare_volume,
+)
+from brainseg.evaluation.labelmaps import PostprocessSettings, apply, write_settings
+from brainseg.evaluation.metrics import dice
 from brainseg.io.atomic import write_text
+from brainseg.models.logits import predict_slices, predict_slices_with_tta
+from brainseg.params import flatten
+from brainseg.runtime import add_runtime_arguments, resolve_device, set_threads
+from brainseg.tracking import log_to_run
 
-CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity in 3D
-KEYS = ("thresholds", "min_component_mm3", "et_to_necrosis_mm3", "flip_tta")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _per_region(name: str, value: Any) -> dict[str, float]:
-    """A {WT, TC, ET} mapping of numbers (one number: the same for every region)."""
-    if _is_number(value):
-        return {r: float(value) for r in REGIONS}
-    if not isinstance(value, Mapping) or set(value) != set(REGIONS):
-        raise BrainsegError(f"'{name}' must be a number or a mapping with keys "
-                            f"{', '.join(REGIONS)}, got {value!r}")
-    bad = {r: v for r, v in value.items() if not _is_number(v)}
-    if bad:
-        raise BrainsegError(f"'{name}' must hold numbers, got {bad}")
-    return {r: float(value[r]) for r in REGIONS}
+log = logging.getLogger(__name__)
+SEARCH_COLUMNS = ["step", "option", "value", *(f"dice_{r}" for r in REGIONS), "dice_mean",
+                  "gain", "chosen"]
 
 
-@dataclass(frozen=True)
-class PostprocessSettings:
-    """How probabilities become labels (the order: docs/conventions.md, "Post-processing").
+@dataclass
+class Case:
+    """One validation subject, cropped to the box where anything can be predicted.
 
     Attributes:
-        thresholds: probability threshold per region, each in (0, 1).
-        min_component_mm3: per region (or one number for all), connected components
-            smaller than this volume in mm³ are removed; 0 keeps everything.
-        et_to_necrosis_mm3: a predicted ET whose total volume is below this becomes
-            necrosis; 0 never does.
-        flip_tta: average with the prediction of the left-right mirrored slices.
+        subject: subject id.
+        probs: region probabilities (3, bx, by, bz), keyed by flip_tta (False, True).
+        ref: bool reference regions (3, bx, by, bz).
+        spacing: voxel size in mm.
     """
 
-    thresholds: Mapping[str, float] = field(default_factory=lambda: {r: 0.5 for r in REGIONS})
-    min_component_mm3: Mapping[str, float] | float = 0.0
-    et_to_necrosis_mm3: float = 0.0
-    flip_tta: bool = False
+    subject: str
+    probs: dict[bool, np.ndarray]
+    ref: np.ndarray
+    spacing: tuple[float, ...]
 
-    def __post_init__(self) -> None:
-        thresholds = _per_region("thresholds", self.thresholds)
-        outside = {r: t for r, t in thresholds.items() if not 0 < t < 1}
-        if outside:
-            raise BrainsegError(f"'thresholds' must lie strictly between 0 and 1, got {outside}")
-        volumes = _per_region("min_component_mm3", self.min_component_mm3)
-        negative = {r: v for r, v in volumes.items() if v < 0}
-        if negative:
-            raise BrainsegError(f"'min_component_mm3' must be >= 0, got {negative}")
-        if not _is_number(self.et_to_necrosis_mm3) or self.et_to_necrosis_mm3 < 0:
-            raise BrainsegError(
-                f"'et_to_necrosis_mm3' must be a number >= 0, got {self.et_to_necrosis_mm3!r}")
-        if not isinstance(self.flip_tta, bool):
-            raise BrainsegError(f"'flip_tta' must be true or false, got {self.flip_tta!r}")
-        object.__setattr__(self, "thresholds", thresholds)
-        object.__setattr__(self, "min_component_mm3", volumes)
-        object.__setattr__(self, "et_to_necrosis_mm3", float(self.et_to_necrosis_mm3))
 
-    @classmethod
-    def uniform(cls, threshold: float) -> PostprocessSettings:
-        """One threshold for every region and nothing else: the plain prediction."""
-        return cls(thresholds={r: threshold for r in REGIONS})
+def make_case(subject: str, probs: dict[bool, np.ndarray], seg: np.ndarray,
+              spacing: tuple[float, ...], floor: float) -> Case:
+    """Crop the probabilities and reference to where a threshold above `floor` can matter.
 
-    def with_threshold(self, region: str, threshold: float) -> PostprocessSettings:
-        """A copy with one region's threshold changed."""
-        return dataclasses.replace(self, thresholds={**self.thresholds, region: threshold})
+    Exact for every setting whose thresholds are >= floor: outside the box no voxel is
+    predicted and none is in the reference, so Dice and connected components are unchanged.
+    When nothing can be predicted and the reference is empty, the box is one voxel.
+    """
+    ref = labels_to_regions(seg)
+    union = np.logical_or.reduce([ref[0], *((p > floor).any(axis=0) for p in probs.values())])
+    box = bounding_box(union) or (slice(0, 1),) * union.ndim
+    full = (slice(None), *box)
+    return Case(subject, {k: np.ascontiguousarray(p[full]) for k, p in probs.items()},
+                np.ascontiguousarray(ref[full]), spacing)
 
-    def with_min_component(self, region: str, volume_mm3: float) -> PostprocessSettings:
-        """A copy with one region's minimum component volume changed."""
-        volumes = {**self.min_component_mm3, region: volume_mm3}  # type: ignore[dict-item]
-        return dataclasses.replace(self, min_component_mm3=volumes)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict with every key (volumes per region)."""
-        return {
-            "thresholds": dict(self.thresholds),
-            "min_component_mm3": dict(self.min_component_mm3),  # type: ignore[arg-type]
-            "et_to_necrosis_mm3": self.et_to_necrosis_mm3,
-            "flip_tta": self.flip_tta,
-        }
+def predict_cases(model: torch.nn.Module, config: dict[str, Any], raw_dir: Path,
+                  subjects: list[str], batch_size: int, device: str, with_tta: bool,
+                  floor: float) -> list[Case]:
+    """Predict every subject once: without flip TTA, and with it when `with_tta`."""
+    cases = []
+    output = output_mode(config)
+    for subject in tqdm(subjects, desc="postprocess", unit="subject"):
+        loaded = load_subject(raw_dir / subject, native=True)  # only read by extract_slices
+        normed, geo = prepare_volume(config, loaded.image)
+        if with_tta:
+            plain, tta = predict_slices_with_tta(model, normed, batch_size, device, output)
+            probs = {False: to_original_grid(plain, geo), True: to_original_grid(tta, geo)}
+        else:
+            probs = {False: to_original_grid(
+                predict_slices(model, normed, batch_size, device, output), geo)}
+        cases.append(make_case(subject, probs, loaded.seg, loaded.spacing, floor))
+    return cases
 
-    @classmethod
-    def from_dict(cls, data: Any, source: str = "settings") -> PostprocessSettings:
-        """Build from a dict with exactly the keys of `to_dict`.
 
-        Raises:
-            BrainsegError: naming `source` and the missing, unknown or bad key.
+def score(cases: list[Case], settings: PostprocessSettings) -> dict[str, float]:
+    """Mean validation Dice per region and their mean, under `settings`."""
+    per_subject = []
+    for case in cases:
+        pred = labels_to_regions(apply(case.probs[settings.flip_tta], settings, case.spacing))
+        per_subject.append([dice(pred[i], case.ref[i]) for i in range(len(REGIONS))])
+    means = np.mean(per_subject, axis=0)
+    out = {r: float(m) for r, m in zip(REGIONS, means, strict=True)}
+    out["mean"] = float(np.mean(means))
+    return out
+
+
+class GreedySearch:
+    """Keeps the current settings, their Dice, and one row per setting tried."""
+
+    def __init__(self, cases: list[Case], start: PostprocessSettings,
+                 min_gain: float = 0.0) -> None:
+        self.cases = cases
+        self.min_gain = min_gain
+        self.current = start
+        self.best = score(cases, start)
+        self.baseline = self.best
+        self.rows: list[dict[str, Any]] = []
+        self._record("baseline", "", self.best, chosen=True)
+
+    def _record(self, option: str, value: Any, dice_: dict[str, float], chosen: bool) -> None:
+        row = {"step": len(self.rows), "option": option, "value": value}
+        row.update({f"dice_{k}": v for k, v in dice_.items()})
+        row["gain"] = dice_["mean"] - self.best["mean"]
+        self.rows.append({**row, "chosen": chosen})
+
+    def step(self, option: str, candidates: list[tuple[Any, PostprocessSettings]]) -> None:
+        """Score every candidate; keep the best (the first on ties) if it beats the current
+        mean Dice by more than `min_gain`.
+
+        Args:
+            option: name of the option, for the report.
+            candidates: (value shown in the report, settings) pairs.
         """
-        if not isinstance(data, Mapping):
-            raise BrainsegError(f"{source}: expected a JSON object, got {type(data).__name__}")
-        missing = [k for k in KEYS if k not in data]
-        unknown = sorted(set(data) - set(KEYS))
-        if missing or unknown:
-            raise BrainsegError(f"{source}: missing keys {missing}, unknown keys {unknown} "
-                                f"(expected {', '.join(KEYS)})")
-        try:
-            return cls(**{k: data[k] for k in KEYS})
-        except BrainsegError as exc:
-            raise BrainsegError(f"{source}: {exc}") from exc
+        if not candidates:
+            log.info("postprocess: %s not tried (off in params)", option)
+            return
+        first = len(self.rows)
+        scores = [score(self.cases, settings) for _, settings in candidates]
+        for (value, _), dice_ in zip(candidates, scores, strict=True):
+            self._record(option, value, dice_, chosen=False)
+        best = int(np.argmax([s["mean"] for s in scores]))  # argmax: first of equal values
+        if scores[best]["mean"] > self.best["mean"] + self.min_gain:
+            self.current, self.best = candidates[best][1], scores[best]
+            self.rows[first + best]["chosen"] = True
+        log.info("postprocess: %s -> %s (val mean Dice %.4f)", option,
+                 _current_value(option, self.current), self.best["mean"])
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=SEARCH_COLUMNS)
 
 
-def write_settings(path: str | Path, settings: PostprocessSettings) -> None:
-    """Write the settings as JSON, atomically."""
-    write_text(path, json.dumps(settings.to_dict(), indent=2) + "\n")
+def _current_value(option: str, settings: PostprocessSettings) -> Any:
+    if option.startswith("threshold_"):
+        return settings.thresholds[option.removeprefix("threshold_")]
+    if option.startswith("min_component_mm3_"):
+        return settings.min_component_mm3[option.removeprefix("min_component_mm3_")]  # type: ignore[index]
+    return settings.to_dict()[option]
 
 
-def read_settings(path: str | Path) -> PostprocessSettings:
-    """Read settings written by `write_settings` (the `postprocess` stage).
-
-    Raises:
-        BrainsegError: naming the file when it is missing, not JSON, or not valid settings.
-    """
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise BrainsegError(f"{path}: post-processing settings not found "
-                            "(run `brainseg postprocess` first)") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BrainsegError(f"{path}: not a valid JSON file: {exc}") from exc
-    return PostprocessSettings.from_dict(data, source=str(path))
-
-
-def remove_small_components(mask: np.ndarray, min_mm3: float, voxel_mm3: float) -> np.ndarray:
-    """Drop the 26-connected components of a bool mask whose volume is below `min_mm3`.
-
-    A component of n voxels has volume n * voxel_mm3; exactly `min_mm3` is kept.
-    """
-    labelled, n = ndimage.label(mask, structure=CONNECTIVITY)
-    if n == 0:
-        return mask.copy()
-    small = np.bincount(labelled.ravel()) * voxel_mm3 < min_mm3
-    small[0] = False  # background
-    return mask & ~small[labelled]
-
-
-def _voxel_mm3(spacing: tuple[float, ...]) -> float:
-    if len(spacing) != 3 or not all(_is_number(s) and s > 0 for s in spacing):
-        raise BrainsegError(f"voxel spacing must be three positive numbers (mm), got {spacing}")
-    return float(np.prod(spacing))
-
-
-def apply(probs: np.ndarray, settings: PostprocessSettings,
-          spacing: tuple[float, ...]) -> np.ndarray:
-    """Turn region probabilities into BraTS labels.
+def choose(cases: list[Case], cfg: dict[str, Any], base_threshold: float) -> GreedySearch:
+    """Run the greedy selection of the module docstring.
 
     Args:
-        probs: float (3, x, y, z) probabilities of WT, TC, ET.
-        settings: thresholds and clean-up options.
-        spacing: voxel size in mm along (x, y, z), for the volume-based options.
-
-    Returns:
-        uint8 (x, y, z) labels in {0, 1, 2, 4}.
-
-    Raises:
-        BrainsegError: for probabilities that are not (3, x, y, z) or a bad spacing.
+        cases: the validation subjects (with TTA probabilities when `cfg["flip_tta"]`).
+        cfg: the `postprocess` params.
+        base_threshold: the threshold of the plain prediction (`evaluate.threshold`).
     """
-    if probs.ndim != 4 or probs.shape[0] != len(REGIONS):
-        raise BrainsegError(f"expected region probabilities (3, x, y, z), got {probs.shape}")
-    voxel_mm3 = _voxel_mm3(spacing)
-    masks = np.stack([probs[i] > settings.thresholds[r] for i, r in enumerate(REGIONS)])
-    masks[1] &= masks[0]  # TC ⊂ WT
-    masks[2] &= masks[1]  # ET ⊂ TC
-    for i, region in enumerate(REGIONS):
-        min_mm3 = settings.min_component_mm3[region]  # type: ignore[index]
-        if min_mm3 > 0 and masks[i].any():
-            removed = masks[i] & ~remove_small_components(masks[i], min_mm3, voxel_mm3)
-            masks[i:] &= ~removed  # this region and the ones nested inside it
-    labels = regions_to_labels(masks)
-    if settings.et_to_necrosis_mm3 > 0:
-        et = labels == 4
-        if 0 < np.count_nonzero(et) * voxel_mm3 < settings.et_to_necrosis_mm3:
-            labels[et] = 1
-    return labels
+    search = GreedySearch(cases, PostprocessSettings.uniform(base_threshold), cfg["min_gain"])
+    search.step("flip_tta", [(True, replace(search.current, flip_tta=True))]
+                if cfg["flip_tta"] else [])
+    for region in REGIONS:
+        search.step(f"threshold_{region}", [
+            (t, search.current.with_threshold(region, t)) for t in cfg["thresholds"]
+            if t != search.current.thresholds[region]])
+    for region in REGIONS:
+        volume = cfg["min_component_mm3"][region]
+        search.step(f"min_component_mm3_{region}", [
+            (volume, search.current.with_min_component(region, volume))] if volume > 0 else [])
+    volume = cfg["et_to_necrosis_mm3"]
+    search.step("et_to_necrosis_mm3", [(volume, replace(search.current, et_to_necrosis_mm3=volume))]
+                if volume > 0 else [])
+    return search
+
+
+def tuning_plan(model: torch.nn.Module, splits: Path) -> list[tuple[torch.nn.Module, list[str]]]:
+    """(model, subjects) pairs whose predictions the settings are chosen on.
+
+    Without folds: the model on the validation subjects. With cross-validation folds:
+    each fold's own model on the fold's held-out subjects (out-of-fold predictions of
+    every training subject, as nnU-Net chooses its post-processing), not the ensemble.
+    """
+    table = read_splits(splits)
+    if n_folds(table) < 2:
+        return [(model, subjects_in_split(splits, "val"))]
+    return [(member, subjects) for _, member, subjects in fold_models(model, table, splits)]
+
+
+def run_postprocess(*, params: dict[str, Any], model: Path, splits: Path, raw_dir: Path,
+                    settings_out: Path, table_out: Path, run_info: Path | None = None,
+                    tracking_uri: str = "", device: str = "cpu") -> PostprocessSettings:
+    """Predict the validation subjects, choose the settings, write and log them.
+
+    Args:
+        params: the validated params (sections postprocess, evaluate).
+        model: the checkpoint written by `train`.
+        splits: data/splits.csv (its val subjects are predicted).
+        raw_dir: the raw NIfTI folder (data/raw).
+        settings_out: JSON of the chosen settings (read by `evaluate` and `predict`).
+        table_out: CSV of every setting tried.
+        run_info: the JSON written by `train`; results go to that MLflow run.
+        tracking_uri: the MLflow tracking URI (used with `run_info`).
+        device: torch device.
+    """
+    cfg, base_threshold = params["postprocess"], params["evaluate"]["threshold"]
+    net, config = load_checkpoint(model, device)
+    floor = min([base_threshold, *cfg["thresholds"]])
+    cases = []
+    for member, subjects in tuning_plan(net, splits):
+        cases += predict_cases(member, config, raw_dir, subjects,
+                               params["evaluate"]["batch_size"], device, cfg["flip_tta"], floor)
+    search = choose(cases, cfg, base_threshold)
+    write_settings(settings_out, search.current)
+    write_text(table_out, search.table().to_csv(index=False, lineterminator="\n"))
+    log.info("postprocess: chosen %s; val Dice %s -> %s", search.current.to_dict(),
+             _rounded(search.baseline), _rounded(search.best))
+    if run_info is not None:
+        log_to_run(tracking_uri, run_info, "postprocess", [settings_out, table_out],
+                   run_metrics(search))
+    return search.current
+
+
+def _rounded(d: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in d.items()}
+
+
+def run_metrics(search: GreedySearch) -> dict[str, float]:
+    """The chosen settings and the validation Dice before and after, as MLflow metrics."""
+    chosen = flatten(search.current.to_dict(), prefix="postprocess.chosen.")
+    metrics = {k: float(v) for k, v in chosen.items()}
+    metrics.update({f"postprocess_val_dice_{k}": v for k, v in search.best.items()})
+    metrics.update({f"postprocess_baseline_val_dice_{k}": v for k, v in search.baseline.items()})
+    return metrics
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    add_model_data_arguments(parser)
+    parser.add_argument("--settings-out", required=True, type=Path,
+                        help="JSON of the chosen settings (reports/postprocess.json)")
+    parser.add_argument("--table-out", required=True, type=Path,
+                        help="CSV of every setting tried (reports/postprocess.csv)")
+    parser.add_argument("--run-info", type=Path, default=None,
+                        help="JSON written by train; results are logged to that MLflow run")
+    add_runtime_arguments(parser)
+
+
+def main(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from brainseg.tracking import tracking_uri
+
+    set_threads(args.threads)
+    run_postprocess(params=params, model=args.model, splits=args.splits, raw_dir=args.raw_dir,
+                    settings_out=args.settings_out, table_out=args.table_out,
+                    run_info=args.run_info, tracking_uri=tracking_uri(args.tracking_uri),
+                    device=resolve_device(args.device))

@@ -21,14 +21,15 @@ import torch
 from tqdm.auto import tqdm
 
 from brainseg.data.inputs import SubjectFiles, folder_files, listed_files, load_modalities
-from brainseg.data.layouts import from_internal_labels, visible
+from brainseg.data.layouts import from_internal_labels
 from brainseg.errors import BrainsegError
 from brainseg.evaluation.inference import MLFLOW_SCHEMES, load_model, predict_probabilities
-from brainseg.evaluation.postprocess import PostprocessSettings, apply, read_settings
-from brainseg.io.nifti import SUFFIXES, save_nifti
+from brainseg.evaluation.labelmaps import PostprocessSettings, apply, read_settings
+from brainseg.io.listing import subject_folders, visible
+from brainseg.io.nifti import SUFFIXES, save_nifti, voxel_spacing
 from brainseg.io.orientation import Reorientation
+from brainseg.runtime import add_device_arguments, resolve_device, set_threads
 from brainseg.tracking import add_tracking_argument
-from brainseg.training.train import add_device_arguments, resolve_device, set_threads
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,7 @@ def predict_subject(predictor: Predictor, inputs: SubjectFiles, output: Path) ->
                                   predictor.batch_size, predictor.device,
                                   predictor.settings.flip_tta)
     # only the voxel volume enters the post-processing: the axis order does not matter
-    zooms = tuple(float(z) for z in ref.header.get_zooms()[:3])
-    labels = apply(probs, predictor.settings, zooms)
+    labels = apply(probs, predictor.settings, voxel_spacing(ref.header))
     labels = from_internal_labels(turn.undo(labels), inputs.layout)
     header = ref.header.copy()
     header["cal_min"], header["cal_max"] = 0, 0  # the scan's display range is not a label's
@@ -76,11 +76,6 @@ def predict_subject(predictor: Predictor, inputs: SubjectFiles, output: Path) ->
 
 def is_nifti_name(path: Path) -> bool:
     return path.name.lower().endswith(SUFFIXES)
-
-
-def subject_folders(root: Path) -> list[Path]:
-    """The visible sub-folders of a batch folder, sorted by name."""
-    return sorted(p for p in root.iterdir() if p.is_dir() and visible(p))
 
 
 def _has_nifti(folder: Path) -> bool:
@@ -117,15 +112,15 @@ def _check_file_output(output: Path) -> None:
                             "for one subject")
 
 
-def run_predict(model_ref: str, inputs: list[Path], output: Path, layout: str = "auto",
+def run_predict(*, model: str, inputs: list[Path], output: Path, layout: str = "auto",
                 threshold: float = 0.5, batch_size: int = 32, device: str = "cpu",
                 tracking_uri: str | None = None,
                 postprocess: Path | None = None) -> list[Path]:
     """Segment one subject (a folder or four files) or a folder of subject folders.
 
     Args:
-        model_ref: a `train` checkpoint path, or an MLflow `models:/` or `runs:/` URI.
-        inputs: one subject folder, four files (t1 t1ce t2 flair, or named by modality),
+        model: a `train` checkpoint path, or an MLflow `models:/` or `runs:/` URI.
+        inputs: (`--input`) one subject folder, four files (t1 t1ce t2 flair, or named by modality),
             or one folder of subject folders.
         output: the output file for one subject; the output folder in batch.
         layout: "auto", "brats2020" or "brats2023": the file names searched and the label
@@ -160,8 +155,8 @@ def run_predict(model_ref: str, inputs: list[Path], output: Path, layout: str = 
         subject = _single_inputs(inputs, layout)
     settings = (read_settings(postprocess) if postprocess is not None
                 else PostprocessSettings.uniform(threshold))
-    model, config = load_model(model_ref, device, tracking_uri)
-    predictor = Predictor(model, config, settings, batch_size, device)
+    net, config = load_model(model, device, tracking_uri)
+    predictor = Predictor(net, config, settings, batch_size, device)
     if subject is None:
         return predict_batch(predictor, inputs[0], output, layout)
     return [predict_subject(predictor, subject, output)]
@@ -185,7 +180,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "URI: models:/<name>/<version>, models:/<name>@<alias> or runs:/<run id>/<path> "
         "(looked up at --tracking-uri)")
     parser.add_argument(
-        "--input", required=True, nargs="+", type=Path, metavar="PATH",
+        "--input", required=True, nargs="+", type=Path, metavar="PATH", dest="inputs",
         help="one subject folder (BraTS 2020/2021 names *_t1, *_t1ce, *_t2, *_flair or "
         "BraTS 2023 names *-t1n, *-t1c, *-t2w, *-t2f; a label map is not needed); or four "
         "files, in the order t1 t1ce t2 flair unless their names say the modality; or a "
@@ -221,6 +216,8 @@ def main(args: argparse.Namespace) -> None:
     if args.batch_size < 1:
         raise BrainsegError(f"--batch-size {args.batch_size}: expected a positive integer")
     uri = tracking_uri(args.tracking_uri) if args.model.startswith(MLFLOW_SCHEMES) else None
-    written = run_predict(args.model, args.input, args.output, args.layout, args.threshold,
-                          args.batch_size, resolve_device(args.device), uri, args.postprocess)
+    written = run_predict(model=args.model, inputs=args.inputs, output=args.output,
+                          layout=args.layout, threshold=args.threshold,
+                          batch_size=args.batch_size, device=resolve_device(args.device),
+                          tracking_uri=uri, postprocess=args.postprocess)
     log.info("wrote %s", written[0] if len(written) == 1 else f"{len(written)} files")

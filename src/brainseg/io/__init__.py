@@ -1,1 +1,1 @@
-"""brainseg."""
+"""Files: NIfTI, atomic writes, checksums, downloads, folder listing, reorientation."""

@@ -1,4 +1,5 @@
-"""NIfTI input and output: BraTS file names, validation with clear errors, original affine kept.
+"""NIfTI input and output: fast decoding, validation with clear errors, the original affine
+and header kept, deterministic gzip.
 
 Axis order everywhere is nibabel's (x, y, z), z being the axial slice axis of BraTS data.
 """
@@ -8,7 +9,6 @@ from __future__ import annotations
 import gzip
 import shutil
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -18,40 +18,12 @@ from isal import igzip, isal_zlib
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_file
 
-MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
-BRATS_KEYS: tuple[str, ...] = (*MODALITIES, "seg")
-LABEL_VALUES: frozenset[int] = frozenset({0, 1, 2, 4})
 SUFFIXES = (".nii.gz", ".nii")
 
 
-@dataclass
-class Subject:
-    """One subject loaded from disk.
-
-    Attributes:
-        subject: the subject id.
-        image: float32 array (4, x, y, z), modalities in `MODALITIES` order; loaded with
-            `native=True`, the tuple of the four (x, y, z) volumes as stored instead.
-        seg: uint8 array (x, y, z) with BraTS labels {0,1,2,4}, or None without a label map.
-        affine: float64 (4, 4) voxel-to-world matrix of the first image (all files share it).
-        header: the 3D NIfTI header of the first image.
-        files: path of each file, keyed by modality name and "seg" (a Decathlon source
-            names its 4D image for the four modalities).
-        dtype: on-disk dtype of the images, to write them back unchanged.
-    """
-
-    subject: str
-    image: np.ndarray
-    seg: np.ndarray | None
-    affine: np.ndarray
-    header: nib.Nifti1Header
-    files: dict[str, Path]
-    dtype: np.dtype | None = None
-
-    @property
-    def spacing(self) -> tuple[float, float, float]:
-        """Voxel size in mm along (x, y, z)."""
-        return tuple(float(z) for z in self.header.get_zooms()[:3])  # type: ignore[return-value]
+def voxel_spacing(header: nib.Nifti1Header) -> tuple[float, float, float]:
+    """Voxel size in mm along (x, y, z) from a NIfTI header (its first three zooms)."""
+    return tuple(float(z) for z in header.get_zooms()[:3])  # type: ignore[return-value]
 
 
 def find_nifti(folder: Path, stem: str) -> Path | None:
@@ -118,29 +90,6 @@ def load_nifti(path: Path, out: np.ndarray | None = None,
         bad = int((~np.isfinite(data)).sum())
         raise BrainsegError(f"{path}: {bad} voxels are NaN or infinite")
     return data, img
-
-
-def load_subject(subject_dir: str | Path, require_seg: bool = True,
-                 native: bool = False) -> Subject:
-    """Load and validate one subject folder of the internal (BraTS 2020) layout.
-
-    Checks: every file present and readable, 3D, finite, same shape and affine as the
-    T1 file, labels within {0,1,2,4}. The checks are those of every source layout
-    (`brainseg.data.layouts`), applied to the internal one. With `native`, `image` is
-    the tuple of the four stored volumes (read-only views, no float32 copy): for callers
-    that only pass it to `extract_slices`.
-
-    Raises:
-        BrainsegError: naming the file and what is wrong.
-    """
-    from brainseg.data.layouts import load_source_subject  # layouts builds on this module
-
-    subject_dir = Path(subject_dir)
-    loaded = load_source_subject(subject_dir.parent, "brats2020", subject_dir.name, native)
-    if require_seg and loaded.seg is None:
-        missing = subject_dir / f"{subject_dir.name}_seg.nii.gz"
-        raise BrainsegError(f"{missing}: missing label map")
-    return loaded
 
 
 def save_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray, header=None) -> None:

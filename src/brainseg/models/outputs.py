@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import torch
 
+from brainseg.data.labels import LABELS, REGION_LABELS, REGIONS
 from brainseg.errors import BrainsegError
 
 OUTPUTS: dict[str, int] = {"regions": 3, "softmax": 4}  # mode -> number of output channels
-CLASS_LABELS: tuple[int, ...] = (0, 1, 2, 4)  # softmax class index -> BraTS label
+CLASS_LABELS: tuple[int, ...] = LABELS  # softmax class index -> BraTS label
 
 
 def out_channels(output: str) -> int:
@@ -27,10 +28,14 @@ def out_channels(output: str) -> int:
 
 def region_targets(labels: torch.Tensor) -> torch.Tensor:
     """BraTS labels (n, h, w) -> float WT, TC, ET masks (n, 3, h, w)."""
-    wt = labels > 0
-    et = labels == 4
-    tc = et | (labels == 1)
-    return torch.stack([wt, tc, et], dim=1).float()
+    masks = []
+    for region in REGIONS:
+        values = REGION_LABELS[region]
+        mask = labels == values[0]
+        for value in values[1:]:
+            mask |= labels == value
+        masks.append(mask)
+    return torch.stack(masks, dim=1).float()
 
 
 def class_targets(labels: torch.Tensor) -> torch.Tensor:

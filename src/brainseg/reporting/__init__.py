@@ -1,1 +1,1 @@
-"""brainseg."""
+"""Reporting: the figures and realism stages and the plots they draw."""

@@ -18,8 +18,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from brainseg.data.labels import REGIONS, labels_to_regions
+from brainseg.data.modalities import MODALITIES
 from brainseg.errors import BrainsegError
-from brainseg.io.nifti import MODALITIES
 from brainseg.reporting.plots import REGION_COLORS, save_png
 from brainseg.training.data import SliceDataset, build_augmentation
 
@@ -27,7 +27,7 @@ FLAIR = MODALITIES.index("flair")
 GREY = plt.get_cmap("gray").with_extremes(bad="black")
 
 
-def describe(name: str, params: dict[str, Any]) -> str:
+def transform_label(name: str, params: dict[str, Any]) -> str:
     """A short label of one applied transform, with its drawn values (FLAIR's where per channel).
 
     Args:
@@ -118,7 +118,7 @@ def plot_augmentations(folders: list[Path], augment_cfg: dict[str, Any], seed: i
                f"original\n{Path(folders[subject]).name} slice {k}")
         for col in range(1, n_variants + 1):
             out = dataset.sample((index, variant_seed(seed, index, col)))
-            names = [describe(n, p) for n, p in out.get("applied_transforms", [])]
+            names = [transform_label(n, p) for n, p in out.get("applied_transforms", [])]
             title = "\n".join([", ".join(names[i:i + 2]) for i in range(0, len(names), 2)])
             _panel(row[col], out["image"], out["mask"], vmin, vmax, title or "(none applied)")
     handles = [plt.Line2D([], [], color=REGION_COLORS[r], label=r) for r in REGIONS]

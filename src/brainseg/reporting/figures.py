@@ -13,16 +13,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brainseg.data.split import read_splits
+from brainseg.data.split import subjects_in_split
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_dir
-from brainseg.io.nifti import find_nifti, load_nifti
-from brainseg.params import load_params
+from brainseg.io.nifti import find_nifti, load_nifti, voxel_spacing
 from brainseg.reporting.augmentation import plot_augmentations
 from brainseg.reporting.names import FIGURES
 from brainseg.reporting.overlays import animate_axial, plot_overlay
 from brainseg.reporting.plots import plot_dice_box, plot_learning_curves, plot_metrics_table
-from brainseg.tracking import add_tracking_argument, log_to_run, tracking_uri
+from brainseg.tracking import add_tracking_argument, log_to_run
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,7 @@ def load_case(raw_dir: Path, pred_dir: Path, subject: str) -> tuple[np.ndarray, 
     if not flair.shape == ref.shape == pred.shape:
         raise BrainsegError(f"{paths[2]}: shape {pred.shape} differs from the scan's "
                             f"{flair.shape} or the reference's {ref.shape}")
-    spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
+    spacing = voxel_spacing(img.header)
     return flair, ref.astype(np.uint8), pred.astype(np.uint8), spacing
 
 
@@ -78,18 +77,30 @@ def draw_cases(per_subject: pd.DataFrame, raw_dir: Path, pred_dir: Path, out: Pa
 def draw_augmentation(params: dict[str, Any], slices_dir: Path, splits_csv: Path,
                       out: Path) -> None:
     """Training slices with tumour and their augmented versions, under `train.augment`."""
-    splits = read_splits(splits_csv)
-    folders = [slices_dir / s for s in sorted(splits.loc[splits["split"] == "train", "subject"])]
+    folders = [slices_dir / s for s in subjects_in_split(splits_csv, "train")]
     plot_augmentations(folders, params["train"]["augment"], params["base"]["seed"], out,
                        params["figures"]["dpi"])
 
 
-def run_figures(params: dict[str, Any], history: Path, per_subject_csv: Path, raw_dir: Path,
-                pred_dir: Path, out_dir: Path, run_info: Path | None, uri: str,
-                slices_dir: Path, splits_csv: Path) -> list[Path]:
-    """Draw every figure into `out_dir` (replaced atomically); returns their paths."""
+def run_figures(*, params: dict[str, Any], history: Path, per_subject: Path, raw_dir: Path,
+                pred_dir: Path, slices_dir: Path, splits: Path, out_dir: Path,
+                run_info: Path | None = None, tracking_uri: str = "") -> list[Path]:
+    """Draw every figure into `out_dir` (replaced atomically); returns their paths.
+
+    Args:
+        params: the validated params (sections figures, base, train.augment).
+        history: the per-epoch CSV of `train`.
+        per_subject: the per-subject CSV of `evaluate`.
+        raw_dir: the raw NIfTI folder (scans and reference labels).
+        pred_dir: the predictions of `evaluate`.
+        slices_dir: the training store (slices for the augmentation figure).
+        splits: data/splits.csv (its train subjects are shown augmented).
+        out_dir: the figure folder.
+        run_info: the JSON written by `train`; the figures go to that MLflow run.
+        tracking_uri: the MLflow tracking URI (used with `run_info`).
+    """
     cfg = params["figures"]
-    per_subject = pd.read_csv(per_subject_csv)
+    per_subject_csv, per_subject = per_subject, pd.read_csv(per_subject)
     if per_subject.empty:
         raise BrainsegError(f"{per_subject_csv}: no test subject to draw")
     with atomic_dir(out_dir) as tmp:
@@ -97,16 +108,15 @@ def run_figures(params: dict[str, Any], history: Path, per_subject_csv: Path, ra
         plot_dice_box(per_subject, tmp / "dice_boxplot.png", cfg["dpi"])
         plot_metrics_table(per_subject, tmp / "per_subject_table.png", cfg["dpi"])
         draw_cases(per_subject, raw_dir, pred_dir, tmp, cfg)
-        draw_augmentation(params, slices_dir, splits_csv, tmp / "augmentation.png")
+        draw_augmentation(params, slices_dir, splits, tmp / "augmentation.png")
     paths = [out_dir / name for name in FIGURES]
     if run_info is not None:
-        log_to_run(uri, run_info, "figures", paths)
+        log_to_run(tracking_uri, run_info, "figures", paths)
     log.info("wrote %d figures to %s", len(paths), out_dir)
     return paths
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", required=True, help="params.yaml to read (validated)")
     parser.add_argument("--history", required=True, type=Path, help="train history CSV")
     parser.add_argument("--per-subject", required=True, type=Path, help="evaluate's CSV")
     parser.add_argument("--raw-dir", required=True, type=Path, help="raw NIfTI folder")
@@ -120,7 +130,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_tracking_argument(parser)
 
 
-def main(args: argparse.Namespace) -> None:
-    run_figures(load_params(args.params), args.history, args.per_subject, args.raw_dir,
-                args.pred_dir, args.out_dir, args.run_info, tracking_uri(args.tracking_uri),
-                args.slices_dir, args.splits)
+def main(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from brainseg.tracking import tracking_uri
+
+    run_figures(params=params, history=args.history, per_subject=args.per_subject,
+                raw_dir=args.raw_dir, pred_dir=args.pred_dir, slices_dir=args.slices_dir,
+                splits=args.splits, out_dir=args.out_dir, run_info=args.run_info,
+                tracking_uri=tracking_uri(args.tracking_uri))

@@ -18,6 +18,7 @@ from matplotlib.animation import PillowWriter
 from matplotlib.colors import to_rgba
 from matplotlib.patches import Patch
 
+from brainseg.data.boxes import bounding_box
 from brainseg.data.labels import REGIONS, labels_to_regions
 from brainseg.io.atomic import atomic_file
 from brainseg.reporting.plots import REGION_COLORS, save_png
@@ -41,14 +42,9 @@ def tumour_centre(ref: np.ndarray, pred: np.ndarray) -> tuple[int, int, int]:
     return tuple(int(s) // 2 for s in ref.shape)
 
 
-def bounding_box(mask: np.ndarray, margin: int = MARGIN) -> tuple[slice, ...]:
-    """Slices of the box around `mask`'s voxels plus `margin` (the whole volume if empty)."""
-    if not mask.any():
-        return tuple(slice(0, s) for s in mask.shape)
-    coords = np.argwhere(mask)
-    lo = np.maximum(coords.min(axis=0) - margin, 0)
-    hi = np.minimum(coords.max(axis=0) + margin + 1, mask.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+def brain_box(flair: np.ndarray) -> tuple[slice, ...]:
+    """The box around the non-zero FLAIR voxels plus `MARGIN` (the whole volume if none)."""
+    return bounding_box(flair != 0, MARGIN) or tuple(slice(0, s) for s in flair.shape)
 
 
 def planes(volume: np.ndarray, centre: tuple[int, int, int]) -> list[np.ndarray]:
@@ -123,7 +119,7 @@ def plot_overlay(flair: np.ndarray, ref: np.ndarray, pred: np.ndarray, title: st
         flair: (x, y, z) intensities; ref, pred: (x, y, z) BraTS label maps of the same grid.
         spacing: voxel size in mm, for the aspect ratio of each plane.
     """
-    box = bounding_box(flair != 0)
+    box = brain_box(flair)
     flair, ref, pred = flair[box], ref[box], pred[box]
     centre = tumour_centre(ref, pred)
     ref_planes = [planes(m, centre) for m in labels_to_regions(ref)]
@@ -177,7 +173,7 @@ def animate_axial(flair: np.ndarray, ref: np.ndarray, pred: np.ndarray, title: s
     Returns:
         The number of frames written.
     """
-    box = bounding_box(flair != 0)
+    box = brain_box(flair)
     flair, ref, pred = flair[box], ref[box], pred[box]
     frames = axial_frames(ref, pred, flair != 0, max_frames)
     ref_r, pred_r, vmax = labels_to_regions(ref), labels_to_regions(pred), flair_vmax(flair)

@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 
 from brainseg.data.labels import REGIONS
+from brainseg.data.loading import Subject
+from brainseg.data.modalities import MODALITIES
 from brainseg.io.atomic import atomic_file
-from brainseg.io.nifti import MODALITIES, Subject
 
 REGION_COLORS = {"WT": "#f2c230", "TC": "#e4572e", "ET": "#1f9bd1"}
 
@@ -129,13 +130,13 @@ def plot_metrics_table(per_subject: pd.DataFrame, path: Path, dpi: int = 120) ->
 
 
 def plot_histograms(synthetic: dict[str, np.ndarray], real: dict[str, np.ndarray],
-                    regions: dict[str, str], modalities: tuple[str, ...], bins: int,
+                    compartments: dict[str, str], modalities: tuple[str, ...], bins: int,
                     path: Path, dpi: int = 120) -> None:
-    """Normalized intensity densities per region (rows) and modality (columns)."""
-    fig, axes = plt.subplots(len(regions), len(modalities), figsize=(3.2 * len(modalities),
-                                                                       2.4 * len(regions)))
+    """Normalized intensity densities per compartment (rows) and modality (columns)."""
+    fig, axes = plt.subplots(len(compartments), len(modalities),
+                             figsize=(3.2 * len(modalities), 2.4 * len(compartments)))
     edges = np.linspace(-4, 6, bins + 1)
-    for row, (name, label) in enumerate(regions.items()):
+    for row, (name, label) in enumerate(compartments.items()):
         for col, modality in enumerate(modalities):
             ax = axes[row, col]
             for values, colour, who in ((synthetic[name], "#1f9bd1", "synthetic"),

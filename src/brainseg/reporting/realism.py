@@ -19,40 +19,43 @@ from typing import Any
 
 import numpy as np
 
+from brainseg.data.labels import region_mask
+from brainseg.data.loading import Subject, load_subject
 from brainseg.data.manifest import read_manifest
+from brainseg.data.modalities import MODALITIES
 from brainseg.data.preprocess import extract_slices, normalize_slices
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_dir, write_text
-from brainseg.io.nifti import MODALITIES, Subject, load_subject
-from brainseg.params import load_params
 
 log = logging.getLogger(__name__)
 # Whole-tumour volumes of BraTS training cases span roughly this range (cm³).
 BRATS_WT_RANGE_CM3 = (10.0, 250.0)
-REGIONS = {"brain": "normal-appearing brain", "edema": "edema (2)", "core": "tumour core (1, 4)"}
+#: The tissue compartments whose intensities are compared, and their names in the figure.
+COMPARTMENTS = {"brain": "normal-appearing brain", "edema": "edema (2)",
+                "core": "tumour core (1, 4)"}
 
 
-def region_values(subject: Subject, params: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Normalized intensities (n, 4) per region, exactly as training sees them."""
+def compartment_values(subject: Subject, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Normalized intensities (n, 4) per compartment, exactly as training sees them."""
     ext = params["extract"]
     slices, labels, brain, _ = extract_slices(subject.image, subject.seg, ext["image_size"],
                                               ext["margin"], ext["min_brain_pixels"])
     normed, _ = normalize_slices(slices, brain, tuple(params["normalize"]["clip_percentiles"]))
     pixels = normed.transpose(0, 2, 3, 1).astype(np.float32)  # (s, h, w, 4)
     masks = {"brain": brain & (labels == 0), "edema": labels == 2,
-             "core": np.isin(labels, (1, 4))}
+             "core": region_mask(labels, "TC")}
     return {name: pixels[mask] for name, mask in masks.items()}
 
 
-def summarize(values: dict[str, np.ndarray]) -> dict[str, dict[str, list[float]]]:
-    """Mean and standard deviation per region and modality."""
+def intensity_stats(values: dict[str, np.ndarray]) -> dict[str, dict[str, list[float]]]:
+    """Mean and standard deviation per compartment and modality."""
     return {name: {"mean": v.mean(0).round(4).tolist() if len(v) else [],
                    "std": v.std(0).round(4).tolist() if len(v) else []}
             for name, v in values.items()}
 
 
 def pooled(subjects: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return {name: np.concatenate([s[name] for s in subjects]) for name in REGIONS}
+    return {name: np.concatenate([s[name] for s in subjects]) for name in COMPARTMENTS}
 
 
 def real_folders(path: Path) -> list[Path]:
@@ -99,25 +102,34 @@ def score_real(model_path: Path, reals: list[Subject], params: dict[str, Any]
     return out
 
 
-def run_realism(params: dict[str, Any], raw_dir: Path, real_dir: Path, model: Path | None,
-                out_dir: Path, summary_out: Path) -> dict[str, Any]:
-    """Compare up to `realism.max_subjects` synthetic subjects with the real case."""
+def run_realism(*, params: dict[str, Any], raw_dir: Path, real: Path, out_dir: Path,
+                summary_out: Path, model: Path | None = None) -> dict[str, Any]:
+    """Compare up to `realism.max_subjects` synthetic subjects with real subjects.
+
+    Args:
+        params: the validated params (sections realism, extract, normalize, evaluate, figures).
+        raw_dir: the synthetic cohort (data/raw, with manifest.csv).
+        real: a real subject folder in BraTS 2020 layout, or a folder of them.
+        out_dir: the figure folder (replaced atomically).
+        summary_out: the JSON summary.
+        model: a trained checkpoint: every real subject is also segmented and scored.
+    """
     from brainseg.reporting.plots import plot_histograms, plot_side_by_side, plot_volumes
 
     manifest = read_manifest(raw_dir / "manifest.csv")
     chosen = manifest.sort_values("wt_cm3")["subject"].tolist()
     step = max(1, len(chosen) // params["realism"]["max_subjects"])
     chosen = chosen[::step][: params["realism"]["max_subjects"]]
-    synthetic = pooled([region_values(load_subject(raw_dir / s), params) for s in chosen])
-    reals = [load_subject(folder) for folder in real_folders(real_dir)]
+    synthetic = pooled([compartment_values(load_subject(raw_dir / s), params) for s in chosen])
+    reals = [load_subject(folder) for folder in real_folders(real)]
     # every 4th voxel of each real subject: the histograms of 20 subjects in little memory
-    real_values = pooled([{k: v[::4] for k, v in region_values(r, params).items()}
+    real_values = pooled([{k: v[::4] for k, v in compartment_values(r, params).items()}
                           for r in reals])
-    real = reals[0]
     wt = manifest["wt_cm3"].to_numpy()
     summary: dict[str, Any] = {
         "synthetic_subjects": chosen, "real_subjects": [r.subject for r in reals],
-        "intensity": {"synthetic": summarize(synthetic), "real": summarize(real_values)},
+        "intensity": {"synthetic": intensity_stats(synthetic),
+                      "real": intensity_stats(real_values)},
         "wt_cm3": {"min": float(wt.min()), "median": float(np.median(wt)),
                    "max": float(wt.max()), "brats_range": list(BRATS_WT_RANGE_CM3)},
     }
@@ -128,17 +140,16 @@ def run_realism(params: dict[str, Any], raw_dir: Path, real_dir: Path, model: Pa
     dpi, bins = params["figures"]["dpi"], params["realism"]["bins"]
     median_subject = manifest.iloc[(manifest["wt_cm3"] - np.median(wt)).abs().argsort()[0]]
     with atomic_dir(out_dir) as tmp:
-        plot_histograms(synthetic, real_values, REGIONS, MODALITIES, bins, tmp / "histograms.png",
-                        dpi)
+        plot_histograms(synthetic, real_values, COMPARTMENTS, MODALITIES, bins,
+                        tmp / "histograms.png", dpi)
         plot_volumes(wt, BRATS_WT_RANGE_CM3, tmp / "tumour_volumes.png", dpi)
-        plot_side_by_side(load_subject(raw_dir / median_subject["subject"]), real,
+        plot_side_by_side(load_subject(raw_dir / median_subject["subject"]), reals[0],
                           tmp / "synthetic_vs_real.png", dpi)
     write_text(summary_out, json.dumps(summary, indent=1) + "\n")
     return summary
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", required=True, help="params.yaml to read (validated)")
     parser.add_argument("--raw-dir", required=True, type=Path,
                         help="the synthetic cohort (data/raw, with manifest.csv)")
     parser.add_argument("--real", required=True, type=Path,
@@ -150,7 +161,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--summary-out", required=True, type=Path, help="JSON summary")
 
 
-def main(args: argparse.Namespace) -> None:
-    run_realism(load_params(args.params), args.raw_dir, args.real, args.model, args.out_dir,
-                args.summary_out)
+def main(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    run_realism(params=params, raw_dir=args.raw_dir, real=args.real, out_dir=args.out_dir,
+                summary_out=args.summary_out, model=args.model)
 

@@ -1,1 +1,1 @@
-"""brainseg."""
+"""Training: slices and augmentation, sampling, losses, validation, state, the train stage."""

@@ -10,12 +10,10 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from brainseg.params import flatten
@@ -100,16 +98,11 @@ class TrainingRun:
 
     def finish(self, best: dict[str, float], model: Path, history: Path, run_info: Path,
                registered: dict[str, str]) -> None:
-        """Log the best epoch, the checkpoint, the history and its learning curves."""
-        from brainseg.reporting.plots import plot_learning_curves
-
+        """Log the best epoch, the checkpoint and the history CSV (the `figures` stage draws
+        its learning curves and logs them to this run as `figures/learning_curves.png`)."""
         self.mlflow.log_metrics({f"best_{k}": float(v) for k, v in best.items()})
         self.mlflow.log_artifact(str(model), artifact_path="checkpoint")
         self.mlflow.log_artifact(str(history), artifact_path="history")
-        with tempfile.TemporaryDirectory() as tmp:
-            png = Path(tmp) / "learning_curves.png"
-            plot_learning_curves(pd.read_csv(history), png)
-            self.mlflow.log_artifact(str(png), artifact_path="history")
         write_run_info(run_info, self.run_id, self.experiment, **registered)
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -24,15 +22,19 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from brainseg.data.labels import REGIONS
-from brainseg.data.split import read_splits
+from brainseg.data.modalities import MODALITIES
+from brainseg.data.split import read_splits, subjects_in_split
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_file
 from brainseg.models.outputs import out_channels
 from brainseg.models.unet import build_model
-from brainseg.parallel import default_jobs
-from brainseg.params import load_params
-from brainseg.tracking import add_tracking_argument
+from brainseg.runtime import (
+    add_runtime_arguments,
+    autocast,
+    resolve_device,
+    seed_everything,
+    set_threads,
+)
 from brainseg.training import distributed
 from brainseg.training.data import SliceDataset, build_augmentation
 from brainseg.training.losses import SegmentationLoss
@@ -45,41 +47,12 @@ from brainseg.training.validation import validate
 log = logging.getLogger(__name__)
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch, and ask torch for deterministic algorithms."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def subject_folders(slices_dir: Path, splits: pd.DataFrame, split: str) -> list[Path]:
-    """Folders of the subjects assigned to `split`, refusing an empty split."""
-    names = sorted(splits.loc[splits["split"] == split, "subject"])
-    if not names:
-        raise BrainsegError(f"no subject in the '{split}' split")
-    return [slices_dir / n for n in names]
-
-
-def autocast(precision: str, device: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast (CPU or CUDA), fp16 autocast (CUDA), or nothing for fp32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
-
-
 def model_config(params: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint stores to rebuild the model and preprocess new scans."""
     cfg = params["train"]
-    return {"model": {**cfg["model"], "in_channels": 4,
+    return {"model": {**cfg["model"], "in_channels": len(MODALITIES),
                       "out_channels": out_channels(cfg["model"]["output"])},
-            "extract": params["extract"], "normalize": params["normalize"],
-            "regions": list(REGIONS), "precision": cfg["precision"],
-            "channels_last": cfg["channels_last"]}
+            "extract": params["extract"], "normalize": params["normalize"]}
 
 
 class Trainer:
@@ -92,10 +65,9 @@ class Trainer:
         if cfg["precision"] == "fp16" and not ctx.device.startswith("cuda"):
             raise BrainsegError("train.precision fp16 needs a CUDA device; use bf16 on CPU")
         seed_everything(self.seed)
-        splits = read_splits(splits_path, fold)
-        self.dataset = SliceDataset(subject_folders(slices_dir, splits, "train"),
-                                    build_augmentation(cfg["augment"], self.seed))
-        self.val_folders = subject_folders(slices_dir, splits, "val")
+        train = [slices_dir / s for s in subjects_in_split(splits_path, "train", fold)]
+        self.dataset = SliceDataset(train, build_augmentation(cfg["augment"], self.seed))
+        self.val_folders = [slices_dir / s for s in subjects_in_split(splits_path, "val", fold)]
         plan = BatchPlan(self.dataset.has_tumor, cfg["batch_size"], cfg["slices_per_epoch"],
                          cfg["tumor_fraction"], self.seed)
         self.sampler = EpochBatchSampler(plan, ctx.rank, ctx.world)
@@ -169,39 +141,50 @@ class Trainer:
         return np.asarray(image[len(image) // 2: len(image) // 2 + 1], dtype=np.float32)
 
 
-def run_train(params: dict[str, Any], slices_dir: str | Path, splits_path: str | Path,
+def run_train(*, params: dict[str, Any], slices_dir: str | Path, splits: str | Path,
               model_out: str | Path, history_out: str | Path, run_info_out: str | Path,
               tracking_uri: str, device: str = "cpu", workers: int = 0, resume: bool = False,
-              state_path: str | Path | None = None, fold: int | None = None) -> dict[str, float]:
+              state: str | Path | None = None, fold: int | None = None) -> dict[str, float]:
     """Train, keep the best (or last) epoch's weights, and record everything in one MLflow run.
 
     Args:
-        fold: train cross-validation fold `fold` of the splits (its subjects validate).
-        resume: continue from the state at `state_path` (same params), in the same run.
-        state_path: the per-epoch training state (default: train_state.pt next to
+        params: the validated params (sections base, extract, normalize, train).
+        slices_dir: the training store of `normalize` (one folder per subject).
+        splits: data/splits.csv (its train and val subjects are used, or with `fold` those
+            of that cross-validation fold: its own subjects validate).
+        model_out: the best checkpoint (weights and the config that rebuilds the model).
+        history_out: the per-epoch CSV.
+        run_info_out: JSON with the MLflow run id and registered model version.
+        tracking_uri: the MLflow tracking URI.
+        device: torch device ("cpu", "cuda").
+        workers: data loader worker processes.
+        resume: continue from the state at `state` (same params), in the same run.
+        state: the per-epoch training state (default: train_state.pt next to
             `model_out`); removed when the training completes.
 
     Returns:
         The best epoch's history row.
     """
-    model_out, state_path = Path(model_out), Path(state_path or Path(model_out).parent
-                                                   / "train_state.pt")
+    model_out = Path(model_out)
+    state_path = Path(state or model_out.parent / "train_state.pt")
     ctx = distributed.setup(device)
     try:
-        return _train(params, Path(slices_dir), Path(splits_path), model_out, Path(history_out),
+        return _train(params, Path(slices_dir), Path(splits), model_out, Path(history_out),
                       Path(run_info_out), tracking_uri, ctx, workers, resume, state_path, fold)
     finally:
         distributed.teardown(ctx)
 
 
-def run_cross_validation(params: dict[str, Any], slices_dir: str | Path,
-                         splits_path: str | Path, folds_dir: str | Path, model_out: str | Path,
-                         history_out: str | Path, run_info_out: str | Path, tracking_uri: str,
-                         device: str = "cpu", workers: int = 0, resume: bool = False,
+def run_cross_validation(*, params: dict[str, Any], slices_dir: str | Path, splits: str | Path,
+                         folds_dir: str | Path, model_out: str | Path, history_out: str | Path,
+                         run_info_out: str | Path, tracking_uri: str, device: str = "cpu",
+                         workers: int = 0, resume: bool = False,
                          combine_only: bool = False) -> dict[str, float]:
     """Train every fold of the splits into `folds_dir`, then write their ensemble.
 
     Args:
+        folds_dir: fold f writes `folds_dir/<f>/` (see `brainseg.training.folds`); the other
+            arguments are those of `run_train`.
         combine_only: the folds are already trained (one Snakemake job each); only
             combine them (`brainseg.training.folds.combine_folds`).
         resume: continue each interrupted fold from its state file.
@@ -212,16 +195,18 @@ def run_cross_validation(params: dict[str, Any], slices_dir: str | Path,
     from brainseg.data.split import n_folds
     from brainseg.training.folds import combine_folds, fold_outputs
 
-    k = n_folds(read_splits(splits_path))
+    k = n_folds(read_splits(splits))
     if k < 2:
-        raise BrainsegError(f"{splits_path}: no cross-validation folds (split.folds: "
+        raise BrainsegError(f"{splits}: no cross-validation folds (split.folds: "
                             f"{params['split']['folds']}); train without --folds-dir")
     if not combine_only:
         for fold in range(k):
             out = fold_outputs(folds_dir, fold)
             log.info("cross-validation: fold %d of %d", fold, k)
-            run_train(params, slices_dir, splits_path, out["model"], out["history"],
-                      out["run_info"], tracking_uri, device, workers, resume, fold=fold)
+            run_train(params=params, slices_dir=slices_dir, splits=splits,
+                      model_out=out["model"], history_out=out["history"],
+                      run_info_out=out["run_info"], tracking_uri=tracking_uri, device=device,
+                      workers=workers, resume=resume, fold=fold)
     return combine_folds(params, folds_dir, k, model_out, history_out, run_info_out,
                          tracking_uri)
 
@@ -293,7 +278,6 @@ def _finish(run, trainer, best, history, model_out, history_out, run_info_out, c
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", required=True, help="params.yaml to read (validated)")
     parser.add_argument("--slices-dir", required=True, type=Path, help="normalize output")
     parser.add_argument("--splits", required=True, type=Path, help="data/splits.csv")
     parser.add_argument("--model-out", required=True, type=Path, help="best checkpoint (.pt)")
@@ -322,60 +306,24 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_runtime_arguments(parser)
 
 
-def add_device_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--device` (or $BRAINSEG_DEVICE) and `--threads`, read by `resolve_device`/`set_threads`."""
-    parser.add_argument("--device", default=os.environ.get("BRAINSEG_DEVICE", "auto"),
-                        choices=["auto", "cpu", "cuda"],
-                        help="torch device (default: $BRAINSEG_DEVICE, else auto: cuda when "
-                        "available, else cpu)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch CPU threads, at most the usable cores (0: torch's default)")
-
-
-def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
-    """Knobs that change speed, not results: kept out of params.yaml."""
-    add_tracking_argument(parser)
-    add_device_arguments(parser)
-    parser.add_argument("--workers", type=int, default=0, help="data loader worker processes")
-
-
-def set_threads(threads: int) -> None:
-    """Use `threads` torch CPU threads, at most the usable cores (0: torch's default).
-
-    Snakemake may grant more threads than the machine has (`--cores 8` on 2 cores);
-    oversubscribing the cores slows convolutions down, so the grant is capped.
-    """
-    if threads > 0:
-        torch.set_num_threads(min(threads, default_jobs(0)))
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BrainsegError("--device cuda: no CUDA device is available")
-    if name not in ("cpu", "cuda"):
-        raise BrainsegError(f"unknown device '{name}' (auto | cpu | cuda; from --device or "
-                            "$BRAINSEG_DEVICE)")
-    return name
-
-
-def main(args: argparse.Namespace) -> None:
+def main(args: argparse.Namespace, params: dict[str, Any]) -> None:
     from brainseg.tracking import tracking_uri
 
     set_threads(args.threads)
-    params = load_params(args.params)
     cv = params["split"]["folds"] >= 2
     if args.fold is None and cv and args.folds_dir is None:
         raise BrainsegError(f"{args.params}: split.folds is {params['split']['folds']}: give "
                             "--fold N (one fold) or --folds-dir DIR (every fold and their "
                             "ensemble)")
+    runtime = {"tracking_uri": tracking_uri(args.tracking_uri),
+               "device": resolve_device(args.device), "workers": args.workers,
+               "resume": args.resume}
     if cv and args.fold is None:
-        run_cross_validation(params, args.slices_dir, args.splits, args.folds_dir,
-                             args.model_out, args.history_out, args.run_info_out,
-                             tracking_uri(args.tracking_uri), resolve_device(args.device),
-                             args.workers, args.resume, args.combine_only)
+        run_cross_validation(params=params, slices_dir=args.slices_dir, splits=args.splits,
+                             folds_dir=args.folds_dir, model_out=args.model_out,
+                             history_out=args.history_out, run_info_out=args.run_info_out,
+                             combine_only=args.combine_only, **runtime)
         return
-    run_train(params, args.slices_dir, args.splits, args.model_out,
-              args.history_out, args.run_info_out, tracking_uri(args.tracking_uri),
-              resolve_device(args.device), args.workers, args.resume, args.state, args.fold)
+    run_train(params=params, slices_dir=args.slices_dir, splits=args.splits,
+              model_out=args.model_out, history_out=args.history_out,
+              run_info_out=args.run_info_out, state=args.state, fold=args.fold, **runtime)

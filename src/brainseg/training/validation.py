@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from brainseg.data.labels import REGIONS, labels_to_regions
-from brainseg.evaluation.inference import iter_logits
 from brainseg.evaluation.metrics import dice
+from brainseg.models.logits import iter_logits
 from brainseg.models.outputs import region_probabilities
 from brainseg.training.data import load_subject_slices
 

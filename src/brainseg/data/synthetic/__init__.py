@@ -18,14 +18,15 @@ import time
 
 import numpy as np
 
-from brainseg.data.synthetic.anatomy import _resample_anatomy, _transform
-from brainseg.data.synthetic.common import _F32, BRATS_AFFINE, BRATS_SHAPE, MODALITIES
+from brainseg.data.modalities import MODALITIES
+from brainseg.data.synthetic.anatomy import draw_transform, resample_anatomy
+from brainseg.data.synthetic.common import BRATS_AFFINE, BRATS_SHAPE, F32
 from brainseg.data.synthetic.config import SyntheticConfig
-from brainseg.data.synthetic.contrast import _contrast
-from brainseg.data.synthetic.lesions import _plan_lesions
-from brainseg.data.synthetic.tumor import _paint_tumors, _tumor_weights
+from brainseg.data.synthetic.contrast import synthesize_contrast
+from brainseg.data.synthetic.lesions import plan_lesions
+from brainseg.data.synthetic.tumor import paint_tumors, tumor_weights
 
-__all__ = ["BRATS_AFFINE", "BRATS_SHAPE", "MODALITIES", "SyntheticConfig", "generate_subject"]
+__all__ = ["BRATS_AFFINE", "BRATS_SHAPE", "SyntheticConfig", "generate_subject"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,22 +60,22 @@ def generate_subject(
     config = config or SyntheticConfig()
     start = time.perf_counter()
     rng = np.random.default_rng([seed, index])
-    transform = _transform(rng)
+    transform = draw_transform(rng)
     lower_grade = bool(rng.random() < config.lower_grade_fraction)
-    lesions = _plan_lesions(rng, config, transform[2], lower_grade)
-    box, tissues, centres = _resample_anatomy(rng, config, transform, lesions)
-    seg_box = _paint_tumors(rng, lesions, centres, (tissues[0], tissues[2]), config, lower_grade)
-    tumor = _tumor_weights(seg_box)
+    lesions = plan_lesions(rng, config, transform[2], lower_grade)
+    box, tissues, centres = resample_anatomy(rng, config, transform, lesions)
+    seg_box = paint_tumors(rng, lesions, centres, (tissues[0], tissues[2]), config, lower_grade)
+    tumor = tumor_weights(seg_box)
     out: dict[str, np.ndarray] = {}
     for modality in MODALITIES:
-        img = _contrast(rng, modality, tissues, tumor, config, lower_grade)
+        img = synthesize_contrast(rng, modality, tissues, tumor, config, lower_grade)
         out[modality] = _to_grid(box, np.where(tissues[0], np.clip(np.rint(img), 1, 32767), 0),
                                  np.int16)
     out["seg"] = _to_grid(box, seg_box, np.uint8)
     out["affine"] = BRATS_AFFINE.copy()
     if with_tissue:
         for key, tissue in zip(("gm", "wm", "csf"), tissues[1:], strict=True):
-            out[key] = _to_grid(box, tissue, _F32)
+            out[key] = _to_grid(box, tissue, F32)
     logger.debug(
         "subject (%d, %d): %d lesion(s), %s grade, %.2f s", seed, index, len(lesions),
         "lower" if lower_grade else "high", time.perf_counter() - start,

@@ -1,101 +1,34 @@
 """Anatomy phase: MNI152 templates deformed into the BraTS grid.
 
-Loads the packaged MNI152 tissue templates, draws the per-subject affine transform and smooth
+Takes the MNI152 tissue templates (`mni`), draws the per-subject affine transform and smooth
 deformation, applies the ventricle scaling and the lesions' mass effect, resamples the GM / WM
 maps into a crop of the BraTS grid and widens or narrows the sulcal CSF.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib.util
-from pathlib import Path
-from typing import TYPE_CHECKING
-
-import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial.transform import Rotation
 
-from brainseg.data.synthetic.common import _F32, BRATS_AFFINE, BRATS_SHAPE, _smooth_field
+from brainseg.data.synthetic.common import (
+    BRATS_AFFINE,
+    BRATS_SHAPE,
+    F32,
+    MASS_SIGMA,
+    Lesion,
+    smooth_field,
+)
 from brainseg.data.synthetic.config import SyntheticConfig
-from brainseg.errors import BrainsegError
-
-if TYPE_CHECKING:
-    from brainseg.data.synthetic.lesions import _Lesion
+from brainseg.data.synthetic.mni import mni_bbox, templates
 
 _BASE_SCALE = 0.9  # MNI brain (~155 mm tall) shrunk to BraTS-like size
 _CENTRE_VOX = np.array([119.5, 125.0, 73.0])  # mean brain centre in the BraTS grid
-_MNI_MIDLINE_X = 98.0  # MNI152 1 mm voxel index of the mid-sagittal plane (world x = 0)
 _VENTRICLE_CENTRE = np.array([98.0, 119.0, 86.0])  # lateral ventricles, MNI152 1 mm voxels
 _VENTRICLE_SIGMA = np.array([22.0, 28.0, 14.0])  # Gaussian window of the ventricle scaling
-_MASS_SIGMA = 1.2  # mass-effect window std, in units of the lesion's equivalent radius
 
 
-_MNI_FILES = {"t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
-              "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
-              "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz"}
-_MNI_MASK_THRESHOLD = 0.2  # nilearn's load_mni152_brain_mask default
-
-
-def _nilearn_data() -> Path:
-    """nilearn's packaged data folder, found without importing nilearn (about 2 s)."""
-    spec = importlib.util.find_spec("nilearn")
-    if spec is None or not spec.submodule_search_locations:
-        raise BrainsegError("nilearn is not installed: the synthetic cohort needs its MNI152 "
-                            "templates (pip install nilearn)")
-    return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
-
-
-def _rescaled(name: str) -> np.ndarray:
-    data = np.asarray(nib.load(_nilearn_data() / _MNI_FILES[name]).dataobj).astype(_F32)
-    data /= data.max()
-    return data
-
-
-@functools.lru_cache(maxsize=1)
-def _templates() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Load the MNI152 1 mm brain mask, GM and WM probabilities once per process.
-
-    The values of nilearn's `load_mni152_brain_mask`, `load_mni152_gm_template` and
-    `load_mni152_wm_template` at resolution 1 (each template divided by its maximum, the
-    mask the T1 template above 0.2), read from nilearn's packaged files with nibabel:
-    importing `nilearn.datasets` would cost every download job about 2 s.
-
-    Returns:
-        (mask, gm, wm), float32 arrays of shape (197, 233, 189), axes (x, y, z) RAS.
-    """
-    mask = (_rescaled("t1") > _MNI_MASK_THRESHOLD).astype(np.int8).astype(_F32)
-    arrays = [mask, _rescaled("gm"), _rescaled("wm")]
-    for arr in arrays:
-        arr.setflags(write=False)
-    return arrays[0], arrays[1], arrays[2]
-
-
-@functools.lru_cache(maxsize=1)
-def _mni_bbox() -> tuple[np.ndarray, np.ndarray]:
-    """Inclusive (low, high) voxel corners of the MNI152 brain mask, each of shape (3,)."""
-    idx = np.argwhere(_templates()[0] > 0.5)
-    return idx.min(axis=0), idx.max(axis=0)
-
-
-@functools.lru_cache(maxsize=1)
-def _mni_candidates() -> tuple[np.ndarray, np.ndarray]:
-    """Candidate lesion centres: supratentorial white matter of MNI152 on a 2 mm lattice.
-
-    Returns:
-        (points (N, 3) in MNI voxel coordinates, depth (N,) distance to the brain border in mm).
-    """
-    mask, _, wm = _templates()
-    sub = (slice(None, None, 2),) * 3
-    depth = ndi.distance_transform_edt(mask[sub] > 0.5) * 2.0
-    lo, hi = _mni_bbox()
-    upper = np.arange(depth.shape[2])[None, None, :] >= (lo[2] + 0.35 * (hi[2] - lo[2])) / 2
-    keep = (depth > 6.0) & (wm[sub] > 0.5) & upper
-    return np.argwhere(keep) * 2.0, depth[keep]
-
-
-def _transform(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
+def draw_transform(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
     """Draw the per-subject affine mapping BraTS voxel indices to MNI voxel indices.
 
     Returns:
@@ -105,7 +38,7 @@ def _transform(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]
     rot = Rotation.from_euler("xyz", rng.uniform(-5, 5, 3), degrees=True).as_matrix()
     lin = rot @ np.diag(1.0 / scale) @ BRATS_AFFINE[:3, :3]
     centre = _CENTRE_VOX + rng.uniform(-4, 4, 3) * np.array([1.0, 1.0, 0.6])
-    mni_centre = (_mni_bbox()[0] + _mni_bbox()[1]) / 2.0
+    mni_centre = (mni_bbox()[0] + mni_bbox()[1]) / 2.0
     return lin, mni_centre - lin @ centre, float(scale.mean())
 
 
@@ -120,19 +53,19 @@ def _base_coords(
         (box slices in the BraTS grid, float32 coordinates (3, *box shape)).
     """
     lin, offset, scale = transform
-    corners = np.array(np.meshgrid(*zip(*_mni_bbox(), strict=True))).reshape(3, -1)
+    corners = np.array(np.meshgrid(*zip(*mni_bbox(), strict=True))).reshape(3, -1)
     out_corners = np.linalg.solve(lin, corners - offset[:, None])
     margin = 3 * config.deformation_mm + 3
     lo = np.clip(np.floor(out_corners.min(1) - margin), 0, BRATS_SHAPE).astype(int)
     hi = np.clip(np.ceil(out_corners.max(1) + margin), 0, BRATS_SHAPE).astype(int)
     box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
     shape = tuple(int(b - a) for a, b in zip(lo, hi, strict=True))
-    axes = [np.arange(a, b, dtype=_F32) for a, b in zip(lo, hi, strict=True)]
-    coords = np.empty((3, *shape), dtype=_F32)
+    axes = [np.arange(a, b, dtype=F32) for a, b in zip(lo, hi, strict=True)]
+    coords = np.empty((3, *shape), dtype=F32)
     n_ctrl = tuple(max(3, round(s / 35)) for s in shape)
     for r in range(3):
-        coords[r] = _smooth_field(rng, shape, n_ctrl) * _F32(config.deformation_mm / scale)
-        coords[r] += _F32(offset[r]) + lin[r, 0] * axes[0][:, None, None]
+        coords[r] = smooth_field(rng, shape, n_ctrl) * F32(config.deformation_mm / scale)
+        coords[r] += F32(offset[r]) + lin[r, 0] * axes[0][:, None, None]
         coords[r] += lin[r, 1] * axes[1][None, :, None] + lin[r, 2] * axes[2][None, None, :]
     return box, coords
 
@@ -143,7 +76,7 @@ def _output_centre(coords: np.ndarray, target: np.ndarray, guess: np.ndarray) ->
     lo = np.clip(np.round(guess).astype(int) - 12, 0, shape - 1)
     hi = np.clip(np.round(guess).astype(int) + 13, lo + 1, shape)
     win = coords[:, lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
-    dist = ((win - target.astype(_F32)[:, None, None, None]) ** 2).sum(axis=0)
+    dist = ((win - target.astype(F32)[:, None, None, None]) ** 2).sum(axis=0)
     return lo + np.array(np.unravel_index(np.argmin(dist), dist.shape))
 
 
@@ -156,19 +89,19 @@ def _radial_warp(points: np.ndarray, centre: np.ndarray, sigma: np.ndarray, k: f
     """
     if k == 0:
         return
-    q = np.zeros(points.shape[1], dtype=_F32)
+    q = np.zeros(points.shape[1], dtype=F32)
     for axis in range(3):
-        q += ((points[axis] - _F32(centre[axis])) * _F32(1 / sigma[axis])) ** 2
-    w = _F32(k) * np.exp(_F32(-0.5) * q)
+        q += ((points[axis] - F32(centre[axis])) * F32(1 / sigma[axis])) ** 2
+    w = F32(k) * np.exp(F32(-0.5) * q)
     for axis in range(3):
-        points[axis] -= (points[axis] - _F32(centre[axis])) * w
+        points[axis] -= (points[axis] - F32(centre[axis])) * w
 
 
-def _resample_anatomy(
+def resample_anatomy(
     rng: np.random.Generator,
     config: SyntheticConfig,
     transform: tuple[np.ndarray, np.ndarray, float],
-    lesions: list[_Lesion],
+    lesions: list[Lesion],
 ) -> tuple[tuple[slice, ...], tuple[np.ndarray, ...], list[np.ndarray]]:
     """Deform the MNI templates into a crop of the BraTS grid, with ventricle and mass effects.
 
@@ -181,8 +114,8 @@ def _resample_anatomy(
     """
     lin, offset, scale = transform
     box, coords = _base_coords(rng, config, transform)
-    mask, gm, wm = _templates()
-    prob = ndi.map_coordinates(mask, coords, order=1, output=_F32)
+    mask, gm, wm = templates()
+    prob = ndi.map_coordinates(mask, coords, order=1, output=F32)
     brain = prob > 0.5
     start = np.array([s.start for s in box])
     centres = [
@@ -193,13 +126,13 @@ def _resample_anatomy(
     ventricle = rng.uniform(*config.ventricle_scale)
     _radial_warp(inside, _VENTRICLE_CENTRE, _VENTRICLE_SIGMA, 1 - 1 / ventricle)
     for les in lesions:
-        _radial_warp(inside, les.centre, np.full(3, _MASS_SIGMA * les.radius / scale), les.push)
+        _radial_warp(inside, les.centre, np.full(3, MASS_SIGMA * les.radius / scale), les.push)
     maps = []
     for tissue in (gm, wm):
-        full = np.zeros(brain.shape, dtype=_F32)
-        full[brain] = ndi.map_coordinates(tissue, inside, order=1, output=_F32)
+        full = np.zeros(brain.shape, dtype=F32)
+        full[brain] = ndi.map_coordinates(tissue, inside, order=1, output=F32)
         maps.append(full)
-    csf = np.where(brain, np.clip(prob - maps[0] - maps[1], 0, None), 0).astype(_F32)
+    csf = np.where(brain, np.clip(prob - maps[0] - maps[1], 0, None), 0).astype(F32)
     return box, _scale_csf(brain, maps[0], maps[1], csf, ventricle), centres
 
 
@@ -215,7 +148,7 @@ def _scale_csf(
     """
     sel = brain & (csf > 0) & (csf < 1)
     old = csf[sel]
-    new = 1 - (1 - old) ** _F32(factor)
+    new = 1 - (1 - old) ** F32(factor)
     ratio = (1 - new) / (1 - old)
     gm[sel] *= ratio
     wm[sel] *= ratio

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from brainseg.data.synthetic.common import _F32, _smooth_field
+from brainseg.data.synthetic.common import F32, smooth_field
 from brainseg.data.synthetic.config import SyntheticConfig
 
 # Base intensities per modality, before jitter and gain:
@@ -40,7 +40,7 @@ def _intensities(
     return values[:3], np.array([values[3], label1, values[5]])
 
 
-def _contrast(
+def synthesize_contrast(
     rng: np.random.Generator,
     modality: str,
     tissues: tuple[np.ndarray, ...],
@@ -51,21 +51,21 @@ def _contrast(
     """Synthesise one modality (float32, box shape) from tissue maps and tumour weights."""
     brain, gm, wm, csf = tissues
     (i_csf, i_gm, i_wm), i_tum = _intensities(rng, modality, config, lower_grade)
-    img = csf * _F32(i_csf) + gm * _F32(i_gm) + wm * _F32(i_wm)
+    img = csf * F32(i_csf) + gm * F32(i_gm) + wm * F32(i_wm)
     tloc, weights = tumor
     sub, shape = img[tloc], img[tloc].shape
-    texture = 1 + 0.1 * _smooth_field(rng, shape, tuple(max(3, s // 6) for s in shape))
+    texture = 1 + 0.1 * smooth_field(rng, shape, tuple(max(3, s // 6) for s in shape))
     sub *= 1 - sum(weights)
     for weight, value in zip(weights, i_tum, strict=True):
-        sub += weight * texture * _F32(value)
-    bias = _smooth_field(rng, img.shape, (3, 3, 3))
-    img *= np.exp(_F32(config.bias_field) * bias / max(float(np.abs(bias).max()), 1e-6))
+        sub += weight * texture * F32(value)
+    bias = smooth_field(rng, img.shape, (3, 3, 3))
+    img *= np.exp(F32(config.bias_field) * bias / max(float(np.abs(bias).max()), 1e-6))
     if config.domain_randomization:
         img = _degrade(rng, img)
     sigma = config.noise * i_wm
     vals = img[brain]
-    n1, n2 = (rng.standard_normal(vals.size, dtype=_F32) * _F32(sigma) for _ in range(2))
-    img[brain] = np.sqrt((vals + n1) ** 2 + n2**2) * _F32(rng.uniform(0.7, 1.4))
+    n1, n2 = (rng.standard_normal(vals.size, dtype=F32) * F32(sigma) for _ in range(2))
+    img[brain] = np.sqrt((vals + n1) ** 2 + n2**2) * F32(rng.uniform(0.7, 1.4))
     img[~brain] = 0
     return img
 
@@ -91,5 +91,5 @@ def _interp_axis(a: np.ndarray, axis: int, pos: np.ndarray) -> np.ndarray:
     i0 = np.clip(np.floor(pos).astype(int), 0, a.shape[axis] - 2)
     shape = [1] * a.ndim
     shape[axis] = -1
-    w = (pos - i0).astype(_F32).reshape(shape)
+    w = (pos - i0).astype(F32).reshape(shape)
     return np.take(a, i0, axis=axis) * (1 - w) + np.take(a, i0 + 1, axis=axis) * w

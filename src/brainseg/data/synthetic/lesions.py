@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from brainseg.data.synthetic.anatomy import _MASS_SIGMA, _MNI_MIDLINE_X, _mni_candidates
+from brainseg.data.synthetic.common import MASS_SIGMA, Lesion
 from brainseg.data.synthetic.config import SyntheticConfig
+from brainseg.data.synthetic.mni import MNI_MIDLINE_X, mni_candidates
 
 _LESION_ODDS = 0.3  # P(k + 1 lesions) / P(k lesions): most subjects have a single lesion
-
-
-@dataclass(frozen=True)
-class _Lesion:
-    """One planned lesion: centre in MNI voxels, sizes in output millimetres."""
-
-    centre: np.ndarray  # (3,) MNI152 voxel coordinates
-    radius: float  # whole-tumour equivalent radius (mm)
-    core_fraction: float  # core volume / whole-tumour volume
-    push: float  # mass effect: radial contraction of the sampling at the centre, in [0, 0.7]
 
 
 def _lesion_count(rng: np.random.Generator, bounds: tuple[int, int]) -> int:
@@ -30,7 +19,7 @@ def _lesion_count(rng: np.random.Generator, bounds: tuple[int, int]) -> int:
 
 
 def _pick_centre(
-    rng: np.random.Generator, radius: float, placed: list[_Lesion], scale: float
+    rng: np.random.Generator, radius: float, placed: list[Lesion], scale: float
 ) -> np.ndarray:
     """Pick a lesion centre (MNI voxels) deep enough for ``radius``; satellites near the first.
 
@@ -43,8 +32,8 @@ def _pick_centre(
     Returns:
         (3,) MNI voxel coordinates.
     """
-    points, depth = _mni_candidates()
-    lateral = np.abs(points[:, 0] - _MNI_MIDLINE_X) * scale
+    points, depth = mni_candidates()
+    lateral = np.abs(points[:, 0] - MNI_MIDLINE_X) * scale
     ok = (depth * scale > 0.3 * radius + 5) & (lateral > 0.6 * radius + 3)
     if placed:
         gap = np.linalg.norm(points - placed[0].centre, axis=1) * scale - placed[0].radius - radius
@@ -56,9 +45,9 @@ def _pick_centre(
     return cand[rng.integers(len(cand))] + rng.uniform(0, 2, 3)
 
 
-def _plan_lesions(
+def plan_lesions(
     rng: np.random.Generator, config: SyntheticConfig, scale: float, lower_grade: bool
-) -> list[_Lesion]:
+) -> list[Lesion]:
     """Draw lesion count, sizes (log-uniform total volume), centres and mass effect.
 
     The total whole-tumour volume is drawn log-uniformly between the volumes of the spheres of
@@ -67,12 +56,12 @@ def _plan_lesions(
     v_lo, v_hi = (4 / 3 * np.pi * r**3 for r in config.tumor_radius_mm)
     total = float(np.exp(rng.uniform(np.log(v_lo), np.log(v_hi))))
     shares = rng.uniform(0.05, 0.25, _lesion_count(rng, config.n_lesions) - 1)
-    lesions: list[_Lesion] = []
+    lesions: list[Lesion] = []
     for volume in (total * (1 - shares.sum()), *(total * shares)):
         radius = float(np.cbrt(3 * volume / (4 * np.pi)))
         centre = _pick_centre(rng, radius, lesions, scale)
         strength = rng.uniform(0.5, 1.0) * (0.5 if lower_grade else 1.0)
-        push = config.mass_effect_mm * strength * np.exp(0.5) / (30.0 * _MASS_SIGMA)
+        push = config.mass_effect_mm * strength * np.exp(0.5) / (30.0 * MASS_SIGMA)
         frac = rng.uniform(*config.core_fraction)
-        lesions.append(_Lesion(centre, radius, frac, float(min(push, 0.7))))
+        lesions.append(Lesion(centre, radius, frac, float(min(push, 0.7))))
     return lesions

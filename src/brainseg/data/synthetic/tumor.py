@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from brainseg.data.synthetic.common import _F32, _lumps
+from brainseg.data.boxes import bounding_box
+from brainseg.data.synthetic.common import F32, Lesion, smooth_lumps
 from brainseg.data.synthetic.config import SyntheticConfig
-from brainseg.data.synthetic.lesions import _Lesion
 
 _FRONT_STEPS = 10  # iterations of the edema front (2 mm grid, 3 mm Gaussian per step)
 _LABEL_RANK = np.array([0, 3, 1, 0, 2], dtype=np.uint8)  # merge priority: 1 > 4 > 2 > 0
@@ -30,14 +30,6 @@ def _box_around(
     )
 
 
-def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
-    """Bounding-box slices of ``mask`` grown by ``margin`` voxels (clipped to the array)."""
-    idx = np.argwhere(mask)
-    lo = np.maximum(idx.min(axis=0) - margin, 0)
-    hi = np.minimum(idx.max(axis=0) + margin + 1, mask.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-
-
 def _threshold(field: np.ndarray, valid: np.ndarray, n: float) -> float:
     """Value of the ``n``-th highest ``field`` voxel among ``valid`` voxels."""
     vals = field[valid]
@@ -49,7 +41,7 @@ def _upsample2(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Linear x2 upsampling of a field sampled at even voxels back to ``shape``."""
     for axis, n in enumerate(shape):
         a = np.moveaxis(a, axis, 0)
-        out = np.empty((2 * a.shape[0], *a.shape[1:]), dtype=_F32)
+        out = np.empty((2 * a.shape[0], *a.shape[1:]), dtype=F32)
         out[0::2] = a
         out[1:-1:2] = 0.5 * (a[:-1] + a[1:])
         out[-1] = a[-1]
@@ -78,8 +70,8 @@ def _core_field(
         for i in range(3)
     )
     shape = np.broadcast_shapes(*(g.shape for g in grids))
-    lumps = _lumps(rng, shape, (r_core / 3.0, 2.5), (0.35, 0.12))
-    return 1 - np.sqrt(rho).astype(_F32) + lumps
+    lumps = smooth_lumps(rng, shape, (r_core / 3.0, 2.5), (0.35, 0.12))
+    return 1 - np.sqrt(rho).astype(F32) + lumps
 
 
 def _edema_front(
@@ -95,9 +87,9 @@ def _edema_front(
         float32 field in [0, 1], 1 on the core.
     """
     shape = core.shape
-    lumps = _lumps(rng, shape, (10.0, 4.0), (1.0, 0.4))
-    weight = np.minimum(np.exp(_F32(-bias) * (1 - wm) + lumps), 1) * valid
-    u = core.astype(_F32)
+    lumps = smooth_lumps(rng, shape, (10.0, 4.0), (1.0, 0.4))
+    weight = np.minimum(np.exp(F32(-bias) * (1 - wm) + lumps), 1) * valid
+    u = core.astype(F32)
     for _ in range(_FRONT_STEPS):
         u = np.maximum(u, weight * ndi.gaussian_filter(u, 1.5, truncate=3.0))
     return u
@@ -105,7 +97,7 @@ def _edema_front(
 
 def _lesion_fields(
     rng: np.random.Generator,
-    lesion: _Lesion,
+    lesion: Lesion,
     centre: np.ndarray,
     valid2: np.ndarray,
     wm2: np.ndarray,
@@ -119,7 +111,7 @@ def _lesion_fields(
     r_wt = lesion.radius
     r_core = r_wt * lesion.core_fraction ** (1 / 3)
     grids = [
-        (2.0 * np.arange(n, dtype=_F32) - c).reshape([-1 if a == i else 1 for a in range(3)])
+        (2.0 * np.arange(n, dtype=F32) - c).reshape([-1 if a == i else 1 for a in range(3)])
         for i, (n, c) in enumerate(zip(valid2.shape, centre, strict=True))
     ]
     core_f = _core_field(rng, grids, r_core)
@@ -128,14 +120,14 @@ def _lesion_fields(
     core2 = (core_f >= t_core) & valid2
     front = _edema_front(rng, core2, wm2, valid2, config.edema_wm_bias)
     t_wt = max(_threshold(front, valid2, vol), 1e-30)  # never take the unreached zeros
-    depth = ndi.distance_transform_edt(core2).astype(_F32) * 2.0
-    rim = rng.uniform(0.15, 0.35) * r_core * (1 + _lumps(rng, core2.shape, (4.0,), (0.4,)))
+    depth = ndi.distance_transform_edt(core2).astype(F32) * 2.0
+    rim = rng.uniform(0.15, 0.35) * r_core * (1 + smooth_lumps(rng, core2.shape, (4.0,), (0.4,)))
     return [core_f, front, depth - np.maximum(rim, 2.0)], (t_core, t_wt)
 
 
 def _paint_lesion(
     rng: np.random.Generator,
-    lesion: _Lesion,
+    lesion: Lesion,
     centre: np.ndarray,
     tissues: tuple[np.ndarray, np.ndarray],
     config: SyntheticConfig,
@@ -180,7 +172,7 @@ def _nested_labels(
     if not core.any():
         core = np.zeros_like(valid)
         core[tuple(np.array(valid.shape) // 2)] = valid[tuple(np.array(valid.shape) // 2)]
-    cb = _bbox(core, 3)
+    cb = bounding_box(core, 3)
     core_c = np.zeros_like(core)
     core_c[cb] = _largest(core[cb]) & valid[cb]
     whole = (whole & valid) | core_c
@@ -204,9 +196,9 @@ def _largest(mask: np.ndarray) -> np.ndarray:
     return ndi.binary_fill_holes(mask)
 
 
-def _paint_tumors(
+def paint_tumors(
     rng: np.random.Generator,
-    lesions: list[_Lesion],
+    lesions: list[Lesion],
     centres: list[np.ndarray],
     tissues: tuple[np.ndarray, np.ndarray],
     config: SyntheticConfig,
@@ -220,14 +212,14 @@ def _paint_tumors(
     return seg
 
 
-def _tumor_weights(seg: np.ndarray) -> tuple[tuple[slice, ...], list[np.ndarray]]:
+def tumor_weights(seg: np.ndarray) -> tuple[tuple[slice, ...], list[np.ndarray]]:
     """Partial-volume weights of edema, label 1 and enhancing tumour around the lesions.
 
     Returns:
         (slices bounding the tumours with a margin, [w2, w1, w4] float32 of that shape).
     """
-    tloc = _bbox(seg > 0, 4)
+    tloc = bounding_box(seg > 0, 4)
     sub = seg[tloc]
     return tloc, [
-        ndi.gaussian_filter((sub == lab).astype(_F32), 0.8, truncate=3.0) for lab in (2, 1, 4)
+        ndi.gaussian_filter((sub == lab).astype(F32), 0.8, truncate=3.0) for lab in (2, 1, 4)
     ]
