@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import http.server
 import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import nibabel as nib
@@ -83,3 +85,88 @@ def served(tmp_path):
     yield root, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+@dataclass
+class ServerState:
+    """What the handler serves and how it misbehaves; `requests` records (path, Range)."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    mode: str = "normal"
+    requests: list[tuple[str, str | None]] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class RangeHandler(BaseHTTPRequestHandler):
+    """Serves `state.files`; modes: normal, hang, 500-always, 500-once, 404, ignore-range,
+    cut (the first response stops half-way)."""
+
+    state: ServerState
+
+    def log_message(self, format, *args):  # silence the default stderr log
+        pass
+
+    def do_GET(self):
+        state = self.state
+        with state.lock:
+            state.requests.append((self.path, self.headers.get("Range")))
+            count = len(state.requests)
+        if state.mode == "hang":
+            state.release.wait(10)
+            return
+        if state.mode == "500-always" or (state.mode == "500-once" and count == 1):
+            self.send_error(500)
+            return
+        body = state.files.get(self.path)
+        if state.mode == "404" or body is None:
+            self.send_error(404)
+            return
+        self._send(body, count)
+
+    def _send(self, body: bytes, count: int):
+        start = 0
+        header = self.headers.get("Range")
+        if header and self.state.mode != "ignore-range":
+            start = int(header.removeprefix("bytes=").rstrip("-"))
+            if start >= len(body):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(body)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        if self.state.mode == "cut" and count == 1:
+            self.wfile.write(body[: len(body) // 2])
+            self.close_connection = True
+            return
+        self.wfile.write(body[start:])
+
+
+@pytest.fixture
+def server(monkeypatch):
+    """A threading HTTP server on 127.0.0.1 (no proxy in between); yields (base URL, state).
+
+    It serves `state.files` (URL path -> bytes) with range requests, and misbehaves as
+    `state.mode` says (see `RangeHandler`).
+    """
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
+                "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    state = ServerState()
+    handler = type("BoundHandler", (RangeHandler,), {"state": state})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", state
+    finally:
+        state.release.set()
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)

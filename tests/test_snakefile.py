@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,17 @@ def test_snakefile_plans_one_download_job_per_subject(tmp_path, params):
     n = params["download"]["n_subjects"]
     assert f"download_subject        {n}" in result.stdout
     assert f"extract                 {n}" in result.stdout
+
+
+def test_a_manifest_source_plans_one_job_per_listed_subject_without_a_checkpoint(tmp_path,
+                                                                                params):
+    params["download"].update(source="manifest", manifest="workflow/manifests/brats18.tsv")
+    result = dry_run(workflow_copy(tmp_path, params))
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^download_subject\s+20$", result.stdout, re.M)
+    assert re.search(r"^extract\s+20$", result.stdout, re.M)
+    assert not re.search(r"^fetch\s", result.stdout, re.M)
+    assert result.stdout.count("input: workflow/manifests/brats18.tsv\n") == 20
 
 
 def test_snakefile_validates_params_against_the_schema(tmp_path, params):

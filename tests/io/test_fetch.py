@@ -1,4 +1,5 @@
-"""fetch() against a real HTTP server on 127.0.0.1, and extract_archive() on crafted archives."""
+"""fetch() against a real HTTP server on 127.0.0.1 (`server`, tests/conftest.py), and
+extract_archive() on crafted archives."""
 
 from __future__ import annotations
 
@@ -6,10 +7,8 @@ import hashlib
 import io
 import logging
 import tarfile
-import threading
 import time
 import zipfile
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -23,86 +22,11 @@ from brainseg.io.fetch import fetch
 FAST = {"backoff": 0.01, "timeout": 5.0}
 
 
-@dataclass
-class ServerState:
-    """What the handler serves and how it misbehaves; `requests` records (path, Range)."""
-
-    files: dict[str, bytes] = field(default_factory=dict)
-    mode: str = "normal"
-    requests: list[tuple[str, str | None]] = field(default_factory=list)
-    release: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-class Handler(BaseHTTPRequestHandler):
-    state: ServerState
-
-    def log_message(self, format, *args):  # silence the default stderr log
-        pass
-
-    def do_GET(self):
-        state = self.state
-        with state.lock:
-            state.requests.append((self.path, self.headers.get("Range")))
-            count = len(state.requests)
-        if state.mode == "hang":
-            state.release.wait(10)
-            return
-        if state.mode == "500-always" or (state.mode == "500-once" and count == 1):
-            self.send_error(500)
-            return
-        body = state.files.get(self.path)
-        if state.mode == "404" or body is None:
-            self.send_error(404)
-            return
-        self._send(body, count)
-
-    def _send(self, body: bytes, count: int):
-        start = 0
-        header = self.headers.get("Range")
-        if header and self.state.mode != "ignore-range":
-            start = int(header.removeprefix("bytes=").rstrip("-"))
-            if start >= len(body):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(body)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(body) - start))
-        self.end_headers()
-        if self.state.mode == "cut" and count == 1:
-            self.wfile.write(body[: len(body) // 2])
-            self.close_connection = True
-            return
-        self.wfile.write(body[start:])
-
-
 @pytest.fixture(autouse=True)
 def _no_proxy(monkeypatch):
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
                 "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
-
-
-@pytest.fixture
-def server():
-    """A threading HTTP server on 127.0.0.1; yields (base URL, state)."""
-    state = ServerState()
-    handler = type("BoundHandler", (Handler,), {"state": state})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", state
-    finally:
-        state.release.set()
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
 
 
 @pytest.fixture
@@ -163,6 +87,28 @@ def test_wrong_checksum_leaves_nothing(server, payload, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_wrong_size_leaves_nothing_and_a_cached_file_of_another_size_is_fetched_again(
+        server, payload, tmp_path):
+    base, state = server
+    state.files["/x.bin"] = payload
+    with pytest.raises(BrainsegError, match=f"size mismatch: expected 7 bytes, got {len(payload)}"):
+        fetch(f"{base}/x.bin", tmp_path, sha(payload), size=7, **FAST)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "x.bin").write_bytes(payload[:-1])
+    out = fetch(f"{base}/x.bin", tmp_path, sha(payload), size=len(payload), **FAST)
+    assert out.read_bytes() == payload and len(state.requests) == 2
+
+
+def test_name_sets_the_cache_file_name(server, payload, tmp_path):
+    base, state = server
+    state.files["/a/b/x.bin"] = payload
+    out = fetch(f"{base}/a/b/x.bin", tmp_path, sha(payload), name="S1_t1.bin", **FAST)
+    assert out == tmp_path / "S1_t1.bin" and out.read_bytes() == payload
+    for bad in ("a/b", "..", ""):
+        with pytest.raises(BrainsegError, match="is not a plain file name"):
+            fetch(f"{base}/a/b/x.bin", tmp_path, sha(payload), name=bad, **FAST)
+
+
 def test_bad_cached_file_is_downloaded_again(server, payload, tmp_path):
     base, state = server
     state.files["/x.bin"] = payload
@@ -211,7 +157,7 @@ def test_500_forever_gives_up(server, tmp_path):
 
 
 def test_connection_refused_is_retried_then_fails(tmp_path):
-    with ThreadingHTTPServer(("127.0.0.1", 0), Handler) as closed:
+    with ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler) as closed:
         port = closed.server_address[1]
     with pytest.raises(BrainsegError, match="gave up after 2 retries"):
         fetch(f"http://127.0.0.1:{port}/x.bin", tmp_path, retries=2, **FAST)

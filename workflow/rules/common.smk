@@ -51,7 +51,8 @@ wildcard_constraints:
 
 @lru_cache(maxsize=1)
 def cohort():
-    """Subject ids; for a url source they are known once the `fetch` checkpoint ran."""
+    """Subject ids; for a url source they are known once the `fetch` checkpoint ran
+    (a manifest source lists them in its file: no checkpoint)."""
     if config["download"]["source"] == "url":
         checkpoints.fetch.get()
     return tuple(subject_ids(config["download"], SOURCE_DIR))
@@ -61,6 +62,13 @@ def fetched_source(wildcards):
     """The unpacked archive a subject is ingested from (url source only)."""
     if config["download"]["source"] == "url":
         return checkpoints.fetch.get().output
+    return []
+
+
+def source_manifest(wildcards):
+    """The file list a subject is downloaded by (manifest source only)."""
+    if config["download"]["source"] == "manifest":
+        return config["download"]["manifest"]
     return []
 
 

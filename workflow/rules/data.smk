@@ -21,6 +21,7 @@ checkpoint fetch:
 rule download_subject:
     input:
         source=fetched_source,
+        manifest=source_manifest,
     output:
         t1="data/raw/{subject}/{subject}_t1.nii.gz",
         t1ce="data/raw/{subject}/{subject}_t1ce.nii.gz",

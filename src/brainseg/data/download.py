@@ -3,7 +3,9 @@
 `source: synthetic` generates subjects from the MNI152 template (deterministic per seed
 and subject); `source: local` validates and converts a folder in any supported layout
 (BraTS 2020/2021, BraTS 2023, Decathlon Task01); `source: url` fetches and unpacks an
-archive first, then ingests it like a local folder.
+archive first, then ingests it like a local folder; `source: manifest` fetches the files
+of a committed list one by one (size and SHA-256 checked), then ingests each subject
+like a local BraTS 2020 folder.
 """
 
 from __future__ import annotations
@@ -68,6 +70,13 @@ def ingest_local(subject: str, out_dir: Path, root: Path, layout: str) -> str:
     return subject
 
 
+def download_listed(subject: str, out_dir: Path, cfg: dict[str, Any], source_dir: Path) -> str:
+    """Fetch one subject of a `manifest` source, then ingest it as a BraTS 2020 folder."""
+    from brainseg.data.manifest_source import fetch_listed
+
+    return ingest_local(subject, out_dir, fetch_listed(cfg, subject, source_dir), "brats2020")
+
+
 def run_download(
     *,
     params: dict[str, Any],
@@ -85,7 +94,8 @@ def run_download(
         subjects: ids to (re)write (`--subject`); None for all; [] to write only the manifest.
         manifest: write `<out_dir>/manifest.csv` describing every subject.
         jobs: processes for the subjects (0: all cores).
-        source_dir: where a `url` source is downloaded and unpacked.
+        source_dir: where a `url` source is downloaded and unpacked, and the files of a
+            `manifest` source are fetched.
 
     Returns:
         The ids written.
@@ -97,12 +107,14 @@ def run_download(
     todo = every if subjects is None else subjects
     unknown = sorted(set(todo) - set(every))
     if unknown:
-        why = "" if cfg["source"] == "synthetic" else (
+        why = "" if cfg["source"] in ("synthetic", "manifest") else (
             " (subjects without a label map are not part of the training cohort)")
         raise BrainsegError(f"--subject: unknown ids {unknown} for these params{why}")
     if cfg["source"] == "synthetic":
         args: tuple = (out_dir, params["base"]["seed"], cfg["synthetic"])
         fn = generate_synthetic
+    elif cfg["source"] == "manifest":
+        args, fn = (out_dir, cfg, Path(source_dir)), download_listed
     else:
         root = dataset_root(cfg, Path(source_dir))
         args, fn = (out_dir, root, layout_of(cfg, root)), ingest_local
@@ -141,8 +153,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--source-dir",
         type=Path,
         default=DEFAULT_SOURCE_DIR,
-        help="where a url source is cached (archive/) and unpacked (extracted/); "
-        f"default {DEFAULT_SOURCE_DIR}",
+        help="where a url source is cached (archive/) and unpacked (extracted/), and the "
+        f"files of a manifest source are fetched (manifest/); default {DEFAULT_SOURCE_DIR}",
     )
     parser.add_argument("--jobs", type=int, default=0, help="processes (0: all cores)")
 

@@ -26,9 +26,14 @@ def subject_ids(download: dict[str, Any],
                 source_dir: str | Path = DEFAULT_SOURCE_DIR) -> list[str]:
     """All subject ids for the `download` params section.
 
-    Synthetic ids need nothing on disk; a local folder is listed; a `url` source must
-    have been fetched into `source_dir` first (`brainseg download --fetch-only`).
+    Synthetic ids need nothing on disk; a `manifest` source lists them in its file
+    (`download.manifest`); a local folder is listed; a `url` source must have been
+    fetched into `source_dir` first (`brainseg download --fetch-only`).
     """
     if download["source"] == "synthetic":
         return synthetic_ids(download["prefix"], download["n_subjects"])
+    if download["source"] == "manifest":
+        from brainseg.data.manifest_source import listed_ids
+
+        return listed_ids(download)
     return dataset_ids(download, Path(source_dir))

@@ -29,13 +29,13 @@ class _RetryableError(Exception):
 
 
 def fetch(url: str, cache_dir: Path, sha256: str | None = None, *, md5: str | None = None,
-          timeout: float = 30.0, retries: int = 4, backoff: float = 1.0,
-          chunk_size: int = 1 << 20) -> Path:
+          size: int | None = None, name: str | None = None, timeout: float = 30.0,
+          retries: int = 4, backoff: float = 1.0, chunk_size: int = 1 << 20) -> Path:
     """Download `url` into `cache_dir` and return the verified file's path.
 
-    The file is cached as `cache_dir/<last URL path component>`; while downloading it is
-    `<name>.part`, which a later attempt (or call) resumes with a `Range` request. Only a
-    file that passed its checksum is ever renamed to its final name.
+    The file is cached as `cache_dir/<name>` (default: the last URL path component);
+    while downloading it is `<name>.part`, which a later attempt (or call) resumes with a
+    `Range` request. Only a file that passed its checks is ever renamed to its final name.
 
     Args:
         url: An http(s) URL.
@@ -43,6 +43,8 @@ def fetch(url: str, cache_dir: Path, sha256: str | None = None, *, md5: str | No
         sha256: Expected hex digest; when None the computed digest is logged at WARNING.
         md5: Expected MD5 hex digest, checked only when `sha256` is None (some datasets
             publish only an MD5, e.g. the Decathlon's); the SHA-256 is then logged to record.
+        size: Expected size in bytes, checked before the digest when given.
+        name: File name in the cache (no folder part); None for the URL's last component.
         timeout: Socket timeout in seconds of each connect and each read.
         retries: Number of retries after the first attempt on transient failures.
         backoff: Retry `k` (from 0) waits `backoff * 2**k` seconds.
@@ -52,7 +54,8 @@ def fetch(url: str, cache_dir: Path, sha256: str | None = None, *, md5: str | No
         Path of the verified file in the cache.
 
     Raises:
-        BrainsegError: Bad URL or checksum, HTTP 4xx, or transient failures outlasting retries.
+        BrainsegError: Bad URL, size or checksum, HTTP 4xx, or transient failures outlasting
+            retries. A file that fails its size or checksum is deleted.
     """
     try:
         parts = urllib.parse.urlsplit(url)
@@ -70,15 +73,17 @@ def fetch(url: str, cache_dir: Path, sha256: str | None = None, *, md5: str | No
             raise BrainsegError(f"{url}: md5 {md5!r} is not 32 hexadecimal digits")
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    name = _cache_name(parts.path)
+    if name is not None and (_bad_name(name) or "/" in name):
+        raise BrainsegError(f"{url}: cache file name {name!r} is not a plain file name")
+    name = name or _cache_name(parts.path)
     final = cache_dir / name
-    if final.is_file() and _verify(url, final, sha256, md5, raise_on_mismatch=False):
+    if final.is_file() and _verify(url, final, sha256, md5, size, raise_on_mismatch=False):
         log.info("%s: using cached %s", url, final)
         return final
     part = cache_dir / f"{name}.part"
     _download_with_retries(url, part, timeout=timeout, retries=retries, backoff=backoff,
                            chunk_size=chunk_size)
-    _verify(url, part, sha256, md5, raise_on_mismatch=True)
+    _verify(url, part, sha256, md5, size, raise_on_mismatch=True)
     os.replace(part, final)
     log.info("%s: saved %s", url, final)
     return final
@@ -86,17 +91,27 @@ def fetch(url: str, cache_dir: Path, sha256: str | None = None, *, md5: str | No
 
 def _cache_name(url_path: str) -> str:
     name = urllib.parse.unquote(url_path).rsplit("/", 1)[-1]
-    bad = name in ("", ".", "..") or "\x00" in name or "\\" in name
-    return "download" if bad else name
+    return "download" if _bad_name(name) else name
 
 
-def _verify(url: str, path: Path, sha256: str | None, md5: str | None,
+def _bad_name(name: str) -> bool:
+    return name in ("", ".", "..") or "\x00" in name or "\\" in name
+
+
+def _verify(url: str, path: Path, sha256: str | None, md5: str | None, size: int | None,
             raise_on_mismatch: bool) -> bool:
-    """Check `path` against the SHA-256 (or, without one, the MD5) given.
+    """Check `path` against the size (when given), then the SHA-256 (or, without one, the MD5).
 
     A file that fails is deleted; with `raise_on_mismatch` the failure is an error.
     Without a SHA-256 the computed one is logged, to be recorded in params.
     """
+    actual_size = path.stat().st_size
+    if size is not None and actual_size != size:
+        path.unlink(missing_ok=True)
+        if raise_on_mismatch:
+            raise BrainsegError(f"{url}: size mismatch: expected {size} bytes, got {actual_size}")
+        log.warning("%s: cached %s has the wrong size; downloading again", url, path)
+        return False
     actual_sha, actual_md5 = file_digests(path, "sha256", "md5")
     kind, expected, actual = ("sha256", sha256, actual_sha) if sha256 else ("md5", md5, actual_md5)
     if expected is not None and actual != expected:
