@@ -58,11 +58,20 @@ def test_snakefile_validates_params_against_the_schema(tmp_path, params):
 
 def test_config_overrides_are_refused(tmp_path, params):
     folder = workflow_copy(tmp_path, params)
+    (folder / "partial.yaml").write_text(yaml.safe_dump({"base": {"seed": 43}}))
+    result = dry_run(folder, "--configfile", "partial.yaml")
+    assert result.returncode != 0
+    assert "--config overrides and partial" in result.stdout + result.stderr
+
+
+def test_a_complete_configfile_is_what_every_command_reads(tmp_path, params):
+    folder = workflow_copy(tmp_path, params)
     params["base"]["seed"] += 1
     (folder / "other.yaml").write_text(yaml.safe_dump(params))
-    result = dry_run(folder, "--configfile", "other.yaml")
-    assert result.returncode != 0
-    assert "--config/--configfile overrides are not passed" in result.stdout + result.stderr
+    result = dry_run(folder, "--configfile", "other.yaml", "-p")
+    assert result.returncode == 0, result.stderr
+    assert "brainseg download --params other.yaml" in result.stdout
+    assert "--params params.yaml" not in result.stdout
 
 
 PROFILE = REPO / "workflow" / "profiles" / "default" / "config.yaml"

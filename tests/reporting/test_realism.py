@@ -36,7 +36,7 @@ def test_realism_scores_every_subject_of_a_real_folder(params, tiny_cohort, real
                                                        tmp_path):
     params["download"].update(source="local", path=str(tiny_cohort))
     params["extract"].update(image_size=32, min_brain_pixels=4)
-    run_download(params, tmp_path / "raw", jobs=1)
+    run_download(params=params, out_dir=tmp_path / "raw", jobs=1)
     save_checkpoint(tmp_path / "m.pt", image_size=32)
     panel = tmp_path / "panel"
     panel.mkdir()
