@@ -84,12 +84,19 @@ def _check_tar(archive: Path, tf: tarfile.TarFile, max_bytes: int) -> list[tarfi
             links.add(rel)
         elif not (member.isfile() or member.isdir()):
             raise BrainsegError(f"{archive}: member {member.name!r} is a device or fifo")
-        total += member.size if member.isfile() else 0
-        if total > max_bytes:
-            raise BrainsegError(f"{archive}: uncompressed size exceeds {max_bytes} bytes "
-                                f"(at member {member.name!r})")
+        total = _count(archive, total, member.size if member.isfile() else 0, member.name,
+                       max_bytes)
         keep.append(member)
     return keep
+
+
+def _count(archive: Path, total: int, size: int, name: str, max_bytes: int) -> int:
+    """`total + size`, refusing an archive whose members add up to more than `max_bytes`."""
+    total += size
+    if total > max_bytes:
+        raise BrainsegError(f"{archive}: uncompressed size exceeds {max_bytes} bytes "
+                            f"(at member {name!r})")
+    return total
 
 
 def _extract_tar(archive: Path, dest: Path, max_bytes: int) -> None:
@@ -105,10 +112,7 @@ def _check_zip(archive: Path, zf: zipfile.ZipFile, max_bytes: int) -> list[zipfi
     for info in zf.infolist():
         if _safe_name(archive, info.filename.replace("\\", "/")) is None:
             continue
-        total += info.file_size
-        if total > max_bytes:
-            raise BrainsegError(f"{archive}: uncompressed size exceeds {max_bytes} bytes "
-                                f"(at member {info.filename!r})")
+        total = _count(archive, total, info.file_size, info.filename, max_bytes)
         keep.append(info)
     return keep
 

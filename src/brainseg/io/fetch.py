@@ -106,19 +106,20 @@ def _verify(url: str, path: Path, sha256: str | None, md5: str | None, size: int
     Without a SHA-256 the computed one is logged, to be recorded in params.
     """
     actual_size = path.stat().st_size
-    if size is not None and actual_size != size:
-        path.unlink(missing_ok=True)
-        if raise_on_mismatch:
-            raise BrainsegError(f"{url}: size mismatch: expected {size} bytes, got {actual_size}")
-        log.warning("%s: cached %s has the wrong size; downloading again", url, path)
-        return False
-    actual_sha, actual_md5 = file_digests(path, "sha256", "md5")
+    actual_sha, actual_md5 = (None, None) if size is not None and actual_size != size \
+        else file_digests(path, "sha256", "md5")
     kind, expected, actual = ("sha256", sha256, actual_sha) if sha256 else ("md5", md5, actual_md5)
-    if expected is not None and actual != expected:
+    if size is not None and actual_size != size:
+        problem = f"size mismatch: expected {size} bytes, got {actual_size}"
+    elif expected is not None and actual != expected:
+        problem = f"{kind} mismatch: expected {expected}, got {actual}"
+    else:
+        problem = None
+    if problem is not None:
         path.unlink(missing_ok=True)
         if raise_on_mismatch:
-            raise BrainsegError(f"{url}: {kind} mismatch: expected {expected}, got {actual}")
-        log.warning("%s: cached %s fails its checksum; downloading again", url, path)
+            raise BrainsegError(f"{url}: {problem}")
+        log.warning("%s: cached %s fails its check (%s); downloading again", url, path, problem)
         return False
     if sha256 is None:
         log.warning("%s: no sha256 given; its sha256 is %s: record it in params "

@@ -27,6 +27,7 @@ from brainseg.tracking import (
 )
 
 log = logging.getLogger(__name__)
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests the fold runs under it
 
 
 class TrainingRun:
@@ -176,5 +177,3 @@ def log_parent_run(uri: str, params: dict[str, Any], fold_run_infos: list[Path],
         client.set_tag(child, PARENT_TAG, parent)
     write_run_info(run_info_out, parent, cfg["experiment"], **registered)
 
-
-PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests the fold runs under it
