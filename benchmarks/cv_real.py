@@ -46,6 +46,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "tumor50": {"train.tumor_fraction": 0.5},
     "wide24": {"train.model.base_channels": 24},
     "lr1e-3": {"train.optimizer.lr": 0.001},
+    "epochs10": {"train.epochs": 10},
+    "narrow8-epochs10": {"train.model.base_channels": 8, "train.epochs": 10},
+    "size96-epochs10": {"extract.image_size": 96, "train.epochs": 10},
 }
 
 
