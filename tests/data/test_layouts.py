@@ -11,7 +11,7 @@ import pytest
 
 from brainseg.data.layouts import (
     LABEL_MAPS,
-    LAYOUTS,
+    NIFTI_LAYOUTS,
     dataset_subjects,
     detect_layout,
     from_internal_labels,
@@ -84,7 +84,7 @@ def write_decathlon(root: Path, channels: int = 4, labels: np.ndarray | None = N
 
 @pytest.fixture
 def datasets(tmp_path: Path) -> dict[str, Path]:
-    roots = {layout: tmp_path / layout for layout in LAYOUTS}
+    roots = {layout: tmp_path / layout for layout in NIFTI_LAYOUTS}
     write_brats(roots["brats2020"], "brats2020", "BraTS20_Training_001", seed=0)
     write_brats(roots["brats2020"], "brats2020", "BraTS20_Training_002", seed=1, ext=".nii")
     write_brats(roots["brats2023"], "brats2023", "BraTS-GLI-00000-000", seed=0)
@@ -101,7 +101,7 @@ IDS = {"brats2020": ["BraTS20_Training_001", "BraTS20_Training_002"],
        "decathlon": ["BRATS_001", "BRATS_002", "BRATS_750"]}
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("layout", NIFTI_LAYOUTS)
 def test_detect_and_list(datasets, layout):
     assert detect_layout(datasets[layout]) == layout
     assert dataset_subjects(datasets[layout], layout) == IDS[layout]
@@ -117,7 +117,7 @@ def test_labelled_subjects_skip_missing_seg(tmp_path):
     assert labelled_subjects(tmp_path, "brats2023") == ["B-1"]
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("layout", NIFTI_LAYOUTS)
 def test_load_internal_convention(datasets, layout):
     for seed, subject in enumerate(IDS[layout][:2]):
         sub = load_source_subject(datasets[layout], layout, subject)
@@ -168,7 +168,7 @@ def test_missing_label_map_gives_none(tmp_path):
     assert load_source_subject(tmp_path, "brats2023", "BraTS-GLI-00001-000").seg is None
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("layout", NIFTI_LAYOUTS)
 def test_label_round_trip(layout):
     source = np.array(sorted(LABEL_MAPS[layout]), dtype=np.uint8).reshape(-1, 1, 1)
     internal = to_internal_labels(source, layout, Path("x.nii.gz"))

@@ -4,9 +4,8 @@ from functools import lru_cache
 
 import yaml
 
-from brainseg.data.modalities import BRATS_KEYS
 from brainseg.data.sources import DEFAULT_SOURCE_DIR
-from brainseg.data.subjects import subject_ids
+from brainseg.data.subjects import raw_modalities, subject_ids
 from brainseg.reporting.names import FIGURES as FIGURE_FILES
 
 # Every `brainseg` command reads the params file Snakemake's config came from:
@@ -35,6 +34,8 @@ SOURCE_DIR = DEFAULT_SOURCE_DIR.as_posix()
 # Threads asked for by train and evaluate: Snakemake lowers this to --cores, and
 # brainseg lowers it again to the cores the machine has.
 MAX_THREADS = 8
+# The raw files of a subject: its modalities (all four, or t1 t1ce flair for LGG), its labels.
+RAW_KEYS = [*raw_modalities(config["download"], SOURCE_DIR), "seg"]
 FIGURES = expand("reports/figures/{name}", name=FIGURE_FILES)
 # realism compares a synthetic cohort with real scans: nothing to compare on real data
 REALISM = (
@@ -73,13 +74,13 @@ def source_manifest(wildcards):
 
 
 def raw_subject(wildcards):
-    """The five raw files of one subject, by key."""
+    """The raw files of one subject, by key."""
     s = wildcards.subject
-    return {key: f"data/raw/{s}/{s}_{key}.nii.gz" for key in BRATS_KEYS}
+    return {key: f"data/raw/{s}/{s}_{key}.nii.gz" for key in RAW_KEYS}
 
 
 def all_raw(wildcards):
-    return expand("data/raw/{s}/{s}_{key}.nii.gz", s=cohort(), key=BRATS_KEYS)
+    return expand("data/raw/{s}/{s}_{key}.nii.gz", s=cohort(), key=RAW_KEYS)
 
 
 def extracted_subject(wildcards):

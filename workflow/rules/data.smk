@@ -23,11 +23,7 @@ rule download_subject:
         source=fetched_source,
         manifest=source_manifest,
     output:
-        t1="data/raw/{subject}/{subject}_t1.nii.gz",
-        t1ce="data/raw/{subject}/{subject}_t1ce.nii.gz",
-        t2="data/raw/{subject}/{subject}_t2.nii.gz",
-        flair="data/raw/{subject}/{subject}_flair.nii.gz",
-        seg="data/raw/{subject}/{subject}_seg.nii.gz",
+        expand("data/raw/{{subject}}/{{subject}}_{key}.nii.gz", key=RAW_KEYS),
     log:
         "logs/download/{subject}.log",
     benchmark:

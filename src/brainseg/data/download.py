@@ -2,7 +2,7 @@
 
 `source: synthetic` generates subjects from the MNI152 template (deterministic per seed
 and subject); `source: local` validates and converts a folder in any supported layout
-(BraTS 2020/2021, BraTS 2023, Decathlon Task01); `source: url` fetches and unpacks an
+(BraTS 2020/2021, BraTS 2023, Decathlon Task01, Kaggle LGG); `source: url` fetches and unpacks an
 archive first, then ingests it like a local folder; `source: manifest` fetches the files
 of a committed list one by one (size and SHA-256 checked), then ingests each subject
 like a local BraTS 2020 folder.
@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from brainseg.data.labels import mark_header
 from brainseg.data.manifest import write_manifest
-from brainseg.data.modalities import BRATS_KEYS, MODALITIES
+from brainseg.data.modalities import BRATS_KEYS
 from brainseg.data.sources import DEFAULT_SOURCE_DIR, dataset_root, fetch_source, layout_of
 from brainseg.data.subjects import subject_ids, synthetic_index
 from brainseg.errors import BrainsegError
@@ -47,8 +48,10 @@ def ingest_local(subject: str, out_dir: Path, root: Path, layout: str) -> str:
     """Validate one subject of a dataset and write it in the internal layout (atomically).
 
     BraTS 2020 files are copied byte for byte (gzipped if they were `.nii`); other
-    layouts are converted: modalities renamed (or split out of a 4D Decathlon image,
-    keeping their on-disk dtype) and labels mapped to BraTS 2020 values.
+    layouts are converted: modalities renamed (or split out of a 4D Decathlon image or
+    the LGG TIFF slices, keeping their on-disk dtype) and labels mapped to BraTS 2020
+    values. Only the modalities the source has are written; a label map of fewer
+    modalities or regions records them in its header (`brainseg.data.labels.mark_header`).
     """
     from brainseg.data.loading import load_source_subject
 
@@ -57,7 +60,7 @@ def ingest_local(subject: str, out_dir: Path, root: Path, layout: str) -> str:
         raise BrainsegError(f"{root / subject}: no label map: subject {subject} cannot be used "
                             "for training (segment it with `brainseg predict`)")
     with atomic_dir(out_dir / subject) as tmp:
-        for i, key in enumerate(MODALITIES):
+        for i, key in enumerate(src.modalities):
             target = tmp / f"{subject}_{key}.nii.gz"
             if layout == "brats2020":
                 copy_as_gzip(src.files[key], target)
@@ -66,7 +69,8 @@ def ingest_local(subject: str, out_dir: Path, root: Path, layout: str) -> str:
         if layout == "brats2020":
             copy_as_gzip(src.files["seg"], tmp / f"{subject}_seg.nii.gz")
         else:
-            save_nifti(tmp / f"{subject}_seg.nii.gz", src.seg, src.affine, src.header)
+            save_nifti(tmp / f"{subject}_seg.nii.gz", src.seg, src.affine,
+                       mark_header(src.header, src.modalities, src.regions))
     return subject
 
 

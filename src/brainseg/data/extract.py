@@ -1,8 +1,9 @@
 """Stage `extract`: validate each raw subject, crop to the brain and resize its axial slices.
 
 Writes `<out-dir>/<subject>/{image.npy, label.npy, brain.npy, geometry.json}`:
-image float32 (s, 4, h, w) raw intensities, label uint8 (s, h, w) BraTS labels,
-brain bool (s, h, w), and the geometry that maps slices back to the original grid.
+image float32 (s, m, h, w) raw intensities of the subject's m modalities, label uint8
+(s, h, w) BraTS labels, brain bool (s, h, w), and the geometry that maps slices back to
+the original grid, with the subject's `modalities` and `regions` (see `load_subject`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ def extract_subject(subject: str, raw_dir: Path, out_dir: Path, cfg: dict[str, A
         np.save(tmp / "image.npy", slices)
         np.save(tmp / "label.npy", labels)
         np.save(tmp / "brain.npy", brain)
-        (tmp / "geometry.json").write_text(json.dumps(geo.to_dict(), indent=1) + "\n")
+        geometry = {**geo.to_dict(), "modalities": list(loaded.modalities),
+                    "regions": list(loaded.regions)}
+        (tmp / "geometry.json").write_text(json.dumps(geometry, indent=1) + "\n")
     return len(geo.z)
 
 

@@ -6,7 +6,9 @@ Internal convention: modalities in `MODALITIES` order (t1, t1ce, t2, flair), lab
 Layouts: brats2020 (also 2021) `<root>/<id>/<id>_{t1,t1ce,t2,flair,seg}.nii[.gz]`; brats2023
 `<root>/<id>/<id>-{t1n,t1c,t2w,t2f,seg}.nii[.gz]`; decathlon (MSD Task01) `imagesTr/<id>.nii.gz`
 4D (x, y, z, 4) FLAIR/T1w/T1gd/T2w + `labelsTr/<id>.nii.gz`, unlabelled `imagesTs/`, and
-`dataset.json`. Hidden entries are skipped everywhere (`brainseg.io.listing.visible`).
+`dataset.json`; lgg (Kaggle LGG, `kaggle_3m`) `<root>/<id>/<id>_<n>.tif` + `<id>_<n>_mask.tif`,
+3-channel slices stacked into one volume per patient (`brainseg.data.lgg`). Hidden entries
+are skipped everywhere (`brainseg.io.listing.visible`).
 """
 
 from __future__ import annotations
@@ -15,17 +17,21 @@ import logging
 from pathlib import Path
 
 import cv2
+import nibabel as nib
 import numpy as np
 
-from brainseg.data.labels import LABELS
-from brainseg.data.modalities import BRATS_KEYS
+from brainseg.data.labels import LABELS, header_marks
+from brainseg.data.lgg import slice_files
+from brainseg.data.modalities import MODALITIES
 from brainseg.errors import BrainsegError
 from brainseg.io.listing import subject_folders, visible
-from brainseg.io.nifti import SUFFIXES, find_nifti
+from brainseg.io.nifti import DECODE_ERRORS, SUFFIXES, find_nifti
 
 log = logging.getLogger(__name__)
 
-LAYOUTS: tuple[str, ...] = ("brats2020", "brats2023", "decathlon")
+#: The layouts of NIfTI files, each with its label table.
+NIFTI_LAYOUTS: tuple[str, ...] = ("brats2020", "brats2023", "decathlon")
+LAYOUTS: tuple[str, ...] = (*NIFTI_LAYOUTS, "lgg")  # lgg: TIFF slices, binary masks
 
 #: Source label value -> internal label value, one table per layout (a bijection onto {0,1,2,4}).
 LABEL_MAPS: dict[str, dict[int, int]] = {
@@ -45,17 +51,18 @@ BRATS_SEPARATORS: dict[str, str] = {"brats2020": "_", "brats2023": "-"}
 DECATHLON_CHANNELS: dict[str, int] = {"t1": 1, "t1ce": 2, "t2": 3, "flair": 0}
 
 UNKNOWN_LAYOUT = (
-    "unknown layout (expected BraTS 2020/2021, BraTS 2023 or Decathlon Task01); "
+    "unknown layout (expected BraTS 2020/2021, BraTS 2023, Decathlon Task01 or Kaggle LGG); "
     "set download.layout"
 )
 
 
 def check_layout(layout: str) -> dict[int, int]:
-    """Return the label table of `layout`, refusing unknown names."""
-    if layout not in LABEL_MAPS:
+    """Return the label table of `layout` (lgg: none, its masks are binary), refusing
+    unknown names."""
+    if layout not in LAYOUTS:
         raise BrainsegError(f"download.layout: unknown layout '{layout}' (expected one of "
                             f"{', '.join(LAYOUTS)})")
-    return LABEL_MAPS[layout]
+    return LABEL_MAPS.get(layout, {})
 
 
 def strip_suffix(name: str) -> str | None:
@@ -79,7 +86,7 @@ def detect_layout(root: Path) -> str:
 
     Decathlon if `root/imagesTr` is a folder next to `root/dataset.json`; otherwise the file
     names in the first (sorted, non-hidden) subject folder decide: `<id>_t1ce.nii*` means
-    brats2020, `<id>-t1c.nii*` means brats2023.
+    brats2020, `<id>-t1c.nii*` means brats2023, `<id>_<n>.tif` means lgg.
 
     Args:
         root: the dataset folder.
@@ -103,6 +110,8 @@ def detect_layout(root: Path) -> str:
             if find_nifti(first, f"{first.name}{sep}{key}") is not None:
                 log.debug("%s: detected layout %s from %s", root, layout, first.name)
                 return layout
+        if slice_files(first):
+            return "lgg"
     raise BrainsegError(f"{root}: {UNKNOWN_LAYOUT}")
 
 
@@ -152,6 +161,8 @@ def labelled_subjects(root: Path, layout: str) -> list[str]:
     root = Path(root)
     if layout == "decathlon":
         return [s for s in ids if find_nifti(root / "labelsTr", s) is not None]
+    if layout == "lgg":  # every slice has its mask (checked when it is loaded)
+        return ids
     sep = BRATS_SEPARATORS[layout]
     return [s for s in ids if find_nifti(root / s, f"{s}{sep}seg") is not None]
 
@@ -253,14 +264,27 @@ def from_internal_labels(seg: np.ndarray, layout: str) -> np.ndarray:
     return out
 
 
-def brats_files(root: Path, layout: str, subject: str) -> dict[str, Path]:
-    """Locate the modality files (required) and the label map (optional) of a BraTS folder."""
+def brats_files(root: Path, layout: str, subject: str,
+                modalities: tuple[str, ...] | None = MODALITIES) -> dict[str, Path]:
+    """Locate the modality files (required) and the label map (optional) of a BraTS folder.
+
+    Args:
+        root, layout, subject: the dataset folder, its layout and the subject id.
+        modalities: the modalities required, in `MODALITIES` order (others are not
+            looked for); None: those its label map's header records (the internal
+            layout, see `recorded_modalities`).
+
+    Returns:
+        Path by key: the modalities in order, then "seg" when there is one.
+    """
     folder = root / subject
     if not folder.is_dir():
         raise BrainsegError(f"{folder}: subject folder not found")
+    if modalities is None:
+        modalities = recorded_modalities(folder)
     sep, names = BRATS_SEPARATORS[layout], BRATS_NAMES[layout]
     files: dict[str, Path] = {}
-    for key in BRATS_KEYS:
+    for key in (*modalities, "seg"):
         found = find_nifti(folder, f"{subject}{sep}{names[key]}")
         if found is None and key != "seg":
             expected = folder / f"{subject}{sep}{names[key]}.nii.gz"
@@ -270,3 +294,14 @@ def brats_files(root: Path, layout: str, subject: str) -> dict[str, Path]:
     return files
 
 
+def recorded_modalities(folder: Path) -> tuple[str, ...]:
+    """The modalities of a subject folder of the internal layout: as its label map's header
+    records them (`brainseg.data.labels.mark_header`), else all four."""
+    seg = find_nifti(folder, f"{folder.name}_seg")
+    if seg is None:
+        return MODALITIES
+    try:
+        header = nib.load(seg).header
+    except DECODE_ERRORS as exc:
+        raise BrainsegError(f"{seg}: cannot read NIfTI (corrupt or truncated?): {exc}") from exc
+    return header_marks(header, str(seg))[0]

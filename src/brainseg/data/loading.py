@@ -1,8 +1,9 @@
 """Load and validate one subject, from any source layout, into the internal convention.
 
-The internal convention: a float32 image (4, x, y, z) in `MODALITIES` order, a uint8
-label map (x, y, z) with labels {0, 1, 2, 4}, axis order (x, y, z) as in nibabel, and
-the affine and header of the first modality file.
+The internal convention: a float32 image (m, x, y, z) of the subject's m modalities in
+`MODALITIES` order (all four, or t1, t1ce, flair for the LGG layout), a uint8 label map
+(x, y, z) with labels {0, 1, 2, 4}, axis order (x, y, z) as in nibabel, and the affine and
+header of the first modality file.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from brainseg.data.labels import REGIONS, WT_ONLY, header_marks
 from brainseg.data.layouts import (
     DECATHLON_CHANNELS,
     brats_files,
@@ -21,7 +23,8 @@ from brainseg.data.layouts import (
     dataset_folder,
     to_internal_labels,
 )
-from brainseg.data.modalities import BRATS_KEYS, MODALITIES
+from brainseg.data.lgg import LGG_MODALITIES, mask_file, read_patient
+from brainseg.data.modalities import MODALITIES
 from brainseg.errors import BrainsegError
 from brainseg.io.nifti import DECODE_ERRORS, decode_nifti, find_nifti, load_nifti, voxel_spacing
 
@@ -34,14 +37,18 @@ class Subject:
 
     Attributes:
         subject: the subject id.
-        image: float32 array (4, x, y, z), modalities in `MODALITIES` order; loaded with
-            `native=True`, the tuple of the four (x, y, z) volumes as stored instead.
+        image: float32 array (m, x, y, z), the m `modalities` in order; loaded with
+            `native=True`, the tuple of the m (x, y, z) volumes as stored instead.
         seg: uint8 array (x, y, z) with BraTS labels {0,1,2,4}, or None without a label map.
         affine: float64 (4, 4) voxel-to-world matrix of the first image (all files share it).
         header: the 3D NIfTI header of the first image.
         files: path of each file, keyed by modality name and "seg" (a Decathlon source
             names its 4D image for the four modalities).
         dtype: on-disk dtype of the images, to write them back unchanged.
+        modalities: the modalities of `image`, in `MODALITIES` order (a subset of it for a
+            source that lacks some: t1, t1ce, flair for the Kaggle LGG slices).
+        regions: the regions its label map annotates: WT, TC, ET, or WT alone (a
+            whole-tumour mask stored as label 2; TC and ET are then not available).
     """
 
     subject: str
@@ -51,6 +58,8 @@ class Subject:
     header: nib.Nifti1Header
     files: dict[str, Path]
     dtype: np.dtype | None = None
+    modalities: tuple[str, ...] = MODALITIES
+    regions: tuple[str, ...] = REGIONS
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -68,31 +77,33 @@ def check_same_grid(path: Path, img: nib.Nifti1Image, ref: Path, ref_img: nib.Ni
 
 
 
-def _load_brats(root: Path, layout: str, subject: str, native: bool = False) -> Subject:
-    files = brats_files(root, layout, subject)
-    ref = files[MODALITIES[0]]
-    image, volumes, dtypes, ref_img, seg = None, [], [], None, None
-    for key in BRATS_KEYS:
-        if key not in files:
-            continue
-        target = image[MODALITIES.index(key)] if image is not None and key != "seg" else None
+def _load_brats(root: Path, layout: str, subject: str, native: bool,
+                modalities: tuple[str, ...] | None) -> Subject:
+    files = brats_files(root, layout, subject, modalities)
+    present = tuple(k for k in files if k != "seg")
+    ref = files[present[0]]
+    image, volumes, dtypes, ref_img, seg, regions = None, [], [], None, None, REGIONS
+    for key in files:
+        target = image[present.index(key)] if image is not None and key != "seg" else None
         data, img = load_nifti(files[key], out=target, native=native or key == "seg")
         if ref_img is None:
             ref_img = img
             if not native:
-                image = channels_first(len(MODALITIES), data.shape)
+                image = channels_first(len(present), data.shape)
         check_same_grid(files[key], img, ref, ref_img)
         if key == "seg":
             seg = to_internal_labels(data, layout, files[key])
+            regions = header_marks(img.header, str(files[key]))[1]
             continue
         if native:
             volumes.append(data)
         elif data is not target:  # the first file, decoded before `image` existed
-            image[MODALITIES.index(key)] = data
+            image[present.index(key)] = data
         dtypes.append(img.get_data_dtype())
     return Subject(subject=subject, image=tuple(volumes) if native else image, seg=seg,
-                         affine=np.asarray(ref_img.affine, dtype=np.float64),
-                         header=ref_img.header, files=files, dtype=np.result_type(*dtypes))
+                   affine=np.asarray(ref_img.affine, dtype=np.float64),
+                   header=ref_img.header, files=files, dtype=np.result_type(*dtypes),
+                   modalities=present, regions=regions)
 
 
 def channels_first(channels: int, shape: tuple[int, ...]) -> np.ndarray:
@@ -147,18 +158,43 @@ def _load_decathlon(root: Path, subject: str) -> Subject:
         seg = to_internal_labels(labels, "decathlon", label_path)
         files["seg"] = label_path
     return Subject(subject=subject, image=image, seg=seg,
-                         affine=np.asarray(img.affine, dtype=np.float64),
-                         header=_header_3d(img.header, data.shape), files=files,
-                         dtype=np.dtype(img.get_data_dtype()))
+                   affine=np.asarray(img.affine, dtype=np.float64),
+                   header=_header_3d(img.header, data.shape), files=files,
+                   dtype=np.dtype(img.get_data_dtype()))
 
 
-def load_source_subject(root: Path, layout: str, subject: str,
-                        native: bool = False) -> Subject:
+def _load_lgg(root: Path, subject: str) -> Subject:
+    """One patient of the LGG layout (`brainseg.data.lgg`) as a subject.
+
+    The affine is diag(-1, -1, 1) times the voxel size: the voxel axes point to the left,
+    posterior and superior, as in the BraTS grid, so a TIFF slice is shown upright as a
+    BraTS slice is, and `brainseg predict` reorients the written files like any other.
+    The mask becomes label 2 (WT alone); dtype uint8, as stored.
+    """
+    volume = read_patient(root / subject)
+    mm = volume.pixel_mm
+    affine = np.diag([-mm, -mm, 1.0, 1.0])
+    header = nib.Nifti1Header()
+    header.set_data_shape(volume.tumour.shape)
+    header.set_zooms((mm, mm, 1.0))
+    header.set_xyzt_units("mm")
+    header.set_qform(affine, code=1)
+    header.set_sform(affine, code=1)
+    files = {m: volume.first for m in LGG_MODALITIES}
+    files["seg"] = mask_file(volume.first)
+    seg = np.where(volume.tumour, 2, 0).astype(np.uint8)
+    return Subject(subject=subject, image=volume.image, seg=seg, affine=affine, header=header,
+                   files=files, dtype=np.dtype(np.uint8), modalities=LGG_MODALITIES,
+                   regions=WT_ONLY)
+
+
+def load_source_subject(root: Path, layout: str, subject: str, native: bool = False,
+                        modalities: tuple[str, ...] | None = MODALITIES) -> Subject:
     """Load and validate one subject of a source dataset into the internal convention.
 
     Checks: every modality file present and readable, 3D (Decathlon images: 4D with 4
-    channels), finite, one shape and affine for all files, labels defined by the layout.
-    A missing label map is allowed (seg None).
+    channels; LGG slices: (h, w, 3) with a 0/255 mask each), finite, one shape and affine
+    for all files, labels defined by the layout. A missing label map is allowed (seg None).
 
     Args:
         root: the dataset folder.
@@ -168,9 +204,13 @@ def load_source_subject(root: Path, layout: str, subject: str,
             as stored (integers: read-only views of the decoded files; floats: float32),
             for readers that only look at them (`extract_slices`, validation): no
             float32 (4, x, y, z) copy is made.
+        modalities: BraTS layouts only: the modalities required (default: all four);
+            None: those its label map's header records (the internal layout,
+            `load_subject`; see `brainseg.data.layouts.recorded_modalities`).
 
     Returns:
-        The subject, image (4, x, y, z) float32 in `MODALITIES` order, seg (x, y, z) uint8.
+        The subject, image (m, x, y, z) float32 with its m modalities in `MODALITIES`
+        order (`Subject.modalities`: four, or t1, t1ce, flair for lgg), seg (x, y, z) uint8.
 
     Raises:
         BrainsegError: naming the file and what is wrong.
@@ -179,8 +219,10 @@ def load_source_subject(root: Path, layout: str, subject: str,
     root = dataset_folder(root)
     if layout == "decathlon":
         loaded = _load_decathlon(root, subject)
+    elif layout == "lgg":
+        loaded = _load_lgg(root, subject)
     else:
-        loaded = _load_brats(root, layout, subject, native)
+        loaded = _load_brats(root, layout, subject, native, modalities)
     log.debug("%s: loaded %s (%s) shape %s", root, subject, layout, loaded.image[0].shape)
     return loaded
 
@@ -189,16 +231,20 @@ def load_subject(subject_dir: str | Path, require_seg: bool = True,
                  native: bool = False) -> Subject:
     """Load and validate one subject folder of the internal (BraTS 2020) layout.
 
-    Checks: every file present and readable, 3D, finite, same shape and affine as the
-    T1 file, labels within {0,1,2,4}: the checks of every source layout, applied to the
-    internal one. With `native`, `image` is the tuple of the four stored volumes
-    (read-only views, no float32 copy): for callers that only pass it to `extract_slices`.
+    The subject's modalities and regions are those its label map's header records (no
+    record: all four and WT, TC, ET, as for every BraTS source; t1, t1ce, flair and WT for
+    the LGG layout; `brainseg.data.labels.header_marks`). Checks: every file present and
+    readable, 3D, finite, same shape and affine as the first file, labels within
+    {0,1,2,4}: the checks of every source layout, applied to the internal one. With
+    `native`, `image` is the tuple of the stored volumes (read-only views, no float32
+    copy): for callers that only pass it to `extract_slices`.
 
     Raises:
         BrainsegError: naming the file and what is wrong.
     """
     subject_dir = Path(subject_dir)
-    loaded = load_source_subject(subject_dir.parent, "brats2020", subject_dir.name, native)
+    loaded = load_source_subject(subject_dir.parent, "brats2020", subject_dir.name, native,
+                                 modalities=None)
     if require_seg and loaded.seg is None:
         missing = subject_dir / f"{subject_dir.name}_seg.nii.gz"
         raise BrainsegError(f"{missing}: missing label map")

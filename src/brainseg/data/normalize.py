@@ -1,8 +1,9 @@
 """Stage `normalize`: z-score each subject's slices per modality inside the brain.
 
 Reads `<in-dir>/<subject>/` from `extract` and writes the training store
-`<out-dir>/<subject>/{image.npy, label.npy, meta.json}`: image float16 (s, 4, h, w),
-memory-mappable for fast random access; label uint8 (s, h, w); meta with the
+`<out-dir>/<subject>/{image.npy, label.npy, meta.json}`: image float16 (s, m, h, w),
+memory-mappable for fast random access; label uint8 (s, h, w); meta with the subject's
+`modalities` (the m channels, in order) and `regions` (those its labels annotate), the
 geometry and the normalization statistics.
 """
 
@@ -16,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from brainseg.data.labels import REGIONS
+from brainseg.data.modalities import MODALITIES
 from brainseg.data.preprocess import normalize_slices
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_dir
@@ -36,7 +39,10 @@ def normalize_subject(subject: str, in_dir: Path, out_dir: Path, cfg: dict[str, 
     except (OSError, ValueError) as exc:
         raise BrainsegError(f"{src}: cannot read extracted slices: {exc}") from exc
     image, stats = normalize_slices(slices, brain, tuple(cfg["clip_percentiles"]))
-    meta = {"subject": subject, "geometry": geometry, "normalization": stats}
+    modalities = geometry.pop("modalities", list(MODALITIES))
+    regions = geometry.pop("regions", list(REGIONS))
+    meta = {"subject": subject, "modalities": modalities, "regions": regions,
+            "geometry": geometry, "normalization": stats}
     with atomic_dir(out_dir / subject) as tmp:
         np.save(tmp / "image.npy", image)
         np.save(tmp / "label.npy", labels)

@@ -1,6 +1,6 @@
 """The one preprocessing used for training, evaluation and prediction.
 
-A volume (4, x, y, z) becomes a stack of axial slices (s, 4, h, w): the brain's
+A volume (m, x, y, z) of m modalities becomes a stack of axial slices (s, m, h, w): the brain's
 in-plane bounding box (plus a margin) is made square, cropped (zero-padded where it
 leaves the volume) and resized to `image_size`; only slices holding brain are kept.
 `to_original_grid` is the exact inverse mapping for predictions.
@@ -53,7 +53,7 @@ class SliceGeometry:
 
 
 def brain_mask(image: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-    """Bool (x, y, z): voxels that are non-zero in any modality of `image` (4, x, y, z)."""
+    """Bool (x, y, z): voxels that are non-zero in any modality of `image` (m, x, y, z)."""
     mask = image[0] != 0
     for channel in image[1:]:
         mask |= channel != 0
@@ -119,7 +119,7 @@ def extract_slices(
     """Crop to the brain and resize the axial slices.
 
     Args:
-        image: float32 (4, x, y, z), or the four (x, y, z) volumes in any real dtype
+        image: float32 (m, x, y, z), or the m (x, y, z) volumes in any real dtype
             (each axial plane is cast to float32 as it is cropped: same values).
         seg: uint8 (x, y, z) BraTS labels, or None.
         image_size: output side h = w.
@@ -127,7 +127,7 @@ def extract_slices(
         min_brain_pixels: a slice is kept when it holds at least this many brain voxels.
 
     Returns:
-        slices float32 (s, 4, h, w), labels uint8 (s, h, w) or None,
+        slices float32 (s, m, h, w), labels uint8 (s, h, w) or None,
         brain mask bool (s, h, w), and the geometry to map predictions back.
     """
     mask = brain_mask(image)

@@ -2,7 +2,7 @@
 
 A `url` source is fetched into `<source-dir>/archive/` (resumable, checksum-verified,
 cached) and unpacked into `<source-dir>/extracted/`; from there on it is a local
-folder in one of the supported layouts (BraTS 2020/2021, BraTS 2023, Decathlon).
+folder in one of the supported layouts (BraTS 2020/2021, BraTS 2023, Decathlon, Kaggle LGG).
 """
 
 from __future__ import annotations

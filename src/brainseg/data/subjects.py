@@ -1,11 +1,13 @@
-"""Subject ids, derived from params alone (cheap: the Snakefile calls this at parse time)."""
+"""Subject ids and their raw files, derived from params alone (cheap: the Snakefile calls
+these at parse time)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from brainseg.data.sources import DEFAULT_SOURCE_DIR, dataset_ids
+from brainseg.data.modalities import MODALITIES
+from brainseg.data.sources import DEFAULT_SOURCE_DIR, dataset_ids, dataset_root, layout_of
 from brainseg.errors import BrainsegError
 
 
@@ -37,3 +39,23 @@ def subject_ids(download: dict[str, Any],
 
         return listed_ids(download)
     return dataset_ids(download, Path(source_dir))
+
+
+def raw_modalities(download: dict[str, Any],
+                   source_dir: str | Path = DEFAULT_SOURCE_DIR) -> tuple[str, ...]:
+    """The modalities `download` writes for every subject (the file keys of the raw layout).
+
+    All four, except for the LGG layout (t1, t1ce, flair): named by `download.layout`, or
+    detected in a local folder. An archive behind a url is only unpacked later, so an
+    LGG archive needs `download.layout: lgg` for Snakemake to expect its files.
+    """
+    if download["source"] in ("synthetic", "manifest"):
+        return MODALITIES
+    layout = download.get("layout", "auto")
+    if layout == "auto" and download["source"] == "local":
+        layout = layout_of(download, dataset_root(download, Path(source_dir)))
+    if layout == "lgg":
+        from brainseg.data.lgg import LGG_MODALITIES
+
+        return LGG_MODALITIES
+    return MODALITIES

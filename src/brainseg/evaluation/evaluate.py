@@ -6,6 +6,11 @@ subject's mean Dice) and `metrics.json`:
 `{"test": {"n_subjects", "dice": {WT, TC, ET, mean}, "hd95": {...}, ...}` (the means) and
 `"test_stats": {metric: {region: {"mean", "std", "median", "q1", "q3"}}}`; and logs the
 files and the means to the training's MLflow run.
+
+A region that the test subjects' label maps do not annotate, or that the model was not
+trained on (TC and ET of a whole-tumour-only source), is not available: `n/a` in
+per_subject.csv, null in metrics.json with `"available": false` in its statistics and
+the region listed in `test.not_available`; the mean Dice is over the available regions.
 """
 
 from __future__ import annotations
@@ -21,10 +26,16 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from brainseg.data.labels import REGIONS
+from brainseg.data.labels import NOT_AVAILABLE, REGIONS
 from brainseg.data.loading import load_subject
 from brainseg.data.split import n_folds, read_splits
-from brainseg.evaluation.inference import fold_models, load_checkpoint, predict_probabilities
+from brainseg.evaluation.inference import (
+    fold_models,
+    load_checkpoint,
+    model_inputs,
+    predict_probabilities,
+    scored_regions,
+)
 from brainseg.evaluation.labelmaps import PostprocessSettings, apply, read_settings
 from brainseg.evaluation.metrics import METRICS, region_metrics
 from brainseg.io.atomic import atomic_dir, write_text
@@ -38,9 +49,14 @@ log = logging.getLogger(__name__)
 def describe(values: pd.Series) -> dict[str, float | None]:
     """Mean, sample standard deviation (n - 1; None for one subject), median and quartiles.
 
-    Quartiles use linear interpolation between order statistics (numpy's default).
+    Quartiles use linear interpolation between order statistics (numpy's default). NaN
+    (not available) values are left out; with none left, every statistic is None and
+    "available" is False.
     """
     x = values.to_numpy(dtype=np.float64)
+    x = x[~np.isnan(x)]
+    if not x.size:
+        return {"available": False, **dict.fromkeys(("mean", "std", "median", "q1", "q3"))}
     q1, median, q3 = np.percentile(x, [25, 50, 75])
     std = float(np.std(x, ddof=1)) if x.size > 1 else None
     return {"mean": float(np.mean(x)), "std": std, "median": float(median),
@@ -52,16 +68,20 @@ def summarize(per_subject: pd.DataFrame) -> dict[str, Any]:
 
     Returns:
         {"test": {"n_subjects", metric: {region: mean}}, with "dice"."mean" the mean Dice
-        over regions, and "test_stats": {metric: {region: describe(...)}}, where
-        "dice"."mean" describes the per-subject mean Dice.
+        over the available regions (and "not_available": the others, if any), and
+        "test_stats": {metric: {region: describe(...)}}, where "dice"."mean" describes
+        the per-subject mean Dice.
     """
     summary: dict[str, Any] = {"n_subjects": len(per_subject)}
     stats: dict[str, Any] = {}
     for metric in METRICS:
         stats[metric] = {r: describe(per_subject[f"{metric}_{r}"]) for r in REGIONS}
         summary[metric] = {r: stats[metric][r]["mean"] for r in REGIONS}
-    summary["dice"]["mean"] = float(np.mean([summary["dice"][r] for r in REGIONS]))
+    available = [r for r in REGIONS if summary["dice"][r] is not None]
+    summary["dice"]["mean"] = float(np.mean([summary["dice"][r] for r in available]))
     stats["dice"]["mean"] = describe(per_subject["dice_mean"])
+    if len(available) < len(REGIONS):
+        summary["not_available"] = [r for r in REGIONS if r not in available]
     return {"test": summary, "test_stats": stats}
 
 
@@ -133,16 +153,19 @@ def run_evaluate(*, params: dict[str, Any], model: Path, splits: Path, raw_dir: 
                                          cfg["batch_size"], device, tmp))
                 rows.append(row)
     per_subject = pd.DataFrame(rows)
-    write_text(per_subject_out, per_subject.to_csv(index=False, lineterminator="\n"))
+    write_text(per_subject_out, per_subject.to_csv(index=False, lineterminator="\n",
+                                                   na_rep=NOT_AVAILABLE))
     metrics = summarize_cv(per_subject) if cv else summarize(per_subject)
     write_text(metrics_out, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     for key in ("cv", "test"):
         if key in metrics:
-            log.info("%s Dice: %s", key, {k: round(v, 4) for k, v in metrics[key]["dice"].items()})
+            log.info("%s Dice: %s", key, {k: None if v is None else round(v, 4)
+                                          for k, v in metrics[key]["dice"].items()})
     if run_info is not None:
         key = "test" if "test" in metrics else "cv"
         test = metrics[key]
-        scores = {f"{key}_{m}_{r}": v for m in METRICS for r, v in test[m].items()}
+        scores = {f"{key}_{m}_{r}": v for m in METRICS for r, v in test[m].items()
+                  if v is not None}
         log_to_run(tracking_uri, run_info, "evaluation", [per_subject_out, metrics_out], scores)
         tag_model_version(tracking_uri, run_info, {
             k: v for k, v in scores.items() if k.startswith((f"{key}_dice", f"{key}_hd95"))})
@@ -152,15 +175,17 @@ def run_evaluate(*, params: dict[str, Any], model: Path, splits: Path, raw_dir: 
 def score_subject(model: torch.nn.Module, config: dict[str, Any], folder: Path,
                   settings: PostprocessSettings, batch_size: int, device: str,
                   pred_dir: Path) -> dict[str, float]:
-    """Segment one raw subject, write `<pred_dir>/<subject>_seg.nii.gz`, return its metrics."""
+    """Segment one raw subject, write `<pred_dir>/<subject>_seg.nii.gz`, return its metrics
+    (NaN for a region it does not annotate or the model was not trained on)."""
     loaded = load_subject(folder, native=True)  # only read by extract_slices
-    probs = predict_probabilities(model, config, loaded.image, batch_size, device,
-                                  settings.flip_tta)
+    image = model_inputs(config, loaded.image, loaded.modalities, folder)
+    probs = predict_probabilities(model, config, image, batch_size, device, settings.flip_tta)
     labels = apply(probs, settings, loaded.spacing)
     save_nifti(pred_dir / f"{folder.name}_seg.nii.gz", labels, loaded.affine, loaded.header)
-    scores = region_metrics(labels, loaded.seg, loaded.spacing)
+    regions = scored_regions(config, loaded.regions)
+    scores = region_metrics(labels, loaded.seg, loaded.spacing, regions)
     row = {f"{m}_{r}": scores[r][m] for m in METRICS for r in REGIONS}
-    row["dice_mean"] = float(np.mean([scores[r]["dice"] for r in REGIONS]))
+    row["dice_mean"] = float(np.mean([scores[r]["dice"] for r in regions]))
     return row
 
 

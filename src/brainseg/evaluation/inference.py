@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from brainseg.data.labels import REGIONS, check_regions
+from brainseg.data.modalities import MODALITIES
 from brainseg.data.preprocess import (
     SliceGeometry,
     extract_slices,
@@ -183,8 +186,9 @@ def load_model(ref: str, device: str = "cpu",
     return model, config
 
 
-def prepare_volume(config: dict[str, Any], image: np.ndarray) -> tuple[np.ndarray, SliceGeometry]:
-    """Normalized slices (s, 4, h, w) of a volume (4, x, y, z) and their geometry.
+def prepare_volume(config: dict[str, Any], image: np.ndarray | Sequence[np.ndarray]
+                   ) -> tuple[np.ndarray, SliceGeometry]:
+    """Normalized slices (s, m, h, w) of a volume (m, x, y, z) and their geometry.
 
     Exactly the preprocessing of the training data (`extract_slices`, `normalize_slices`,
     with the params stored in the checkpoint).
@@ -197,6 +201,53 @@ def prepare_volume(config: dict[str, Any], image: np.ndarray) -> tuple[np.ndarra
     return normed, geo
 
 
+def model_modalities(config: dict[str, Any]) -> tuple[str, ...]:
+    """The input channels of a checkpoint config, in order (one that names none: all four)."""
+    return tuple(config.get("modalities", MODALITIES))
+
+
+def model_regions(config: dict[str, Any]) -> tuple[str, ...]:
+    """The regions a checkpoint's model was trained on (one that names none: all three)."""
+    return check_regions(config.get("regions", REGIONS), "model config")
+
+
+def model_inputs(config: dict[str, Any], image: np.ndarray | Sequence[np.ndarray],
+                 modalities: Sequence[str], source: str | Path) -> list[np.ndarray]:
+    """The volumes of `image` (its channels are `modalities`) that the model takes, in its order.
+
+    Args:
+        config: the checkpoint config (its "modalities").
+        image: (m, x, y, z) array or m (x, y, z) volumes.
+        modalities: the modality of each channel of `image`.
+        source: the subject, named in the error.
+
+    Raises:
+        BrainsegError: a modality the model needs is missing.
+    """
+    need, have = model_modalities(config), list(modalities)
+    missing = [m for m in need if m not in have]
+    if missing:
+        raise BrainsegError(f"{source}: the model needs the modalities {' '.join(need)}; "
+                            f"missing {' '.join(missing)} (the subject has {' '.join(have)})")
+    return [image[have.index(m)] for m in need]
+
+
+def scored_regions(config: dict[str, Any], annotated: Sequence[str]) -> tuple[str, ...]:
+    """The regions that a reference annotating `annotated` can score the model on."""
+    trained = model_regions(config)
+    return tuple(r for r in REGIONS if r in trained and r in annotated)
+
+
+def trained_only(probs: np.ndarray, config: dict[str, Any]) -> np.ndarray:
+    """Region probabilities (3, ...) with those of regions the model was not trained on
+    set to 0 (in place): a whole-tumour-only model predicts WT alone (label 2)."""
+    trained = model_regions(config)
+    for i, region in enumerate(REGIONS):
+        if region not in trained:
+            probs[i] = 0
+    return probs
+
+
 def output_mode(config: dict[str, Any]) -> str:
     """The network's output mode stored in a checkpoint config (`regions` or `softmax`)."""
     return config["model"]["output"]
@@ -205,29 +256,31 @@ def output_mode(config: dict[str, Any]) -> str:
 def predict_probabilities(
     model: torch.nn.Module,
     config: dict[str, Any],
-    image: np.ndarray,
+    image: np.ndarray | Sequence[np.ndarray],
     batch_size: int,
     device: str = "cpu",
     flip_tta: bool = False,
 ) -> np.ndarray:
-    """Region probabilities float32 (3, x, y, z) of WT, TC, ET for a volume (4, x, y, z).
+    """Region probabilities float32 (3, x, y, z) of WT, TC, ET for a volume (m, x, y, z)
+    of the model's m modalities (`model_inputs`).
 
-    On the volume's own grid; 0 outside the brain's crop box and on slices not kept.
+    On the volume's own grid; 0 outside the brain's crop box, on slices not kept, and for
+    the regions the model was not trained on (`trained_only`).
     """
     normed, geo = prepare_volume(config, image)
     probs = predict_slices(model, normed, batch_size, device, output_mode(config), flip_tta)
-    return to_original_grid(probs, geo)
+    return trained_only(to_original_grid(probs, geo), config)
 
 
 def predict_volume(
     model: torch.nn.Module,
     config: dict[str, Any],
-    image: np.ndarray,
+    image: np.ndarray | Sequence[np.ndarray],
     threshold: float,
     batch_size: int,
     device: str = "cpu",
 ) -> np.ndarray:
-    """Segment one volume (4, x, y, z) into BraTS labels uint8 (x, y, z) on the same grid.
+    """Segment one volume (m, x, y, z) into BraTS labels uint8 (x, y, z) on the same grid.
 
     One `threshold` for every region, ET ⊂ TC ⊂ WT, no other post-processing (see
     `brainseg.evaluation.labelmaps` for the tuned settings).

@@ -163,7 +163,8 @@ def mask_metrics(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...],
 
 
 def region_metrics(
-    pred_labels: np.ndarray, ref_labels: np.ndarray, spacing: tuple[float, ...]
+    pred_labels: np.ndarray, ref_labels: np.ndarray, spacing: tuple[float, ...],
+    regions: tuple[str, ...] = REGIONS,
 ) -> dict[str, dict[str, float]]:
     """Every metric for WT, TC and ET from two BraTS label maps on the same grid.
 
@@ -171,6 +172,9 @@ def region_metrics(
         pred_labels: predicted labels (x, y, z), values in {0, 1, 2, 4}.
         ref_labels: reference labels, same shape.
         spacing: voxel size in mm along x, y, z.
+        regions: the regions to score (those the reference annotates); every metric of
+            the others is NaN (not available: a whole-tumour-only label map says nothing
+            of TC and ET).
 
     Returns:
         {region: {metric: value}} for the regions of REGIONS and the metrics of METRICS.
@@ -188,6 +192,9 @@ def region_metrics(
     pred_box, ref_box = pred_labels[box], ref_labels[box]
     out: dict[str, dict[str, float]] = {}
     for region in REGIONS:
+        if region not in regions:
+            out[region] = dict.fromkeys(METRICS, float("nan"))
+            continue
         labels = REGION_LABELS[region]
         p, r = np.isin(pred_box, labels), np.isin(ref_box, labels)
         out[region] = mask_metrics(p, r, spacing, n_voxels=ref_labels.size)

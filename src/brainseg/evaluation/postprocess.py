@@ -6,7 +6,9 @@ tumour or the reference has some). Then the options are tried greedily, in the f
 order and with the rule for keeping a step written once in docs/conventions.md ("How the
 settings are chosen"): flip TTA, the thresholds of WT, TC, ET, small-component removal,
 ET to necrosis, each kept only if it raises the mean validation Dice by more than
-`postprocess.min_gain`.
+`postprocess.min_gain`. A region that no validation label map annotates, or that the model
+was not trained on (TC and ET of a whole-tumour-only source), is not tuned (its steps are
+not tried), its Dice is NaN (`n/a` in postprocess.csv), and the mean is over the others.
 
 Writes `postprocess.json` (the chosen settings, read by `evaluate`) and `postprocess.csv`
 (every setting tried), and adds both files and metrics to the training's MLflow run (the
@@ -27,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from brainseg.data.boxes import bounding_box
-from brainseg.data.labels import REGIONS, labels_to_regions
+from brainseg.data.labels import NOT_AVAILABLE, REGIONS, labels_to_regions
 from brainseg.data.loading import load_subject
 from brainseg.data.preprocess import to_original_grid
 from brainseg.data.split import n_folds, read_splits, subjects_in_split
@@ -35,8 +37,11 @@ from brainseg.evaluation.evaluate import add_model_data_arguments
 from brainseg.evaluation.inference import (
     fold_models,
     load_checkpoint,
+    model_inputs,
     output_mode,
     prepare_volume,
+    scored_regions,
+    trained_only,
 )
 from brainseg.evaluation.labelmaps import PostprocessSettings, apply, write_settings
 from brainseg.evaluation.metrics import dice
@@ -60,16 +65,19 @@ class Case:
         probs: region probabilities (3, bx, by, bz), keyed by flip_tta (False, True).
         ref: bool reference regions (3, bx, by, bz).
         spacing: voxel size in mm.
+        regions: the regions it is scored on (the others are not available).
     """
 
     subject: str
     probs: dict[bool, np.ndarray]
     ref: np.ndarray
     spacing: tuple[float, ...]
+    regions: tuple[str, ...] = REGIONS
 
 
 def make_case(subject: str, probs: dict[bool, np.ndarray], seg: np.ndarray,
-              spacing: tuple[float, ...], floor: float) -> Case:
+              spacing: tuple[float, ...], floor: float,
+              regions: tuple[str, ...] = REGIONS) -> Case:
     """Crop the probabilities and reference to where a threshold above `floor` can matter.
 
     Exact for every setting whose thresholds are >= floor: outside the box no voxel is
@@ -81,7 +89,7 @@ def make_case(subject: str, probs: dict[bool, np.ndarray], seg: np.ndarray,
     box = bounding_box(union) or (slice(0, 1),) * union.ndim
     full = (slice(None), *box)
     return Case(subject, {k: np.ascontiguousarray(p[full]) for k, p in probs.items()},
-                np.ascontiguousarray(ref[full]), spacing)
+                np.ascontiguousarray(ref[full]), spacing, regions)
 
 
 def predict_cases(model: torch.nn.Module, config: dict[str, Any], raw_dir: Path,
@@ -92,27 +100,44 @@ def predict_cases(model: torch.nn.Module, config: dict[str, Any], raw_dir: Path,
     output = output_mode(config)
     for subject in tqdm(subjects, desc="postprocess", unit="subject"):
         loaded = load_subject(raw_dir / subject, native=True)  # only read by extract_slices
-        normed, geo = prepare_volume(config, loaded.image)
+        image = model_inputs(config, loaded.image, loaded.modalities, raw_dir / subject)
+        normed, geo = prepare_volume(config, image)
         if with_tta:
             plain, tta = predict_slices_with_tta(model, normed, batch_size, device, output)
             probs = {False: to_original_grid(plain, geo), True: to_original_grid(tta, geo)}
         else:
             probs = {False: to_original_grid(
                 predict_slices(model, normed, batch_size, device, output), geo)}
-        cases.append(make_case(subject, probs, loaded.seg, loaded.spacing, floor))
+        probs = {k: trained_only(p, config) for k, p in probs.items()}
+        cases.append(make_case(subject, probs, loaded.seg, loaded.spacing, floor,
+                               scored_regions(config, loaded.regions)))
     return cases
 
 
 def score(cases: list[Case], settings: PostprocessSettings) -> dict[str, float]:
-    """Mean validation Dice per region and their mean, under `settings`."""
+    """Mean validation Dice per region and their mean, under `settings`.
+
+    A region is scored on the cases that annotate it; one that no case annotates has NaN,
+    and the mean is over the others.
+    """
     per_subject = []
     for case in cases:
         pred = labels_to_regions(apply(case.probs[settings.flip_tta], settings, case.spacing))
-        per_subject.append([dice(pred[i], case.ref[i]) for i in range(len(REGIONS))])
-    means = np.mean(per_subject, axis=0)
+        per_subject.append([dice(pred[i], case.ref[i]) if r in case.regions else np.nan
+                            for i, r in enumerate(REGIONS)])
+    table = np.asarray(per_subject, dtype=np.float64)
+    scored = ~np.isnan(table)
+    counts = scored.sum(axis=0)
+    sums = np.where(scored, table, 0.0).sum(axis=0)
+    means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
     out = {r: float(m) for r, m in zip(REGIONS, means, strict=True)}
-    out["mean"] = float(np.mean(means))
+    out["mean"] = float(np.mean(means[counts > 0]))
     return out
+
+
+def tuned_regions(cases: list[Case]) -> tuple[str, ...]:
+    """The regions that some validation case is scored on."""
+    return tuple(r for r in REGIONS if any(r in case.regions for case in cases))
 
 
 class GreedySearch:
@@ -179,17 +204,22 @@ def choose(cases: list[Case], cfg: dict[str, Any], base_threshold: float) -> Gre
     search = GreedySearch(cases, PostprocessSettings.uniform(base_threshold), cfg["min_gain"])
     search.step("flip_tta", [(True, replace(search.current, flip_tta=True))]
                 if cfg["flip_tta"] else [])
-    for region in REGIONS:
+    available = tuned_regions(cases)
+    if len(available) < len(REGIONS):
+        log.info("postprocess: %s not available (not annotated, or not trained on): not tuned",
+                 ", ".join(r for r in REGIONS if r not in available))
+    for region in available:
         search.step(f"threshold_{region}", [
             (t, search.current.with_threshold(region, t)) for t in cfg["thresholds"]
             if t != search.current.thresholds[region]])
-    for region in REGIONS:
+    for region in available:
         volume = cfg["min_component_mm3"][region]
         search.step(f"min_component_mm3_{region}", [
             (volume, search.current.with_min_component(region, volume))] if volume > 0 else [])
     volume = cfg["et_to_necrosis_mm3"]
-    search.step("et_to_necrosis_mm3", [(volume, replace(search.current, et_to_necrosis_mm3=volume))]
-                if volume > 0 else [])
+    if "ET" in available:
+        search.step("et_to_necrosis_mm3", [
+            (volume, replace(search.current, et_to_necrosis_mm3=volume))] if volume > 0 else [])
     return search
 
 
@@ -231,7 +261,8 @@ def run_postprocess(*, params: dict[str, Any], model: Path, splits: Path, raw_di
                                params["evaluate"]["batch_size"], device, cfg["flip_tta"], floor)
     search = choose(cases, cfg, base_threshold)
     write_settings(settings_out, search.current)
-    write_text(table_out, search.table().to_csv(index=False, lineterminator="\n"))
+    write_text(table_out, search.table().to_csv(index=False, lineterminator="\n",
+                                                na_rep=NOT_AVAILABLE))
     log.info("postprocess: chosen %s; val Dice %s -> %s", search.current.to_dict(),
              _rounded(search.baseline), _rounded(search.best))
     if run_info is not None:
@@ -248,8 +279,10 @@ def run_metrics(search: GreedySearch) -> dict[str, float]:
     """The chosen settings and the validation Dice before and after, as MLflow metrics."""
     chosen = flatten(search.current.to_dict(), prefix="postprocess.chosen.")
     metrics = {k: float(v) for k, v in chosen.items()}
-    metrics.update({f"postprocess_val_dice_{k}": v for k, v in search.best.items()})
-    metrics.update({f"postprocess_baseline_val_dice_{k}": v for k, v in search.baseline.items()})
+    metrics.update({f"postprocess_val_dice_{k}": v for k, v in search.best.items()
+                    if not np.isnan(v)})
+    metrics.update({f"postprocess_baseline_val_dice_{k}": v for k, v in search.baseline.items()
+                    if not np.isnan(v)})
     return metrics
 
 

@@ -1,6 +1,7 @@
 """`brainseg predict`: segment new patients with a trained model, in their own grid and labels.
 
-Input: a subject folder, four modality files, or a folder of subject folders (batch).
+Input: a subject folder, its modality files (the four, or those of a model trained on
+fewer, e.g. t1 t1ce flair), or a folder of subject folders (batch).
 Each subject is reoriented (axis permutations and flips only) to the voxel axes the
 model was trained in (`MODEL_AXCODES`, the BraTS grid), segmented with the training
 preprocessing (`predict_volume`), and transformed back, so the output NIfTI has the
@@ -22,8 +23,14 @@ from tqdm.auto import tqdm
 
 from brainseg.data.inputs import SubjectFiles, folder_files, listed_files, load_modalities
 from brainseg.data.layouts import from_internal_labels
+from brainseg.data.modalities import MODALITIES
 from brainseg.errors import BrainsegError
-from brainseg.evaluation.inference import MLFLOW_SCHEMES, load_model, predict_probabilities
+from brainseg.evaluation.inference import (
+    MLFLOW_SCHEMES,
+    load_model,
+    model_modalities,
+    predict_probabilities,
+)
 from brainseg.evaluation.labelmaps import PostprocessSettings, apply, read_settings
 from brainseg.io.listing import subject_folders, visible
 from brainseg.io.nifti import SUFFIXES, save_nifti, voxel_spacing
@@ -51,7 +58,7 @@ def predict_subject(predictor: Predictor, inputs: SubjectFiles, output: Path) ->
     """Segment one subject and write its label map atomically to `output`.
 
     Returns:
-        `output`, a uint8 NIfTI on the T1 file's grid (shape, affine, header but for the
+        `output`, a uint8 NIfTI on the first file's grid (shape, affine, header but for the
         display range cal_min/cal_max, reset) with labels in the convention of `inputs.layout`.
 
     Raises:
@@ -59,7 +66,7 @@ def predict_subject(predictor: Predictor, inputs: SubjectFiles, output: Path) ->
     """
     image, ref = load_modalities(inputs)
     turn = Reorientation.of(ref.affine)
-    model_axes = np.stack([turn.apply(channel) for channel in image])  # (4, x', y', z')
+    model_axes = np.stack([turn.apply(channel) for channel in image])  # (m, x', y', z')
     probs = predict_probabilities(predictor.model, predictor.config, model_axes,
                                   predictor.batch_size, predictor.device,
                                   predictor.settings.flip_tta)
@@ -95,7 +102,8 @@ def predict_batch(predictor: Predictor, root: Path, out_dir: Path, layout: str) 
     for folder in tqdm(folders, desc="predict", unit="subject"):
         try:
             target = out_dir / f"{folder.name}_seg.nii.gz"
-            written.append(predict_subject(predictor, folder_files(folder, layout), target))
+            files = folder_files(folder, layout, model_modalities(predictor.config))
+            written.append(predict_subject(predictor, files, target))
         except BrainsegError as exc:
             log.error("%s: failed: %s", folder.name, exc)
             failed.append(folder.name)
@@ -116,12 +124,14 @@ def run_predict(*, model: str, inputs: list[Path], output: Path, layout: str = "
                 threshold: float = 0.5, batch_size: int = 32, device: str = "cpu",
                 tracking_uri: str | None = None,
                 postprocess: Path | None = None) -> list[Path]:
-    """Segment one subject (a folder or four files) or a folder of subject folders.
+    """Segment one subject (a folder or its files) or a folder of subject folders.
 
     Args:
         model: a `train` checkpoint path, or an MLflow `models:/` or `runs:/` URI.
-        inputs: (`--input`) one subject folder, four files (t1 t1ce t2 flair, or named by modality),
-            or one folder of subject folders.
+        inputs: (`--input`) one subject folder, four files (t1 t1ce t2 flair, or named by
+            modality; a model trained on fewer modalities takes its own, e.g. t1 t1ce
+            flair), or one folder of subject folders. A subject lacking a modality the
+            model needs is refused, naming it; other modalities are ignored.
         output: the output file for one subject; the output folder in batch.
         layout: "auto", "brats2020" or "brats2023": the file names searched and the label
             convention written.
@@ -152,25 +162,33 @@ def run_predict(*, model: str, inputs: list[Path], output: Path, layout: str = "
                                 "subjects as --input")
     else:
         _check_file_output(output)
-        subject = _single_inputs(inputs, layout)
+        try:  # the four modality files, found before the model is loaded
+            subject = _single_inputs(inputs, layout)
+        except BrainsegError:  # looked for again with the model's modalities, which names a
+            subject = None     # missing one (a model of fewer modalities needs no others)
     settings = (read_settings(postprocess) if postprocess is not None
                 else PostprocessSettings.uniform(threshold))
     net, config = load_model(model, device, tracking_uri)
     predictor = Predictor(net, config, settings, batch_size, device)
-    if subject is None:
+    if batch:
         return predict_batch(predictor, inputs[0], output, layout)
+    need = model_modalities(config)
+    if subject is None or tuple(subject.files) != need:
+        subject = _single_inputs(inputs, layout, need)
     return [predict_subject(predictor, subject, output)]
 
 
-def _single_inputs(inputs: list[Path], layout: str) -> SubjectFiles:
+def _single_inputs(inputs: list[Path], layout: str,
+                   modalities: tuple[str, ...] = MODALITIES) -> SubjectFiles:
+    """The files of one subject's `modalities` (the model's): a folder, or listed files."""
     if len(inputs) == 1:
         if not inputs[0].exists():
             raise BrainsegError(f"--input {inputs[0]}: not found")
         if not inputs[0].is_dir():
             raise BrainsegError(f"--input {inputs[0]}: expected a subject folder, a folder of "
                                 "subject folders, or four files (t1 t1ce t2 flair)")
-        return folder_files(inputs[0], layout)
-    return listed_files(inputs, layout)
+        return folder_files(inputs[0], layout, modalities)
+    return listed_files(inputs, layout, modalities)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -183,8 +201,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--input", required=True, nargs="+", type=Path, metavar="PATH", dest="inputs",
         help="one subject folder (BraTS 2020/2021 names *_t1, *_t1ce, *_t2, *_flair or "
         "BraTS 2023 names *-t1n, *-t1c, *-t2w, *-t2f; a label map is not needed); or four "
-        "files, in the order t1 t1ce t2 flair unless their names say the modality; or a "
-        "folder of subject folders (batch)")
+        "files, in the order t1 t1ce t2 flair unless their names say the modality (a model "
+        "trained on fewer modalities takes those, e.g. t1 t1ce flair); or a folder of "
+        "subject folders (batch)")
     parser.add_argument(
         "--output", required=True, type=Path,
         help="output .nii.gz for one subject; in batch, a folder that receives "

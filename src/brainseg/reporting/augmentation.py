@@ -21,18 +21,19 @@ from brainseg.data.labels import REGIONS, labels_to_regions
 from brainseg.data.modalities import MODALITIES
 from brainseg.errors import BrainsegError
 from brainseg.reporting.plots import REGION_COLORS, save_png
-from brainseg.training.data import SliceDataset, build_augmentation
+from brainseg.training.data import SliceDataset, build_augmentation, slice_channels
 
 FLAIR = MODALITIES.index("flair")
 GREY = plt.get_cmap("gray").with_extremes(bad="black")
 
 
-def transform_label(name: str, params: dict[str, Any]) -> str:
+def transform_label(name: str, params: dict[str, Any], flair: int = FLAIR) -> str:
     """A short label of one applied transform, with its drawn values (FLAIR's where per channel).
 
     Args:
         name: the albumentations class name, as in `applied_transforms`.
         params: the params it was applied with.
+        flair: the FLAIR channel (3 of the four BraTS modalities; 2 of t1 t1ce flair).
     """
     if name == "VerticalFlip":
         return "flip L-R"
@@ -41,13 +42,13 @@ def transform_label(name: str, params: dict[str, Any]) -> str:
     if name == "ElasticTransform":
         return "elastic"
     if name == "BrainGamma":
-        return f"gamma {params['gamma'][FLAIR]:.2f}"
+        return f"gamma {params['gamma'][flair]:.2f}"
     if name == "BrainBrightnessContrast":
-        return f"x{params['contrast'][FLAIR]:.2f} {params['brightness'][FLAIR]:+.2f}"
+        return f"x{params['contrast'][flair]:.2f} {params['brightness'][flair]:+.2f}"
     if name == "BrainGaussianNoise":
         return f"noise {params['std']:.2f}"
     if name == "FloatGaussianBlur":
-        return f"blur {params['sigma'][FLAIR]:.1f} px"
+        return f"blur {params['sigma'][flair]:.1f} px"
     return name
 
 
@@ -73,10 +74,10 @@ def variant_seed(seed: int, index: int, variant: int) -> int:
 
 
 def _panel(ax: plt.Axes, image: np.ndarray, mask: np.ndarray, vmin: float, vmax: float,
-           title: str) -> None:
-    """FLAIR of an (x, y) slice shown anterior up (background black), with the WT, TC, ET
-    contours."""
-    flair = np.ma.masked_where(~(image != 0).any(axis=-1), image[..., FLAIR])
+           title: str, channel: int = FLAIR) -> None:
+    """FLAIR (`channel`) of an (x, y) slice shown anterior up (background black), with the
+    WT, TC, ET contours."""
+    flair = np.ma.masked_where(~(image != 0).any(axis=-1), image[..., channel])
     ax.imshow(flair.T, cmap=GREY, vmin=vmin, vmax=vmax)
     for region, region_mask in zip(REGIONS, labels_to_regions(mask), strict=True):
         if region_mask.any():
@@ -107,20 +108,22 @@ def plot_augmentations(folders: list[Path], augment_cfg: dict[str, Any], seed: i
                                                        save_applied_params=True))
     plain = SliceDataset(folders)
     rows = pick_tumour_slices(plain, n_slices, seed)
+    channel = slice_channels(folders)[0].index("flair")
     fig, axes = plt.subplots(len(rows), n_variants + 1, squeeze=False,
                              figsize=(1.9 * (n_variants + 1), 2.3 * len(rows)))
     for row, index in zip(axes, rows, strict=True):
         original = plain.sample(index)
-        flair = original["image"][..., FLAIR]
+        flair = original["image"][..., channel]
         vmin, vmax = np.percentile(flair[flair != 0], [0.5, 99.5]) if flair.any() else (0, 1)
         subject, k = plain.index[index]
         _panel(row[0], original["image"], original["mask"], vmin, vmax,
-               f"original\n{Path(folders[subject]).name} slice {k}")
+               f"original\n{Path(folders[subject]).name} slice {k}", channel)
         for col in range(1, n_variants + 1):
             out = dataset.sample((index, variant_seed(seed, index, col)))
-            names = [transform_label(n, p) for n, p in out.get("applied_transforms", [])]
+            names = [transform_label(n, p, channel) for n, p in out.get("applied_transforms", [])]
             title = "\n".join([", ".join(names[i:i + 2]) for i in range(0, len(names), 2)])
-            _panel(row[col], out["image"], out["mask"], vmin, vmax, title or "(none applied)")
+            _panel(row[col], out["image"], out["mask"], vmin, vmax, title or "(none applied)",
+                   channel)
     handles = [plt.Line2D([], [], color=REGION_COLORS[r], label=r) for r in REGIONS]
     fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=8)
     fig.suptitle("Training augmentation (FLAIR, label contours; same grey scale per row)",

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from brainseg.data.labels import NOT_AVAILABLE, REGIONS
 from brainseg.data.split import subjects_in_split
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_dir
@@ -55,8 +56,10 @@ def load_case(raw_dir: Path, pred_dir: Path, subject: str) -> tuple[np.ndarray, 
 
 
 def case_title(case: str, row: pd.Series) -> str:
-    return (f"{case}: {row.name}  Dice WT {row['dice_WT']:.3f}  TC {row['dice_TC']:.3f}"
-            f"  ET {row['dice_ET']:.3f}")
+    """`best: <subject>  Dice WT 0.912  TC 0.850  ET 0.801` (n/a: a region not available)."""
+    dice = {r: row[f"dice_{r}"] for r in REGIONS}
+    text = "  ".join(f"{r} {NOT_AVAILABLE if pd.isna(v) else f'{v:.3f}'}" for r, v in dice.items())
+    return f"{case}: {row.name}  Dice {text}"
 
 
 def draw_cases(per_subject: pd.DataFrame, raw_dir: Path, pred_dir: Path, out: Path,

@@ -91,7 +91,7 @@ def draw_panel(ax: plt.Axes, image: np.ndarray, regions: list[np.ndarray], row: 
         ax.imshow(error_rgba(ref_wt, regions[0]), aspect=aspect, interpolation="nearest")
     else:
         for region, mask in zip(REGIONS, regions, strict=True):
-            if mask.any():
+            if mask.any() and min(mask.shape) > 1:  # a one-slice volume: no side contour
                 ax.contour(mask, levels=[0.5], colors=REGION_COLORS[region],
                            linewidths=LINE_WIDTHS[region])
     ax.set_xticks([])

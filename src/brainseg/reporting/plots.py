@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from brainseg.data.labels import REGIONS
+from brainseg.data.labels import NOT_AVAILABLE, REGIONS
 from brainseg.data.loading import Subject
 from brainseg.data.modalities import MODALITIES
 from brainseg.io.atomic import atomic_file
@@ -77,13 +77,15 @@ def plot_learning_curves(history: pd.DataFrame, path: Path, dpi: int = 120) -> N
 
 
 def plot_dice_box(per_subject: pd.DataFrame, path: Path, dpi: int = 120) -> None:
-    """Box plot of test Dice per region, every subject drawn as a jittered point."""
+    """Box plot of test Dice per region, every subject drawn as a jittered point (a region
+    that is not available, NaN throughout: an empty column marked so)."""
     fig, ax = plt.subplots(figsize=(5, 4))
-    data = [per_subject[f"dice_{r}"].to_numpy() for r in REGIONS]
-    boxes = ax.boxplot(data, tick_labels=[f"{r}\nn = {len(v)}" for r, v in zip(REGIONS, data,
-                                                                           strict=True)],
-                       widths=0.5, showfliers=False, patch_artist=True,
-                       medianprops={"color": "k"})
+    data = [per_subject[f"dice_{r}"].to_numpy(dtype=float) for r in REGIONS]
+    data = [v[~np.isnan(v)] for v in data]
+    labels = [f"{r}\nn = {len(v)}" if len(v) else f"{r}\nnot available"
+              for r, v in zip(REGIONS, data, strict=True)]
+    boxes = ax.boxplot(data, tick_labels=labels, widths=0.5, showfliers=False,
+                       patch_artist=True, medianprops={"color": "k"})
     rng = np.random.default_rng(0)
     for i, (region, values) in enumerate(zip(REGIONS, data, strict=True), start=1):
         boxes["boxes"][i - 1].set(facecolor=REGION_COLORS[region], alpha=0.3)
@@ -109,13 +111,14 @@ def metrics_table(per_subject: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_metrics_table(per_subject: pd.DataFrame, path: Path, dpi: int = 120) -> None:
-    """The per-subject CSV drawn as a table; Dice cells shaded from red (0) to green (1)."""
+    """The per-subject CSV drawn as a table; Dice cells shaded from red (0) to green (1),
+    n/a where a region is not available."""
     table = metrics_table(per_subject)
-    text = [[f"{v:.3f}" if name.startswith("Dice") else f"{v:.2f}"
-             for name, v in row.items()] for _, row in table.iterrows()]
+    text = [[NOT_AVAILABLE if np.isnan(v) else f"{v:.3f}" if name.startswith("Dice")
+             else f"{v:.2f}" for name, v in row.items()] for _, row in table.iterrows()]
     cmap = plt.get_cmap("RdYlGn")
-    colours = [[(*cmap(v)[:3], 0.45) if name.startswith("Dice") else (1, 1, 1, 1)
-                for name, v in row.items()] for _, row in table.iterrows()]
+    colours = [[(*cmap(v)[:3], 0.45) if name.startswith("Dice") and not np.isnan(v)
+                else (1, 1, 1, 1) for name, v in row.items()] for _, row in table.iterrows()]
     fig, ax = plt.subplots(figsize=(0.95 * len(table.columns) + 1.6, 0.25 * (len(table) + 1)))
     ax.axis("off")
     drawn = ax.table(cellText=text, cellColours=colours, rowLabels=list(table.index),
@@ -164,16 +167,21 @@ def plot_volumes(wt_cm3: np.ndarray, reference: tuple[float, float], path: Path,
 
 
 def plot_side_by_side(synthetic: Subject, real: Subject, path: Path, dpi: int = 120) -> None:
-    """Axial slice through the tumour centre, four modalities, synthetic above real."""
+    """Axial slice through the tumour centre, four modalities (one a subject lacks: titled
+    not available), synthetic above real."""
     fig, axes = plt.subplots(2, 5, figsize=(14, 6))
     for row, subject in enumerate((synthetic, real)):
         seg = subject.seg if subject.seg is not None else np.zeros(subject.image.shape[1:])
         z = int(np.argmax((seg > 0).sum(axis=(0, 1)))) if seg.any() else seg.shape[2] // 2
-        for col in range(4):
-            plane = subject.image[col, :, :, z]
+        for col, modality in enumerate(MODALITIES):
+            if modality not in subject.modalities:  # e.g. no T2 in the LGG layout
+                axes[row, col].set_title(f"{subject.subject}: {modality} (not available)",
+                                         fontsize=9)
+                continue
+            plane = subject.image[subject.modalities.index(modality), :, :, z]
             vmax = np.percentile(plane[plane != 0], 99.5) if plane.any() else 1.0
             axes[row, col].imshow(plane.T, cmap="gray", vmin=0, vmax=vmax)
-            axes[row, col].set_title(f"{subject.subject}: {MODALITIES[col]}", fontsize=9)
+            axes[row, col].set_title(f"{subject.subject}: {modality}", fontsize=9)
         axes[row, 4].imshow(seg[:, :, z].T, cmap="viridis", vmin=0, vmax=4,
                             interpolation="nearest")
         axes[row, 4].set_title("labels (0/1/2/4)", fontsize=9)

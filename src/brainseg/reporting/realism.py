@@ -7,6 +7,8 @@ of them such as the 20 real subjects of the manifest source); the synthetic
 whole-tumour volumes against BraTS's range; and shows slices side by side. Given the
 trained model, it also segments every real subject and scores it: the Dice a model
 trained on synthetic data alone reaches on real scans (per subject, mean and spread).
+Intensities are compared for the modalities both sides have (no T2 in the LGG layout);
+a region the real labels do not annotate, or the model was not trained on, is not scored.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from brainseg.data.labels import region_mask
+from brainseg.data.labels import REGIONS, region_mask
+from brainseg.data.layouts import recorded_modalities
 from brainseg.data.loading import Subject, load_subject
 from brainseg.data.manifest import read_manifest
 from brainseg.data.modalities import MODALITIES
@@ -35,15 +38,20 @@ COMPARTMENTS = {"brain": "normal-appearing brain", "edema": "edema (2)",
                 "core": "tumour core (1, 4)"}
 
 
-def compartment_values(subject: Subject, params: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Normalized intensities (n, 4) per compartment, exactly as training sees them."""
+def compartment_values(subject: Subject, params: dict[str, Any],
+                       modalities: tuple[str, ...] = MODALITIES) -> dict[str, np.ndarray]:
+    """Normalized intensities (n, m) of the m `modalities` per compartment, exactly as
+    training sees them (a whole-tumour-only label map tells no edema from core: both empty).
+    """
     ext = params["extract"]
-    slices, labels, brain, _ = extract_slices(subject.image, subject.seg, ext["image_size"],
+    image = [subject.image[subject.modalities.index(m)] for m in modalities]
+    slices, labels, brain, _ = extract_slices(image, subject.seg, ext["image_size"],
                                               ext["margin"], ext["min_brain_pixels"])
     normed, _ = normalize_slices(slices, brain, tuple(params["normalize"]["clip_percentiles"]))
-    pixels = normed.transpose(0, 2, 3, 1).astype(np.float32)  # (s, h, w, 4)
-    masks = {"brain": brain & (labels == 0), "edema": labels == 2,
-             "core": region_mask(labels, "TC")}
+    pixels = normed.transpose(0, 2, 3, 1).astype(np.float32)  # (s, h, w, m)
+    annotated = "TC" in subject.regions
+    masks = {"brain": brain & (labels == 0), "edema": (labels == 2) & annotated,
+             "core": region_mask(labels, "TC") & annotated}
     return {name: pixels[mask] for name, mask in masks.items()}
 
 
@@ -52,6 +60,12 @@ def intensity_stats(values: dict[str, np.ndarray]) -> dict[str, dict[str, list[f
     return {name: {"mean": v.mean(0).round(4).tolist() if len(v) else [],
                    "std": v.std(0).round(4).tolist() if len(v) else []}
             for name, v in values.items()}
+
+
+def shared_modalities(subjects: list[tuple[str, ...]]) -> tuple[str, ...]:
+    """The modalities that every one of the subjects' modality lists holds, in `MODALITIES`
+    order."""
+    return tuple(m for m in MODALITIES if all(m in s for s in subjects))
 
 
 def pooled(subjects: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -78,27 +92,37 @@ def score_real(model_path: Path, reals: list[Subject], params: dict[str, Any]
 
     Returns:
         {"per_subject": [{"subject", "dice_WT", "hd95_WT", ...}], "dice": {region:
-        {"mean", "std", "median", "min"}}, "hd95": {...}}.
+        {"mean", "std", "median", "min"}}, "hd95": {...}}; a region that is not available
+        (not annotated, or not trained on) is null per subject and `{"available": false}`.
     """
-    from brainseg.evaluation.inference import load_checkpoint, predict_volume
+    from brainseg.evaluation.inference import (
+        load_checkpoint,
+        model_inputs,
+        predict_volume,
+        scored_regions,
+    )
     from brainseg.evaluation.metrics import region_metrics
 
     model, config = load_checkpoint(model_path)
     rows = []
     for real in reals:
-        labels = predict_volume(model, config, real.image, params["evaluate"]["threshold"],
+        image = model_inputs(config, real.image, real.modalities, real.subject)
+        labels = predict_volume(model, config, image, params["evaluate"]["threshold"],
                                 params["evaluate"]["batch_size"])
-        scores = region_metrics(labels, real.seg, real.spacing)
-        rows.append({"subject": real.subject, **{f"{m}_{r}": scores[r][m] for r in scores
-                                                 for m in ("dice", "hd95")}})
+        scores = region_metrics(labels, real.seg, real.spacing,
+                                scored_regions(config, real.regions))
+        rows.append({"subject": real.subject, **{
+            f"{m}_{r}": None if np.isnan(scores[r][m]) else scores[r][m]
+            for r in scores for m in ("dice", "hd95")}})
     out: dict[str, Any] = {"n_subjects": len(rows), "per_subject": rows}
     for metric in ("dice", "hd95"):
         out[metric] = {}
-        for region in ("WT", "TC", "ET"):
-            x = np.array([r[f"{metric}_{region}"] for r in rows], dtype=np.float64)
-            out[metric][region] = {"mean": float(x.mean()), "median": float(np.median(x)),
-                                   "std": float(x.std(ddof=1)) if len(x) > 1 else None,
-                                   "min": float(x.min())}
+        for region in REGIONS:
+            x = np.array([r[f"{metric}_{region}"] for r in rows if r[f"{metric}_{region}"]
+                          is not None], dtype=np.float64)
+            out[metric][region] = {"available": False} if not len(x) else {
+                "mean": float(x.mean()), "median": float(np.median(x)),
+                "std": float(x.std(ddof=1)) if len(x) > 1 else None, "min": float(x.min())}
     return out
 
 
@@ -120,14 +144,18 @@ def run_realism(*, params: dict[str, Any], raw_dir: Path, real: Path, out_dir: P
     chosen = manifest.sort_values("wt_cm3")["subject"].tolist()
     step = max(1, len(chosen) // params["realism"]["max_subjects"])
     chosen = chosen[::step][: params["realism"]["max_subjects"]]
-    synthetic = pooled([compartment_values(load_subject(raw_dir / s), params) for s in chosen])
     reals = [load_subject(folder) for folder in real_folders(real)]
+    modalities = shared_modalities([recorded_modalities(raw_dir / s) for s in chosen]
+                                   + [r.modalities for r in reals])
+    synthetic = pooled([compartment_values(load_subject(raw_dir / s), params, modalities)
+                        for s in chosen])
     # every 4th voxel of each real subject: the histograms of 20 subjects in little memory
-    real_values = pooled([{k: v[::4] for k, v in compartment_values(r, params).items()}
+    real_values = pooled([{k: v[::4] for k, v in compartment_values(r, params, modalities).items()}
                           for r in reals])
     wt = manifest["wt_cm3"].to_numpy()
     summary: dict[str, Any] = {
         "synthetic_subjects": chosen, "real_subjects": [r.subject for r in reals],
+        "modalities": list(modalities),
         "intensity": {"synthetic": intensity_stats(synthetic),
                       "real": intensity_stats(real_values)},
         "wt_cm3": {"min": float(wt.min()), "median": float(np.median(wt)),
@@ -136,11 +164,12 @@ def run_realism(*, params: dict[str, Any], raw_dir: Path, real: Path, out_dir: P
     if model is not None:
         summary["real_scores"] = score_real(model, reals, params)
         log.info("synthetic-trained model on %d real subjects: mean Dice %s", len(reals),
-                 {r: round(v["mean"], 3) for r, v in summary["real_scores"]["dice"].items()})
+                 {r: round(v["mean"], 3) for r, v in summary["real_scores"]["dice"].items()
+                  if "mean" in v})
     dpi, bins = params["figures"]["dpi"], params["realism"]["bins"]
     median_subject = manifest.iloc[(manifest["wt_cm3"] - np.median(wt)).abs().argsort()[0]]
     with atomic_dir(out_dir) as tmp:
-        plot_histograms(synthetic, real_values, COMPARTMENTS, MODALITIES, bins,
+        plot_histograms(synthetic, real_values, COMPARTMENTS, modalities, bins,
                         tmp / "histograms.png", dpi)
         plot_volumes(wt, BRATS_WT_RANGE_CM3, tmp / "tumour_volumes.png", dpi)
         plot_side_by_side(load_subject(raw_dir / median_subject["subject"]), reals[0],

@@ -8,6 +8,7 @@ samples are drawn, or where a resumed training starts.
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from brainseg.data.labels import REGIONS, check_regions, common_regions
+from brainseg.data.modalities import MODALITIES
 from brainseg.errors import BrainsegError
 from brainseg.training.transforms import (
     BrainBrightnessContrast,
@@ -91,8 +94,39 @@ def reseed(transform: A.Compose, seed: int) -> None:
     transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
 
+def slice_channels(folders: list[Path]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The modalities of the slice store's subjects and the regions all their labels annotate.
+
+    Read from each `meta.json` (one without them, or none: all four modalities, all
+    three regions).
+
+    Returns:
+        (modalities, regions): the image channels of every subject, in order, and the
+        regions annotated in every subject (WT, TC, ET, or WT alone), in `REGIONS` order.
+
+    Raises:
+        BrainsegError: a meta.json unreadable, or subjects with different modalities.
+    """
+    modalities: tuple[str, ...] | None = None
+    regions = []
+    for folder in folders:
+        path = folder / "meta.json"
+        try:
+            meta = json.loads(path.read_text()) if path.exists() else {}
+        except (OSError, ValueError) as exc:
+            raise BrainsegError(f"{path}: cannot read: {exc}") from exc
+        mods = tuple(meta.get("modalities", MODALITIES))
+        if modalities is not None and mods != modalities:
+            raise BrainsegError(f"{path}: modalities {' '.join(mods)} differ from "
+                                f"{folders[0].name}'s {' '.join(modalities)}: one model takes "
+                                "one set of input channels")
+        modalities = mods
+        regions.append(check_regions(meta.get("regions", REGIONS), str(path)))
+    return modalities or MODALITIES, common_regions(regions)
+
+
 def load_subject_slices(folder: Path, mmap: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Open `image.npy` float16 (s, 4, h, w) and `label.npy` uint8 (s, h, w) of one subject."""
+    """Open `image.npy` float16 (s, m, h, w) and `label.npy` uint8 (s, h, w) of one subject."""
     try:
         image = np.load(folder / "image.npy", mmap_mode="r" if mmap else None)
         label = np.load(folder / "label.npy", mmap_mode="r" if mmap else None)

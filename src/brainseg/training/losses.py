@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from brainseg.data.labels import REGIONS, WT_ONLY, check_regions
 from brainseg.models.outputs import class_targets, out_channels, region_targets
 
 
@@ -58,19 +59,31 @@ class SegmentationLoss(nn.Module):
     labels resized to that level (nearest neighbour), weighted 1, 1/2, 1/4, ... normalized to 1.
     Always computed in float32, whatever the dtype of the logits.
 
+    Labels that annotate the whole tumour only (`regions` ("WT",)) train WT alone: the TC
+    and ET channels take no loss ("regions"), or the classes reduce to tumour against
+    background, p(WT) = 1 - p(background) ("softmax"): binary soft Dice + cross-entropy.
+
     Args:
         output: "regions" or "softmax".
         dice_weight: weight of the soft Dice term.
         ce_weight: weight of the (binary) cross-entropy term.
+        regions: the regions the labels annotate: WT, TC, ET, or WT alone.
 
     Raises:
-        BrainsegError: unknown output mode.
+        BrainsegError: unknown output mode, or regions other than all or WT alone.
     """
 
-    def __init__(self, output: str, dice_weight: float = 1.0, ce_weight: float = 1.0) -> None:
+    def __init__(
+        self,
+        output: str,
+        dice_weight: float = 1.0,
+        ce_weight: float = 1.0,
+        regions: Sequence[str] = REGIONS,
+    ) -> None:
         super().__init__()
         out_channels(output)  # refuses an unknown mode
         self.output, self.dice_weight, self.ce_weight = output, dice_weight, ce_weight
+        self.wt_only = check_regions(tuple(regions), "loss") == WT_ONLY
 
     def forward(
         self, outputs: torch.Tensor | Sequence[torch.Tensor], labels: torch.Tensor
@@ -90,11 +103,29 @@ class SegmentationLoss(nn.Module):
             logits = logits.float()
             if self.output == "regions":
                 target = region_targets(labels)
+                if self.wt_only:
+                    logits, target = logits[:, :1], target[:, :1]
                 dice = soft_dice(torch.sigmoid(logits), target)
                 ce = functional.binary_cross_entropy_with_logits(logits, target)
+            elif self.wt_only:
+                dice, ce = _tumour_vs_background(logits, labels)
             else:
                 classes = class_targets(labels)
                 one_hot = functional.one_hot(classes, 4).permute(0, 3, 1, 2).float()
                 dice = soft_dice(torch.softmax(logits, dim=1)[:, 1:], one_hot[:, 1:])
                 ce = functional.cross_entropy(logits, classes)
         return self.dice_weight * dice + self.ce_weight * ce
+
+
+def _tumour_vs_background(
+    logits: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft Dice loss and binary cross-entropy of p(WT) = 1 - p(background) of softmax logits
+    (n, 4, h, w) against WT = labels > 0; log-probabilities from log-sum-exp (stable)."""
+    target = (labels > 0).float()
+    total = torch.logsumexp(logits, dim=1)
+    log_bg = logits[:, 0] - total
+    log_wt = torch.logsumexp(logits[:, 1:], dim=1) - total
+    dice = soft_dice(log_wt.exp()[:, None], target[:, None])
+    ce = -(target * log_wt + (1 - target) * log_bg).mean()
+    return dice, ce

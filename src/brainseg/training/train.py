@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from brainseg.data.labels import REGIONS
 from brainseg.data.modalities import MODALITIES
 from brainseg.data.split import read_splits, subjects_in_split
 from brainseg.errors import BrainsegError
@@ -36,7 +37,7 @@ from brainseg.runtime import (
     set_threads,
 )
 from brainseg.training import distributed
-from brainseg.training.data import SliceDataset, build_augmentation
+from brainseg.training.data import SliceDataset, build_augmentation, slice_channels
 from brainseg.training.losses import SegmentationLoss
 from brainseg.training.mlflow_run import TrainingRun
 from brainseg.training.optim import build_optimizer, build_scheduler, clip_gradients
@@ -47,12 +48,19 @@ from brainseg.training.validation import validate
 log = logging.getLogger(__name__)
 
 
-def model_config(params: dict[str, Any]) -> dict[str, Any]:
-    """What a checkpoint stores to rebuild the model and preprocess new scans."""
+def model_config(params: dict[str, Any], modalities: tuple[str, ...] = MODALITIES,
+                 regions: tuple[str, ...] = REGIONS) -> dict[str, Any]:
+    """What a checkpoint stores to rebuild the model, preprocess new scans and read its output.
+
+    `modalities` are the input channels, in order (`in_channels` is their number): a scan
+    to segment must have each of them. `regions` are those it was trained on (WT alone
+    for whole-tumour-only labels): the others are neither predicted nor scored.
+    """
     cfg = params["train"]
-    return {"model": {**cfg["model"], "in_channels": len(MODALITIES),
+    return {"model": {**cfg["model"], "in_channels": len(modalities),
                       "out_channels": out_channels(cfg["model"]["output"])},
-            "extract": params["extract"], "normalize": params["normalize"]}
+            "extract": params["extract"], "normalize": params["normalize"],
+            "modalities": list(modalities), "regions": list(regions)}
 
 
 class Trainer:
@@ -68,13 +76,17 @@ class Trainer:
         train = [slices_dir / s for s in subjects_in_split(splits_path, "train", fold)]
         self.dataset = SliceDataset(train, build_augmentation(cfg["augment"], self.seed))
         self.val_folders = [slices_dir / s for s in subjects_in_split(splits_path, "val", fold)]
+        modalities, self.regions = slice_channels(train + self.val_folders)
+        if self.regions != REGIONS:
+            log.info("the labels annotate %s only: loss and validation Dice on those; the "
+                     "other regions are not available", " ".join(self.regions))
         plan = BatchPlan(self.dataset.has_tumor, cfg["batch_size"], cfg["slices_per_epoch"],
                          cfg["tumor_fraction"], self.seed)
         self.sampler = EpochBatchSampler(plan, ctx.rank, ctx.world)
         self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=workers,
                                  persistent_workers=workers > 0,
                                  generator=torch.Generator().manual_seed(self.seed))
-        self.config = model_config(params)
+        self.config = model_config(params, modalities, self.regions)
         self.memory = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
         self.model = build_model(self.config["model"]).to(ctx.device, memory_format=self.memory)
         self.net = (DistributedDataParallel(self.model) if ctx.distributed else self.model)
@@ -82,7 +94,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg["schedule"], len(plan), cfg["epochs"])
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg["precision"] == "fp16")
         self.loss_fn = SegmentationLoss(cfg["model"]["output"], cfg["loss"]["dice_weight"],
-                                        cfg["loss"]["ce_weight"])
+                                        cfg["loss"]["ce_weight"], self.regions)
 
     def state(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -113,7 +125,7 @@ class Trainer:
         """One optimizer step on a batch; returns its loss (detached).
 
         Args:
-            image: (batch, 4, h, w) float, as the loader gives it.
+            image: (batch, m, h, w) float, as the loader gives it.
             label: (batch, h, w) uint8 BraTS labels.
         """
         image = image.to(self.ctx.device).contiguous(memory_format=self.memory)
@@ -133,10 +145,10 @@ class Trainer:
         with autocast(self.cfg["precision"], self.ctx.device):
             return validate(self.model, self.val_folders, self.loss_fn,
                             self.cfg["model"]["output"], self.cfg["batch_size"],
-                            self.ctx.device, self.memory)
+                            self.ctx.device, self.memory, self.regions)
 
     def example(self) -> np.ndarray:
-        """One validation slice (1, 4, h, w) float32: the MLflow model's input example."""
+        """One validation slice (1, m, h, w) float32: the MLflow model's input example."""
         image = np.load(self.val_folders[0] / "image.npy", mmap_mode="r")
         return np.asarray(image[len(image) // 2: len(image) // 2 + 1], dtype=np.float32)
 

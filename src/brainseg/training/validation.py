@@ -17,8 +17,13 @@ from brainseg.training.data import load_subject_slices
 @torch.no_grad()
 def validate(model: torch.nn.Module, folders: list[Path], loss_fn: torch.nn.Module, output: str,
              batch_size: int, device: str,
-             memory: torch.memory_format = torch.channels_last) -> dict[str, float]:
+             memory: torch.memory_format = torch.channels_last,
+             regions: tuple[str, ...] = REGIONS) -> dict[str, float]:
     """Mean validation loss, and mean over subjects of the 3D Dice (slice space) per region.
+
+    Args:
+        regions: the regions the labels annotate; the others' Dice is NaN (not
+            available), and "val_dice_mean" is the mean over `regions`.
 
     Returns:
         {"val_loss", "val_dice_WT", "val_dice_TC", "val_dice_ET", "val_dice_mean"}.
@@ -37,8 +42,9 @@ def validate(model: torch.nn.Module, folders: list[Path], loss_fn: torch.nn.Modu
         predicted = np.concatenate(probs).transpose(1, 0, 2, 3) > 0.5  # (3, s, h, w)
         reference = labels_to_regions(label)
         for i, region in enumerate(REGIONS):
-            scores[region].append(dice(predicted[i], reference[i]))
+            scores[region].append(dice(predicted[i], reference[i]) if region in regions
+                                  else float("nan"))
     out = {"val_loss": float(np.mean(losses))}
     out.update({f"val_dice_{r}": float(np.mean(v)) for r, v in scores.items()})
-    out["val_dice_mean"] = float(np.mean([out[f"val_dice_{r}"] for r in REGIONS]))
+    out["val_dice_mean"] = float(np.mean([out[f"val_dice_{r}"] for r in regions]))
     return out
