@@ -1,7 +1,7 @@
-"""Stage `figures`: learning curves, test Dice per region, the per-subject table, overlays
-of the best, median and worst test subject, an axial GIF of the median one, and what the
-training augmentation does to a few training slices; all logged to the training's
-MLflow run."""
+"""Stage `figures`: learning curves, Dice per region, the per-subject table, overlays of
+the best, median and worst scored subject (test, or out-of-fold under cross-validation),
+an axial GIF of the median one, and what the training augmentation does to a few training
+slices; all logged to the training's MLflow run."""
 
 from __future__ import annotations
 
@@ -59,7 +59,9 @@ def case_title(case: str, row: pd.Series) -> str:
     """`best: <subject>  Dice WT 0.912  TC 0.850  ET 0.801` (n/a: a region not available)."""
     dice = {r: row[f"dice_{r}"] for r in REGIONS}
     text = "  ".join(f"{r} {NOT_AVAILABLE if pd.isna(v) else f'{v:.3f}'}" for r, v in dice.items())
-    return f"{case}: {row.name}  Dice {text}"
+    fold = row.get("fold", -1)
+    scored = f" (fold {int(fold)}, out-of-fold)" if pd.notna(fold) and fold >= 0 else ""
+    return f"{case}: {row.name}{scored}  Dice {text}"
 
 
 def draw_cases(per_subject: pd.DataFrame, raw_dir: Path, pred_dir: Path, out: Path,
@@ -105,7 +107,7 @@ def run_figures(*, params: dict[str, Any], history: Path, per_subject: Path, raw
     cfg = params["figures"]
     per_subject_csv, per_subject = per_subject, pd.read_csv(per_subject)
     if per_subject.empty:
-        raise BrainsegError(f"{per_subject_csv}: no test subject to draw")
+        raise BrainsegError(f"{per_subject_csv}: no scored subject to draw")
     with atomic_dir(out_dir) as tmp:
         plot_learning_curves(pd.read_csv(history), tmp / "learning_curves.png", cfg["dpi"])
         plot_dice_box(per_subject, tmp / "dice_boxplot.png", cfg["dpi"])

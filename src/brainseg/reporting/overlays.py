@@ -1,4 +1,4 @@
-"""FLAIR overlays of a test subject: three planes through the tumour, and an axial GIF.
+"""FLAIR overlays of a scored subject: three planes through the tumour, and an axial GIF.
 
 Every panel shows one thing, so nothing overlaps: the reference contours (WT, TC, ET),
 the predicted contours, and the whole-tumour errors filled in colour (true positive,

@@ -92,9 +92,18 @@ def plot_dice_box(per_subject: pd.DataFrame, path: Path, dpi: int = 120) -> None
         ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, s=18, alpha=0.85,
                    color=REGION_COLORS[region], edgecolors="k", linewidths=0.3, zorder=3)
     ax.set(ylabel="Dice (3D, per subject)", ylim=(-0.02, 1.02),
-           title=f"Test Dice per region (n = {len(per_subject)} subjects)")
+           title=f"{scored_as(per_subject)} Dice per region (n = {len(per_subject)} subjects)")
     ax.grid(axis="y", alpha=0.3)
     save_png(fig, path, dpi)
+
+
+def scored_as(per_subject: pd.DataFrame) -> str:
+    """How evaluate's subjects were scored: "Test", "Out-of-fold" (cross-validation: each
+    by the fold model that never saw it) or "Out-of-fold and test" (its `fold` column)."""
+    if "fold" not in per_subject.columns:
+        return "Test"
+    held_out = per_subject["fold"] >= 0
+    return "Out-of-fold" if held_out.all() else "Out-of-fold and test" if held_out.any() else "Test"
 
 
 TABLE_COLUMNS = {"dice_WT": "Dice WT", "dice_TC": "Dice TC", "dice_ET": "Dice ET",
@@ -128,7 +137,7 @@ def plot_metrics_table(per_subject: pd.DataFrame, path: Path, dpi: int = 120) ->
     for (row, _), cell in drawn.get_celld().items():
         if row == 0 or row > len(per_subject):
             cell.set_text_props(fontweight="bold")
-    ax.set_title("Test metrics per subject (HD95 in mm)", fontsize=10)
+    ax.set_title(f"{scored_as(per_subject)} metrics per subject (HD95 in mm)", fontsize=10)
     save_png(fig, path, dpi)
 
 
