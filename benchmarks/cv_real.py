@@ -148,6 +148,7 @@ def summarize(name: str, per_subject: pd.DataFrame, train_s: list[float],
         "dice_mean": float(per_subject[[f"dice_{r}" for r in REGIONS]].mean(axis=1).mean()),
         "fold_dice": {r: folds[f"dice_{r}"].round(4).tolist() for r in REGIONS},
         "train_s": [round(t, 1) for t in train_s],
+        "threads": int(THREADS),
         "evaluate_s": [round(t, 1) for t in eval_s],
         "per_subject": per_subject[["subject", "fold", *(f"dice_{r}" for r in REGIONS),
                                     *(f"hd95_{r}" for r in REGIONS)]].round(4)
@@ -166,13 +167,13 @@ def record(result: dict[str, Any]) -> None:
 
 def table() -> str:
     results = json.loads(RESULTS.read_text())
-    lines = ["| configuration | overrides | WT | TC | ET | mean | train (5 folds) |",
+    lines = ["| configuration | overrides | WT | TC | ET | mean | train (all folds) |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in sorted(results.values(), key=lambda r: -r["dice_mean"]):
         cells = [f"{r['dice'][g]['mean']:.3f} ± {r['dice'][g]['std']:.3f}" for g in REGIONS]
         over = ", ".join(f"`{k}: {v}`" for k, v in r["overrides"].items()) or "(preset)"
         lines.append(f"| {r['config']} | {over} | {' | '.join(cells)} | {r['dice_mean']:.3f} "
-                     f"| {sum(r['train_s']) / 60:.1f} min |")
+                     f"| {sum(r['train_s']) / 60:.1f} min, {r.get('threads', 2)} thread(s) |")
     return "\n".join(lines)
 
 
