@@ -41,14 +41,11 @@ THREADS = "2"  # torch threads of train and evaluate (--threads)
 # the table in docs/results.md lists every configuration with its CV Dice.
 CONFIGS: dict[str, dict[str, Any]] = {
     "preset": {},
+    "base16-epochs5": {"train.model.base_channels": 16, "train.epochs": 5},
     "size160": {"extract.image_size": 160},
     "softmax": {"train.model.output": "softmax"},
     "tumor50": {"train.tumor_fraction": 0.5},
-    "wide24": {"train.model.base_channels": 24},
     "lr1e-3": {"train.optimizer.lr": 0.001},
-    "epochs10": {"train.epochs": 10},
-    "narrow8-epochs10": {"train.model.base_channels": 8, "train.epochs": 10},
-    "size96-epochs10": {"extract.image_size": 96, "train.epochs": 10},
 }
 
 
