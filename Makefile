@@ -96,3 +96,4 @@ bench-peers-lock:  ## re-resolve benchmarks/requirements-peers.lock from the `pe
 
 clean:  ## remove pipeline outputs (not the environment)
 	rm -rf data models reports/figures logs .snakemake mlflow.db mlruns mlartifacts $(REAL_PARAMS)
+	mkdir -p models/folds && touch models/folds/.gitkeep  # the DVC train stage's folds dep

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+from filelock import FileLock
 
 from brainseg.params import set_key
 
@@ -46,6 +47,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "softmax": {"train.model.output": "softmax"},
     "tumor50": {"train.tumor_fraction": 0.5},
     "lr1e-3": {"train.optimizer.lr": 0.001},
+    "lr4e-3": {"train.optimizer.lr": 0.004},
+    "size160-epochs6": {"extract.image_size": 160, "train.epochs": 6},
+    "no-augment": {f"train.augment.{t}.p": 0.0 for t in
+                   ("flip", "affine", "gamma", "brightness_contrast", "noise", "blur")},
 }
 
 
@@ -155,6 +160,11 @@ def summarize(name: str, per_subject: pd.DataFrame, train_s: list[float],
 
 
 def record(result: dict[str, Any]) -> None:
+    with FileLock(str(RESULTS.with_suffix(".lock"))):  # harnesses may run side by side
+        _record(result)
+
+
+def _record(result: dict[str, Any]) -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     results[result["config"]] = result
     tmp = RESULTS.with_suffix(".tmp")

@@ -83,7 +83,9 @@ def stage_command(cmd: str) -> str:
 
 
 def stages() -> dict[str, dict]:
-    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    """The stages of dvc.yaml; a `foreach` stage as its `do` body (one per item)."""
+    declared = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    return {name: stage.get("do", stage) for name, stage in declared.items()}
 
 
 def source_deps(stage: dict) -> list[str]:
@@ -171,13 +173,15 @@ def rewrite_dvc_yaml(path: Path = REPO / "dvc.yaml") -> list[str]:
     lines = path.read_text().splitlines(keepends=True)
     changed = []
     for name, stage in stages().items():
-        start = next(i for i, line in enumerate(lines) if line.rstrip() == f"  {name}:")
+        start = next(i for i, line in enumerate(lines)
+                     if line.split("#")[0].rstrip() == f"  {name}:")
         deps_at = next(i for i in range(start, len(lines)) if lines[i].strip() == "deps:")
+        item = " " * (len(lines[deps_at]) - len(lines[deps_at].lstrip()) + 2) + "- "
         end = deps_at + 1
-        while end < len(lines) and lines[end].startswith("      - "):
+        while end < len(lines) and lines[end].startswith(item):
             end += 1
         data = [ln for ln in lines[deps_at + 1:end] if not ln.strip().startswith("- src/")]
-        src = [f"      - {d}\n" for d in suggested_deps(stage)]
+        src = [f"{item}{d}\n" for d in suggested_deps(stage)]
         if data + src != lines[deps_at + 1:end]:
             changed.append(name)
         lines[deps_at + 1:end] = data + src

@@ -106,8 +106,24 @@ def test_no_test_set_needs_cross_validation(params):
     params["split"]["test_fraction"] = 0.0
     with pytest.raises(BrainsegError, match=r"split\.test_fraction"):
         validate_params(params)
-    params["split"]["folds"] = 3
+    params["split"].update(folds=3, fold_ids=[0, 1, 2])
     validate_params(params)
+
+
+def test_fold_ids_must_list_the_folds(params):
+    from brainseg.params import run_params
+
+    params["split"].update(folds=3, fold_ids=[0, 1])
+    with pytest.raises(BrainsegError, match=r"split\.fold_ids': \[0, 1\] should be \[0, 1, 2\]"):
+        validate_params(params)
+    params["split"].update(folds=0, fold_ids=[0, 1, 2])
+    with pytest.raises(BrainsegError, match=r"should be \[\]"):
+        validate_params(params)
+    preset = REPO / "workflow" / "presets" / "real.yaml"
+    assert yaml.safe_load(run_params(preset, ["split.folds=3"], None))["split"]["fold_ids"] == \
+        [0, 1, 2]
+    with pytest.raises(BrainsegError, match=r"split\.fold_ids"):
+        run_params(preset, ["split.folds=3", "split.fold_ids=[0, 1, 2, 3, 4]"], None)
 
 
 def test_params_yaml_writes_out_exactly_the_schema_defaults():

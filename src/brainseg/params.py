@@ -129,6 +129,13 @@ def check_combinations(params: Mapping[str, Any], source: str = "params") -> Non
             f"{model['depth']})"
         )
     split = params["split"]
+    folds = list(range(split["folds"])) if split["folds"] >= 2 else []
+    if split["fold_ids"] != folds:
+        raise BrainsegError(
+            f"{source}: invalid key 'split.fold_ids': {split['fold_ids']} should be {folds}, the "
+            f"folds of split.folds: {split['folds']} (DVC trains one train_fold stage per entry; "
+            "`brainseg params --set split.folds=K` sets both)"
+        )
     if split["folds"] < 2 and split["test_fraction"] == 0:
         raise BrainsegError(
             f"{source}: invalid key 'split.test_fraction': 0 (no test subjects) needs "
@@ -190,6 +197,11 @@ def run_params(base: str | Path, assignments: list[str], out: str | Path | None)
         if not sep:
             raise BrainsegError(f"--set {item}: expected KEY=VALUE (e.g. download.path=data/in)")
         set_key(params, key.strip(), yaml.safe_load(text), source=f"--set {item}")
+    folds = params["split"]["folds"]
+    if (any(a.partition("=")[0].strip() == "split.folds" for a in assignments)
+            and isinstance(folds, int)
+            and not any(a.partition("=")[0].strip() == "split.fold_ids" for a in assignments)):
+        params["split"]["fold_ids"] = list(range(folds)) if folds >= 2 else []
     validate_params(params, source=f"{base} with --set")
     header = (f"# Made by `brainseg params` from {Path(base).as_posix()}"
               + "".join(f" --set {a}" for a in assignments) + "\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -14,14 +15,15 @@ from mlflow.tracking import MlflowClient
 from tests.integration.conftest import copy_repo, run
 
 pytestmark = pytest.mark.integration
-SHARED = ["models/model.pt", "reports/train_history.csv", "data/splits.csv",
+SHARED = ["models/folds/0/model.pt", "models/folds/1/train_history.csv",
+          "models/model.pt", "reports/train_history.csv", "data/splits.csv",
           "reports/postprocess.json", "reports/per_subject.csv", "reports/metrics.json"]
 
 
 def cv_repo(path: Path) -> Path:
     repo = copy_repo(path)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["split"].update(folds=2, test_fraction=0.2)
+    params["split"].update(folds=2, fold_ids=[0, 1], test_fraction=0.2)
     params["train"].update(checkpoint="last", epochs=1)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "commit", "-qam", "cross-validation"], repo)
@@ -34,7 +36,8 @@ def cv_runs(tmp_path_factory) -> tuple[Path, Path]:
     dvc = cv_repo(tmp_path_factory.mktemp("cv-dvc"))
     out = run(["snakemake", "--cores", "2", "reports/metrics.json"], snake)
     assert "train_fold" in out
-    run(["dvc", "repro", "evaluate"], dvc)
+    out = run(["dvc", "repro", "evaluate"], dvc)
+    assert {"train_fold@0", "train_fold@1"} <= set(re.findall(r"Running stage '([\w@]+)'", out))
     return snake, dvc
 
 

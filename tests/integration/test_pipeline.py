@@ -170,12 +170,27 @@ def test_changing_epochs_reruns_only_training_onwards(snakemake_repo, dvc_repo):
 
 
 def dvc_outputs(repo: Path) -> dict[str, list[str]]:
+    """Each stage's outputs; a `foreach` stage's for every item of its params list, and
+    none when that list is empty (as Snakemake has no job of the rule)."""
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
     outs: dict[str, list[str]] = {}
     for name, stage in stages.items():
+        items = [None]
+        if "foreach" in stage:
+            items, stage = params, stage["do"]
+            for key in stage_foreach_key(stages[name]).split("."):
+                items = items[key]
         entries = stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", [])
-        outs[name] = [e if isinstance(e, str) else next(iter(e)) for e in entries]
+        paths = [e if isinstance(e, str) else next(iter(e)) for e in entries]
+        for item in items:
+            outs.setdefault(name, []).extend(p.replace("${item}", str(item)) for p in paths)
     return outs
+
+
+def stage_foreach_key(stage: dict) -> str:
+    """`split.fold_ids` of `foreach: ${split.fold_ids}`."""
+    return stage["foreach"].removeprefix("${").removesuffix("}")
 
 
 def test_snakefile_and_dvc_yaml_have_the_same_stages_and_outputs(snakemake_repo):

@@ -28,7 +28,7 @@ def cv_store(tmp_path):
 
 
 def test_every_fold_trains_and_their_ensemble_is_the_model(cv_store, train_params):
-    train_params["split"]["folds"] = 2
+    train_params["split"].update(folds=2, fold_ids=[0, 1])
     train_params["train"].update(epochs=2, checkpoint="last")
     uri = f"sqlite:///{cv_store / 'mlflow.db'}"
     out = {"model_out": cv_store / "models/model.pt", "history_out": cv_store / "history.csv",

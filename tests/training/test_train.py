@@ -111,6 +111,26 @@ def test_softmax_bf16_and_early_stopping(store, train_params):
     assert run.data.metrics["epochs_run"] == 3
 
 
+def test_validating_every_other_epoch_trains_the_same_weights(store, train_params, tmp_path):
+    from brainseg.reporting.plots import plot_learning_curves
+
+    train_params["train"].update(epochs=3, checkpoint="last")
+    train(store, train_params)
+    every = weights(store / "models" / "model.pt")
+    full = pd.read_csv(store / "reports" / "history.csv")
+    train_params["train"]["val_every"] = 2
+    _, uri = train(store, train_params)
+    assert all(torch.equal(every[k], v) for k, v in weights(store / "models" / "model.pt").items())
+    history = pd.read_csv(store / "reports" / "history.csv")
+    assert history["val_dice_mean"].isna().tolist() == [True, False, False]  # 2, and the last
+    assert history.loc[1:].equals(full.loc[1:])
+    run_id = read_run_info(store / "models" / "run.json")["run_id"]
+    steps = [m.step for m in MlflowClient(uri).get_metric_history(run_id, "val_dice_mean")]
+    assert sorted(steps) == [2, 3]
+    plot_learning_curves(history, tmp_path / "curves.png")  # the gaps do not break the figure
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+
+
 def test_model_is_registered_and_loads_by_name_and_version(store, train_params, monkeypatch):
     monkeypatch.setenv("DVC_EXP_NAME", "sly-pika")
     train_params["train"]["epochs"] = 1

@@ -1,6 +1,6 @@
 # train -> postprocess -> evaluate (whole cohort: one job each, all cores). With
-# cross-validation (split.folds >= 2), one train_fold job per fold, then `train` writes
-# their ensemble (the DVC stage `train` trains every fold itself, into the same files).
+# cross-validation (split.folds >= 2), one train_fold job per fold (DVC: one train_fold
+# stage each), then `train` writes their ensemble.
 
 
 rule train_fold:
@@ -48,12 +48,11 @@ rule train:
         base=config["base"],
         train=config["train"],
         folds=FOLDS_DIR,
-        combine="--combine-only" if FOLDS else "",
     shell:
         "brainseg train --params {params.file} --slices-dir data/slices"
         " --splits {input.splits} --model-out {output.model}"
         " --history-out {output.history} --run-info-out {output.run_info}"
-        " --folds-dir {params.folds} {params.combine} --threads {threads} > {log} 2>&1"
+        " --folds-dir {params.folds} --combine-only --threads {threads} > {log} 2>&1"
 
 
 rule postprocess:

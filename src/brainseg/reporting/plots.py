@@ -45,16 +45,17 @@ def plot_learning_curves(history: pd.DataFrame, path: Path, dpi: int = 120) -> N
     fig, axes = plt.subplots(1, 3 if has_lr else 2, figsize=(14 if has_lr else 10, 4))
     epochs = history["epoch"]
     best = int(epochs[history["val_dice_mean"].idxmax()])
+    val = history[history["val_loss"].notna()]  # the validated epochs (train.val_every)
     ax_loss, ax_dice = axes[0], axes[1]
     ax_loss.plot(epochs, history["train_loss"], "o-", label="train")
-    ax_loss.plot(epochs, history["val_loss"], "s-", label="validation")
+    ax_loss.plot(val["epoch"], val["val_loss"], "s-", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
     for region in REGIONS:
-        ax_dice.plot(epochs, history[f"val_dice_{region}"], "o-",
+        ax_dice.plot(val["epoch"], val[f"val_dice_{region}"], "o-",
                      color=REGION_COLORS[region], label=region)
-    ax_dice.plot(epochs, history["val_dice_mean"], "k--", label="mean")
+    ax_dice.plot(val["epoch"], val["val_dice_mean"], "k--", label="mean")
     if per_fold is not None:
-        for fold, rows in per_fold.groupby("fold"):
+        for fold, rows in per_fold[per_fold["val_loss"].notna()].groupby("fold"):
             ax_dice.plot(rows["epoch"], rows["val_dice_mean"], "-", color="#aaaaaa", lw=0.8,
                          label="mean, each fold" if fold == per_fold["fold"].min() else None)
         ax_dice.set_title(f"Validation Dice (mean of {per_fold['fold'].nunique()} folds)")

@@ -7,7 +7,7 @@ Fold f trains on the other folds' subjects and validates on its own
 the members of an `Ensemble` (mean of probabilities), the folds' histories in one CSV
 (with a `fold` column), and one MLflow parent run whose children are the fold runs.
 Every output is a pure function of the fold outputs, so the per-fold jobs of
-Snakemake and the single DVC stage give the same bytes.
+Snakemake and of DVC (a `train_fold` stage per fold, then `train`) give the same bytes.
 """
 
 from __future__ import annotations

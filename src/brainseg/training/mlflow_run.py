@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -80,9 +81,11 @@ class TrainingRun:
         self.mlflow.end_run(status="FAILED" if exc_type else "FINISHED")
 
     def log_epoch(self, row: dict[str, float]) -> None:
-        """Log one history row (step = epoch)."""
+        """Log one history row (step = epoch), without its NaN cells (not validated, or a
+        region the labels do not annotate)."""
         epoch = int(row["epoch"])
-        self.mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=epoch)
+        self.mlflow.log_metrics({k: float(v) for k, v in row.items()
+                                 if k != "epoch" and not math.isnan(float(v))}, step=epoch)
 
     def relog_missing(self, history: list[dict[str, float]]) -> None:
         """After a resume: log the history rows that the killed process had not logged yet."""

@@ -1,4 +1,4 @@
-"""Stage `train`: a 2D U-Net on the normalized slices, validated per subject each epoch.
+"""Stage `train`: a 2D U-Net on the normalized slices, validated per subject (train.val_every).
 
 Writes the best checkpoint (by mean validation Dice) with the config needed to rebuild
 it and to preprocess new scans, the per-epoch history CSV, one MLflow run with the
@@ -43,7 +43,7 @@ from brainseg.training.mlflow_run import TrainingRun
 from brainseg.training.optim import build_optimizer, build_scheduler, clip_gradients
 from brainseg.training.sampling import BatchPlan, EpochBatchSampler
 from brainseg.training.state import fingerprint, load_state, save_state, save_torch, set_rng_states
-from brainseg.training.validation import validate
+from brainseg.training.validation import VAL_COLUMNS, validate
 
 log = logging.getLogger(__name__)
 
@@ -248,17 +248,20 @@ def _train(params, slices_dir, splits_path, model_out, history_out, run_info_out
         for epoch in range(first, cfg["epochs"] + 1):
             loss, speed = trainer.train_epoch(epoch)
             row = {"epoch": epoch, "train_loss": distributed.mean_over_ranks(loss, ctx)}
-            row.update(distributed.from_main(trainer.validate() if ctx.main else None, ctx))
+            validated = epoch % cfg["val_every"] == 0 or epoch == cfg["epochs"]
+            row.update(distributed.from_main(trainer.validate() if ctx.main else None, ctx)
+                       if validated else dict.fromkeys(VAL_COLUMNS, float("nan")))
             row["lr"] = trainer.scheduler.get_last_lr()[0]
             # A timing: logged and sent to MLflow, kept out of the history (a DVC output).
             speed = distributed.mean_over_ranks(speed, ctx) * ctx.world
             history.append(row)
-            improved = row["val_dice_mean"] > best["val_dice_mean"] + min_delta
-            best, bad = (row, 0) if improved else (best, bad + 1)
-            if keep_last:
-                best = row
+            improved = validated and row["val_dice_mean"] > best["val_dice_mean"] + min_delta
+            if validated:  # patience counts validations
+                best, bad = (row, 0) if improved else (best, bad + 1)
+                if keep_last:
+                    best = row
             if ctx.main:
-                if improved or keep_last:
+                if improved or (keep_last and validated):
                     save_torch({"state_dict": trainer.model.state_dict(),
                                 "config": trainer.config, "epoch": epoch,
                                 "val_dice_mean": row["val_dice_mean"]}, model_out)
@@ -307,8 +310,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         "--history-out and an MLflow parent run to --run-info-out (ignored "
                         "without folds)")
     parser.add_argument("--combine-only", action="store_true",
-                        help="with --folds-dir: the folds are trained already (one job each); "
-                        "only write the ensemble, history and parent run")
+                        help="with --folds-dir: the folds are trained already (`--fold N`, one "
+                        "Snakemake job or DVC stage each); only write the ensemble, history and "
+                        "parent run (ignored without folds)")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted training from its state file, in the same "
                         "MLflow run (the params must not have changed)")

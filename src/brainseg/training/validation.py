@@ -13,6 +13,9 @@ from brainseg.models.logits import iter_logits
 from brainseg.models.outputs import region_probabilities
 from brainseg.training.data import load_subject_slices
 
+# The history columns `validate` fills (NaN in the epochs that are not validated).
+VAL_COLUMNS = ("val_loss", *(f"val_dice_{r}" for r in REGIONS), "val_dice_mean")
+
 
 @torch.no_grad()
 def validate(model: torch.nn.Module, folders: list[Path], loss_fn: torch.nn.Module, output: str,
