@@ -14,8 +14,11 @@ from brainseg.evaluation.evaluate import run_evaluate
 from brainseg.evaluation.labelmaps import PostprocessSettings, read_settings
 from brainseg.evaluation.postprocess import (
     Case,
+    case_dice,
     choose,
+    cross_validated,
     make_case,
+    mean_dice,
     run_postprocess,
     score,
 )
@@ -82,6 +85,23 @@ def test_greedy_selection_keeps_only_the_options_that_help():
     assert (table["dice_mean"] == table[[f"dice_{r}" for r in REGIONS]].mean(axis=1)).all()
 
 
+def test_cross_validated_scores_each_fold_with_settings_chosen_without_it():
+    """Fold A wants TC threshold 0.3 (its core has probability 0.45); fold B is hurt by it
+    (0.45 on the edema around a core of 0.9): each is scored with the other's choice."""
+    a = constructed_case()
+    probs, seg = constructed_arrays()
+    probs = {k: p.copy() for k, p in probs.items()}
+    for p in probs.values():
+        p[1] = np.where(ball(3), 0.9, np.where(ball(6), 0.45, 0.0))
+    b = make_case("S-2", probs, seg, SPACING, floor=0.3)
+    for_a, for_b = choose([b], CFG, 0.5).current, choose([a], CFG, 0.5).current
+    assert for_b.thresholds["TC"] == 0.3 and for_a.thresholds["TC"] == 0.5
+    nested = cross_validated([[a], [b]], CFG, base_threshold=0.5)
+    assert nested == pytest.approx(mean_dice([case_dice(a, for_a), case_dice(b, for_b)]))
+    same = choose([a, b], CFG, 0.5).best
+    assert nested["TC"] < same["TC"] and nested["mean"] < same["mean"]  # the optimism removed
+
+
 def test_ties_keep_the_simpler_setting_and_off_options_are_not_tried():
     case = constructed_case()
     case.probs[True] = case.probs[False]  # TTA changes nothing: a tie
@@ -144,9 +164,12 @@ def test_stage_writes_settings_table_and_logs_them(stage_inputs, params):
         run_id = run.info.run_id
     write_run_info(tmp_path / "run.json", run_id, "Default")
     out_json, out_csv = tmp_path / "reports/postprocess.json", tmp_path / "reports/postprocess.csv"
+    out_cv = tmp_path / "reports/postprocess_cv.json"
     settings = run_postprocess(params=params, model=tmp_path / "model.pt", splits=splits,
                                raw_dir=raw, settings_out=out_json, table_out=out_csv,
-                               run_info=tmp_path / "run.json", tracking_uri=uri)
+                               cv_out=out_cv, run_info=tmp_path / "run.json", tracking_uri=uri)
+    assert json.loads(out_cv.read_text()) == {  # no folds: nothing cross-validated
+        "folds": 0, "plain": None, "chosen_on_same_subjects": None, "cross_validated": None}
     assert read_settings(out_json) == settings
     table = pd.read_csv(out_csv)
     assert table["option"].iloc[0] == "baseline" and table["chosen"].iloc[0]
@@ -159,7 +182,8 @@ def test_stage_writes_settings_table_and_logs_them(stage_inputs, params):
     assert found.data.metrics["postprocess.chosen.flip_tta"] == float(settings.flip_tta)
     artifacts = {a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(run_id,
                                                                                "postprocess")}
-    assert artifacts == {"postprocess/postprocess.json", "postprocess/postprocess.csv"}
+    assert artifacts == {"postprocess/postprocess.json", "postprocess/postprocess.csv",
+                         "postprocess/postprocess_cv.json"}
 
     # evaluate applies the chosen settings to the test subject
     metrics = run_evaluate(params=params, model=tmp_path / "model.pt", splits=splits,

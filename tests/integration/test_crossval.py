@@ -17,7 +17,8 @@ from tests.integration.conftest import copy_repo, run
 pytestmark = pytest.mark.integration
 SHARED = ["models/folds/0/model.pt", "models/folds/1/train_history.csv",
           "models/model.pt", "reports/train_history.csv", "data/splits.csv",
-          "reports/postprocess.json", "reports/per_subject.csv", "reports/metrics.json"]
+          "reports/postprocess.json", "reports/postprocess_cv.json", "reports/per_subject.csv",
+          "reports/metrics.json"]
 
 
 def cv_repo(path: Path) -> Path:
@@ -61,6 +62,9 @@ def test_every_subject_is_scored_out_of_fold_or_on_the_test_set(cv_runs):
     assert 0 <= metrics["cv"]["dice"]["mean"] <= 1
     history = pd.read_csv(repo / "reports/train_history.csv")
     assert history["fold"].tolist() == [0, 1]
+    summary = json.loads((repo / "reports/postprocess_cv.json").read_text())
+    assert summary["folds"] == 2
+    assert set(summary["cross_validated"]) == {"WT", "TC", "ET", "mean"}
 
 
 def test_mlflow_has_one_parent_run_with_a_child_per_fold(cv_runs):

@@ -65,6 +65,7 @@ rule postprocess:
     output:
         settings="reports/postprocess.json",
         table="reports/postprocess.csv",
+        cv="reports/postprocess_cv.json",
     log:
         "logs/postprocess.log",
     benchmark:
@@ -80,7 +81,7 @@ rule postprocess:
     shell:
         "brainseg postprocess --params {params.file} --model {input.model}"
         " --splits {input.splits} --raw-dir data/raw --settings-out {output.settings}"
-        " --table-out {output.table} --run-info {input.run_info}"
+        " --table-out {output.table} --cv-out {output.cv} --run-info {input.run_info}"
         " --threads {threads} > {log} 2>&1"
 
 

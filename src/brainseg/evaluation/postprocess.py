@@ -18,6 +18,7 @@ names are in the same section of docs/conventions.md).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -120,11 +121,18 @@ def score(cases: list[Case], settings: PostprocessSettings) -> dict[str, float]:
     A region is scored on the cases that annotate it; one that no case annotates has NaN,
     and the mean is over the others.
     """
-    per_subject = []
-    for case in cases:
-        pred = labels_to_regions(apply(case.probs[settings.flip_tta], settings, case.spacing))
-        per_subject.append([dice(pred[i], case.ref[i]) if r in case.regions else np.nan
-                            for i, r in enumerate(REGIONS)])
+    return mean_dice([case_dice(case, settings) for case in cases])
+
+
+def case_dice(case: Case, settings: PostprocessSettings) -> list[float]:
+    """Dice of each region of one case under `settings` (NaN: not annotated)."""
+    pred = labels_to_regions(apply(case.probs[settings.flip_tta], settings, case.spacing))
+    return [dice(pred[i], case.ref[i]) if r in case.regions else np.nan
+            for i, r in enumerate(REGIONS)]
+
+
+def mean_dice(per_subject: list[list[float]]) -> dict[str, float]:
+    """Per region, the mean over the subjects that annotate it; "mean" over the regions."""
     table = np.asarray(per_subject, dtype=np.float64)
     scored = ~np.isnan(table)
     counts = scored.sum(axis=0)
@@ -144,8 +152,9 @@ class GreedySearch:
     """Keeps the current settings, their Dice, and one row per setting tried."""
 
     def __init__(self, cases: list[Case], start: PostprocessSettings,
-                 min_gain: float = 0.0) -> None:
+                 min_gain: float = 0.0, log_level: int = logging.INFO) -> None:
         self.cases = cases
+        self.log_level = log_level
         self.min_gain = min_gain
         self.current = start
         self.best = score(cases, start)
@@ -168,7 +177,7 @@ class GreedySearch:
             candidates: (value shown in the report, settings) pairs.
         """
         if not candidates:
-            log.info("postprocess: %s not tried (off in params)", option)
+            log.log(self.log_level, "postprocess: %s not tried (off in params)", option)
             return
         first = len(self.rows)
         scores = [score(self.cases, settings) for _, settings in candidates]
@@ -178,7 +187,7 @@ class GreedySearch:
         if scores[best]["mean"] > self.best["mean"] + self.min_gain:
             self.current, self.best = candidates[best][1], scores[best]
             self.rows[first + best]["chosen"] = True
-        log.info("postprocess: %s -> %s (val mean Dice %.4f)", option,
+        log.log(self.log_level, "postprocess: %s -> %s (val mean Dice %.4f)", option,
                  _current_value(option, self.current), self.best["mean"])
 
     def table(self) -> pd.DataFrame:
@@ -193,21 +202,24 @@ def _current_value(option: str, settings: PostprocessSettings) -> Any:
     return settings.to_dict()[option]
 
 
-def choose(cases: list[Case], cfg: dict[str, Any], base_threshold: float) -> GreedySearch:
+def choose(cases: list[Case], cfg: dict[str, Any], base_threshold: float,
+           log_level: int = logging.INFO) -> GreedySearch:
     """Run the greedy selection of the module docstring.
 
     Args:
         cases: the validation subjects (with TTA probabilities when `cfg["flip_tta"]`).
         cfg: the `postprocess` params.
         base_threshold: the threshold of the plain prediction (`evaluate.threshold`).
+        log_level: of the line logged per step.
     """
-    search = GreedySearch(cases, PostprocessSettings.uniform(base_threshold), cfg["min_gain"])
+    search = GreedySearch(cases, PostprocessSettings.uniform(base_threshold), cfg["min_gain"],
+                          log_level)
+    if log_level <= logging.INFO and len(tuned_regions(cases)) < len(REGIONS):
+        log.info("postprocess: %s not available (not annotated, or not trained on): not tuned",
+                 ", ".join(r for r in REGIONS if r not in tuned_regions(cases)))
     search.step("flip_tta", [(True, replace(search.current, flip_tta=True))]
                 if cfg["flip_tta"] else [])
     available = tuned_regions(cases)
-    if len(available) < len(REGIONS):
-        log.info("postprocess: %s not available (not annotated, or not trained on): not tuned",
-                 ", ".join(r for r in REGIONS if r not in available))
     for region in available:
         search.step(f"threshold_{region}", [
             (t, search.current.with_threshold(region, t)) for t in cfg["thresholds"]
@@ -221,6 +233,41 @@ def choose(cases: list[Case], cfg: dict[str, Any], base_threshold: float) -> Gre
         search.step("et_to_necrosis_mm3", [
             (volume, replace(search.current, et_to_necrosis_mm3=volume))] if volume > 0 else [])
     return search
+
+
+def cross_validated(groups: list[list[Case]], cfg: dict[str, Any],
+                    base_threshold: float) -> dict[str, float]:
+    """Out-of-fold Dice of the whole procedure: for each fold, the settings chosen on the
+    other folds' cases alone, applied to its own (nested in the cross-validation, so no
+    subject is scored by settings chosen on it).
+
+    Args:
+        groups: the cases of each fold (at least two groups).
+        cfg, base_threshold: as for `choose`.
+
+    Returns:
+        Mean Dice per region over every case, and "mean" over the regions.
+    """
+    per_subject = []
+    for f, held in enumerate(groups):
+        rest = [case for g, cases in enumerate(groups) if g != f for case in cases]
+        settings = choose(rest, cfg, base_threshold, log_level=logging.DEBUG).current
+        log.info("postprocess: without fold %d: %s", f, settings.to_dict())
+        per_subject += [case_dice(case, settings) for case in held]
+    return mean_dice(per_subject)
+
+
+def cv_summary(search: GreedySearch, groups: list[list[Case]], cfg: dict[str, Any],
+               base_threshold: float) -> dict[str, Any]:
+    """What `postprocess_cv.json` holds: the out-of-fold Dice with the plain threshold, with
+    the chosen settings (chosen on those same subjects: optimistic), and cross-validated
+    (`cross_validated`); without folds, `folds: 0` and nulls."""
+    if len(groups) < 2:
+        return {"folds": 0, "plain": None, "chosen_on_same_subjects": None,
+                "cross_validated": None}
+    return {"folds": len(groups), "plain": _rounded(search.baseline),
+            "chosen_on_same_subjects": _rounded(search.best),
+            "cross_validated": _rounded(cross_validated(groups, cfg, base_threshold))}
 
 
 def tuning_plan(model: torch.nn.Module, splits: Path) -> list[tuple[torch.nn.Module, list[str]]]:
@@ -237,8 +284,9 @@ def tuning_plan(model: torch.nn.Module, splits: Path) -> list[tuple[torch.nn.Mod
 
 
 def run_postprocess(*, params: dict[str, Any], model: Path, splits: Path, raw_dir: Path,
-                    settings_out: Path, table_out: Path, run_info: Path | None = None,
-                    tracking_uri: str = "", device: str = "cpu") -> PostprocessSettings:
+                    settings_out: Path, table_out: Path, cv_out: Path | None = None,
+                    run_info: Path | None = None, tracking_uri: str = "",
+                    device: str = "cpu") -> PostprocessSettings:
     """Predict the validation subjects, choose the settings, write and log them.
 
     Args:
@@ -248,6 +296,8 @@ def run_postprocess(*, params: dict[str, Any], model: Path, splits: Path, raw_di
         raw_dir: the raw NIfTI folder (data/raw).
         settings_out: JSON of the chosen settings (read by `evaluate` and `predict`).
         table_out: CSV of every setting tried.
+        cv_out: JSON of `cv_summary` (with folds: the cross-validated Dice of the
+            post-processing, chosen without the scored fold).
         run_info: the JSON written by `train`; results go to that MLflow run.
         tracking_uri: the MLflow tracking URI (used with `run_info`).
         device: torch device.
@@ -255,27 +305,35 @@ def run_postprocess(*, params: dict[str, Any], model: Path, splits: Path, raw_di
     cfg, base_threshold = params["postprocess"], params["evaluate"]["threshold"]
     net, config = load_checkpoint(model, device)
     floor = min([base_threshold, *cfg["thresholds"]])
-    cases = []
-    for member, subjects in tuning_plan(net, splits):
-        cases += predict_cases(member, config, raw_dir, subjects,
-                               params["evaluate"]["batch_size"], device, cfg["flip_tta"], floor)
-    search = choose(cases, cfg, base_threshold)
+    plan = tuning_plan(net, splits)
+    groups = [predict_cases(member, config, raw_dir, subjects, params["evaluate"]["batch_size"],
+                            device, cfg["flip_tta"], floor) for member, subjects in plan]
+    search = choose([case for cases in groups for case in cases], cfg, base_threshold)
+    summary = cv_summary(search, groups, cfg, base_threshold)
     write_settings(settings_out, search.current)
     write_text(table_out, search.table().to_csv(index=False, lineterminator="\n",
                                                 na_rep=NOT_AVAILABLE))
     log.info("postprocess: chosen %s; val Dice %s -> %s", search.current.to_dict(),
              _rounded(search.baseline), _rounded(search.best))
+    outputs = [settings_out, table_out]
+    if cv_out is not None:
+        write_text(cv_out, json.dumps(summary, indent=2, allow_nan=False) + "\n")
+        outputs.append(cv_out)
+    if summary["folds"]:
+        log.info("postprocess: cross-validated (chosen without the scored fold): %s",
+                 summary["cross_validated"])
     if run_info is not None:
-        log_to_run(tracking_uri, run_info, "postprocess", [settings_out, table_out],
-                   run_metrics(search))
+        log_to_run(tracking_uri, run_info, "postprocess", outputs, run_metrics(search, summary))
     return search.current
 
 
-def _rounded(d: dict[str, float]) -> dict[str, float]:
-    return {k: round(v, 4) for k, v in d.items()}
+def _rounded(d: dict[str, float]) -> dict[str, float | None]:
+    """Rounded to 4 decimals; NaN (a region not available) as None (JSON null)."""
+    return {k: None if np.isnan(v) else round(v, 4) for k, v in d.items()}
 
 
-def run_metrics(search: GreedySearch) -> dict[str, float]:
+def run_metrics(search: GreedySearch, summary: dict[str, Any] | None = None
+                ) -> dict[str, float]:
     """The chosen settings and the validation Dice before and after, as MLflow metrics."""
     chosen = flatten(search.current.to_dict(), prefix="postprocess.chosen.")
     metrics = {k: float(v) for k, v in chosen.items()}
@@ -283,6 +341,9 @@ def run_metrics(search: GreedySearch) -> dict[str, float]:
                     if not np.isnan(v)})
     metrics.update({f"postprocess_baseline_val_dice_{k}": v for k, v in search.baseline.items()
                     if not np.isnan(v)})
+    if summary and summary["folds"]:
+        metrics.update({f"postprocess_cv_dice_{k}": v
+                        for k, v in summary["cross_validated"].items() if v is not None})
     return metrics
 
 
@@ -292,6 +353,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="JSON of the chosen settings (reports/postprocess.json)")
     parser.add_argument("--table-out", required=True, type=Path,
                         help="CSV of every setting tried (reports/postprocess.csv)")
+    parser.add_argument("--cv-out", type=Path, default=None,
+                        help="JSON of the out-of-fold Dice with the plain threshold, with the "
+                        "chosen settings, and with settings chosen without the scored fold "
+                        "(reports/postprocess_cv.json; nulls without folds)")
     parser.add_argument("--run-info", type=Path, default=None,
                         help="JSON written by train; results are logged to that MLflow run")
     add_runtime_arguments(parser)
@@ -303,5 +368,6 @@ def main(args: argparse.Namespace, params: dict[str, Any]) -> None:
     set_threads(args.threads)
     run_postprocess(params=params, model=args.model, splits=args.splits, raw_dir=args.raw_dir,
                     settings_out=args.settings_out, table_out=args.table_out,
-                    run_info=args.run_info, tracking_uri=tracking_uri(args.tracking_uri),
+                    cv_out=args.cv_out, run_info=args.run_info,
+                    tracking_uri=tracking_uri(args.tracking_uri),
                     device=resolve_device(args.device))
