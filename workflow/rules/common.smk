@@ -34,6 +34,9 @@ SOURCE_DIR = DEFAULT_SOURCE_DIR.as_posix()
 # Threads asked for by train and evaluate: Snakemake lowers this to --cores, and
 # brainseg lowers it again to the cores the machine has.
 MAX_THREADS = 8
+# Threads of each cross-validation fold's training (also in dvc.yaml's train_fold): fixed,
+# so that the fold models are the same bytes whatever the cores (see rule train_fold).
+FOLD_THREADS = 1
 # The raw files of a subject: its modalities (all four, or t1 t1ce flair for LGG), its labels.
 RAW_KEYS = [*raw_modalities(config["download"], SOURCE_DIR), "seg"]
 FIGURES = expand("reports/figures/{name}", name=FIGURE_FILES)

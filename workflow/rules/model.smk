@@ -1,6 +1,6 @@
 # train -> postprocess -> evaluate (whole cohort: one job each, all cores). With
 # cross-validation (split.folds >= 2), one train_fold job per fold (DVC: one train_fold
-# stage each), then `train` writes their ensemble.
+# stage each), on one thread each, then `train` writes their ensemble.
 
 
 rule train_fold:
@@ -17,7 +17,9 @@ rule train_fold:
         "logs/benchmarks/train_fold/{fold}.tsv"
     conda:
         "../envs/brainseg.yaml"
-    threads: MAX_THREADS
+    # One thread per fold, in every runner: a CPU training's weights depend on its thread
+    # count, and folds side by side use the cores better than one fold on all of them.
+    threads: FOLD_THREADS
     params:
         file=PARAMS,
         base=config["base"],
