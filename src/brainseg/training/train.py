@@ -308,7 +308,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         "FOLDS_DIR/<fold>/ (model.pt, mlflow_run.json, train_history.csv), then "
                         "write their ensemble to --model-out, the folds' histories to "
                         "--history-out and an MLflow parent run to --run-info-out (ignored "
-                        "without folds)")
+                        "without folds). The runners train each fold apart (`--fold N "
+                        "--threads 1`, then --combine-only): a fold's weights depend on its "
+                        "thread count")
     parser.add_argument("--combine-only", action="store_true",
                         help="with --folds-dir: the folds are trained already (`--fold N`, one "
                         "Snakemake job or DVC stage each); only write the ensemble, history and "
