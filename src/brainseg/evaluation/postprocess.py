@@ -214,12 +214,12 @@ def choose(cases: list[Case], cfg: dict[str, Any], base_threshold: float,
     """
     search = GreedySearch(cases, PostprocessSettings.uniform(base_threshold), cfg["min_gain"],
                           log_level)
-    if log_level <= logging.INFO and len(tuned_regions(cases)) < len(REGIONS):
-        log.info("postprocess: %s not available (not annotated, or not trained on): not tuned",
-                 ", ".join(r for r in REGIONS if r not in tuned_regions(cases)))
+    available = tuned_regions(cases)
+    if len(available) < len(REGIONS):
+        log.log(log_level, "postprocess: %s not available (not annotated, or not trained on): "
+                "not tuned", ", ".join(r for r in REGIONS if r not in available))
     search.step("flip_tta", [(True, replace(search.current, flip_tta=True))]
                 if cfg["flip_tta"] else [])
-    available = tuned_regions(cases)
     for region in available:
         search.step(f"threshold_{region}", [
             (t, search.current.with_threshold(region, t)) for t in cfg["thresholds"]
