@@ -54,6 +54,8 @@ test: lint  ## linters, then the whole test suite
 
 lock:  ## re-resolve requirements.lock from pyproject.toml (needs network; uses uv)
 	$(BIN)/python -m pip install --quiet uv
+	# The current pins are uv's preferences: only what pyproject.toml changed moves.
+	grep -v '^#' requirements.lock | sed 's/^torch==\([0-9.]*\)$$/torch==\1+cpu/' > requirements.lock.tmp
 	$(BIN)/uv pip compile pyproject.toml --extra dev --extra bench --python-version 3.11 \
 	  --find-links /opt/wheels --no-emit-find-links --no-header -o requirements.lock.tmp
 	sed -i 's/^torch==\([0-9.]*\)+cpu/torch==\1/' requirements.lock.tmp
