@@ -8,7 +8,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from brainseg.errors import BrainsegError
-from brainseg.evaluation.inference import fold_models, load_checkpoint
+from brainseg.evaluation.folds import fold_models
+from brainseg.evaluation.inference import load_checkpoint
 from brainseg.models.ensemble import Ensemble
 from brainseg.tracking import read_run_info
 from brainseg.training.folds import combine_folds, fold_outputs

@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 from brainseg.data.labels import NOT_AVAILABLE, REGIONS
 from brainseg.data.loading import load_subject
 from brainseg.data.split import n_folds, read_splits
+from brainseg.evaluation.folds import fold_models
 from brainseg.evaluation.inference import (
-    fold_models,
     load_checkpoint,
     model_inputs,
     predict_probabilities,

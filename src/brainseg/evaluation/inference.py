@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from brainseg.data.labels import REGIONS, check_regions
@@ -19,10 +18,9 @@ from brainseg.data.preprocess import (
     normalize_slices,
     to_original_grid,
 )
-from brainseg.data.split import held_out, n_folds
 from brainseg.errors import BrainsegError
 from brainseg.evaluation.labelmaps import PostprocessSettings, apply
-from brainseg.models.ensemble import Ensemble, build_network
+from brainseg.models.ensemble import build_network
 from brainseg.models.logits import predict_slices
 
 
@@ -90,23 +88,6 @@ def _build(config: dict[str, Any], source: str) -> torch.nn.Module:
         return build_network(config)
     except (ValueError, TypeError, BrainsegError) as exc:
         raise BrainsegError(f"{source}: cannot build the model of its config: {exc}") from exc
-
-
-def fold_models(model: torch.nn.Module, splits: pd.DataFrame, source: str | Path
-                ) -> list[tuple[int, torch.nn.Module, list[str]]]:
-    """(fold, fold model, held-out subjects) of a cross-validation's ensemble.
-
-    Each fold's own model with the subjects it never saw: the out-of-fold predictions
-    that post-processing is chosen on and cross-validation is scored by.
-
-    Raises:
-        BrainsegError: the model is not an ensemble of one model per fold of `splits`.
-    """
-    k = n_folds(splits)
-    if not isinstance(model, Ensemble) or len(model.members) != k:
-        raise BrainsegError(f"{source}: the splits have {k} folds, but the model is not an "
-                            "ensemble of as many fold models (train with split.folds)")
-    return [(f, member, held_out(splits, f)) for f, member in enumerate(model.members)]
 
 
 MLFLOW_SCHEMES: tuple[str, ...] = ("models:/", "runs:/")

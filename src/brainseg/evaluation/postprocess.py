@@ -35,8 +35,8 @@ from brainseg.data.loading import load_subject
 from brainseg.data.preprocess import to_original_grid
 from brainseg.data.split import n_folds, read_splits, subjects_in_split
 from brainseg.evaluation.evaluate import add_model_data_arguments
+from brainseg.evaluation.folds import fold_models
 from brainseg.evaluation.inference import (
-    fold_models,
     load_checkpoint,
     model_inputs,
     output_mode,
