@@ -21,6 +21,7 @@ from brainseg.data.preprocess import (
 from brainseg.errors import BrainsegError
 from brainseg.evaluation.labelmaps import PostprocessSettings, apply
 from brainseg.models.ensemble import build_network
+from brainseg.models.fusion import fold_batchnorm
 from brainseg.models.logits import predict_slices
 
 
@@ -37,7 +38,8 @@ def load_checkpoint(path: str | Path, device: str = "cpu"
     The model is a U-Net, or the `Ensemble` of the fold models of a cross-validation.
 
     Returns:
-        The model in eval mode on `device`, and the checkpoint's config.
+        The model in eval mode on `device`, its BatchNorms folded into the convolutions
+        (`fold_batchnorm`: same outputs to float rounding), and the checkpoint's config.
 
     Raises:
         BrainsegError: the file is missing, unreadable, not a brainseg checkpoint, or its
@@ -62,7 +64,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu"
         raise BrainsegError(f"{path}: weights do not match the architecture of its config "
                             f"{ckpt['config']['model']}: {_first_line(exc)}") from exc
     model.to(device=device, memory_format=torch.channels_last).eval()
-    return model, ckpt["config"]
+    return fold_batchnorm(model), ckpt["config"]
 
 
 CONFIG_KEYS: dict[str, tuple[str, ...]] = {
@@ -160,7 +162,7 @@ def load_model(ref: str, device: str = "cpu",
                             f"as MLmodel metadata or attribute '{CONFIG_ATTRIBUTE}')")
     check_config(config, ref)
     try:
-        model.eval()
+        model = fold_batchnorm(model.eval())
     except NotImplementedError:  # an exported graph: eval mode is fixed at export
         model = FrozenGraph(model)
     model.to(device=device, memory_format=torch.channels_last)
