@@ -114,14 +114,17 @@ def test_metric_families_of_a_table():
     assert metric_families(per_subject()) == sorted(METRICS)
 
 
-@pytest.mark.parametrize("case", ["subjects", "metric", "missing", "not-csv", "duplicate"])
+@pytest.mark.parametrize("case", ["subjects", "metric", "missing", "not-csv", "duplicate",
+                                  "not-a-number"])
 def test_refusals_name_both_sources(case, tmp_path):
     a = write(per_subject(), tmp_path / "a")
     b_table = per_subject(n=N + 2)
     b = tmp_path / "b"
     expected = {"subjects": r"different subjects: 2 only in B \(S-008, S-009\)",
                 "metric": "B has no column hd95_WT", "missing": "B: no .*per_subject.csv",
-                "not-csv": "B: no `subject` column", "duplicate": "listed twice: S-001"}[case]
+                "not-csv": "B: no `subject` column", "duplicate": "listed twice: S-001",
+                "not-a-number": "B: column dice_TC holds a value that is not a number "
+                                r"\('0,7'\)"}[case]
     if case == "subjects":
         write(b_table, b)
     elif case == "metric":
@@ -129,6 +132,11 @@ def test_refusals_name_both_sources(case, tmp_path):
     elif case == "not-csv":
         b.mkdir()
         (b / "per_subject.csv").write_bytes(b"\x00\x01 not a table\n")
+    elif case == "not-a-number":
+        table = per_subject()
+        table["dice_TC"] = table["dice_TC"].astype(object)
+        table.loc[table["subject"] == "S-003", "dice_TC"] = "0,7"
+        write(table, b)
     elif case == "duplicate":
         table = per_subject()
         write(pd.concat([table, table[table["subject"] == "S-001"]]), b)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brainseg.data.labels import REGIONS
+from brainseg.data.labels import NOT_AVAILABLE, REGIONS
 from brainseg.errors import BrainsegError
 from brainseg.evaluation.statistics import CONFIDENCE, compare_paired
 from brainseg.io.atomic import write_text
@@ -47,6 +47,19 @@ def metric_families(table: pd.DataFrame) -> list[str]:
 
 def _refuse(a: str, b: str, why: str) -> BrainsegError:
     return BrainsegError(f"cannot compare A ({a}) with B ({b}): {why}")
+
+
+def _numeric(table: pd.DataFrame, columns: list[str], side: str, a: str, b: str
+             ) -> pd.DataFrame:
+    """The columns as floats indexed by subject; `n/a` (already NaN) and inf are kept."""
+    values = table.set_index("subject")[columns].apply(pd.to_numeric, errors="coerce")
+    bad = values.isna() & table.set_index("subject")[columns].notna()
+    if bad.to_numpy().any():
+        column = bad.any().idxmax()
+        example = table.set_index("subject").loc[bad[column], column].iloc[0]
+        raise _refuse(a, b, f"{side}: column {column} holds a value that is not a number "
+                      f"({example!r})")
+    return values
 
 
 def paired_values(table_a: pd.DataFrame, table_b: pd.DataFrame, metric: str, a: str = "A",
@@ -70,8 +83,8 @@ def paired_values(table_a: pd.DataFrame, table_b: pd.DataFrame, metric: str, a: 
             raise _refuse(a, b, f"{side} has no column {', '.join(missing)} (metrics there: "
                           f"{', '.join(metric_families(table)) or 'none'})")
     columns = [f"{metric}_{r}" for r in REGIONS]
-    left = table_a.set_index("subject")[columns].apply(pd.to_numeric, errors="coerce")
-    right = table_b.set_index("subject")[columns].apply(pd.to_numeric, errors="coerce")
+    left, right = (_numeric(table, columns, side, a, b)
+                   for side, table in (("A", table_a), ("B", table_b)))
     right = right.loc[left.index]
     both = [c for c in columns if np.isfinite(left[c]).any() and np.isfinite(right[c]).any()]
     frames = []
@@ -127,7 +140,8 @@ def run_compare(a: str, b: str, *, metric: str = "dice", out: Path | None = None
               "seed": seed, "confidence": CONFIDENCE, "regions": regions}
     if out is not None:
         write_text(out / "comparison.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
-        write_text(out / "deltas.csv", pairs.to_csv(index=False, lineterminator="\n"))
+        write_text(out / "deltas.csv", pairs.to_csv(index=False, lineterminator="\n",
+                                                    na_rep=NOT_AVAILABLE))
         plot_paired(pairs, regions, metric, labels, out / "comparison.png", dpi)
         log.info("wrote %s/{comparison.json,deltas.csv,comparison.png}", out)
     return result
