@@ -63,8 +63,8 @@ COMMANDS: dict[str, Command] = {
         "compare the synthetic cohort with a real scan; score the model on it"),
     "compare": Command(
         "brainseg.reporting.compare",
-        "is a difference real? two evaluations of the same subjects, paired per subject "
-        "(bootstrap CI, Wilcoxon)", params=False),
+        "two evaluations of the same subjects paired: mean difference, bootstrap CI, "
+        "Wilcoxon p", params=False),
     "params": Command(
         "brainseg.params",
         "write a validated params file: a preset or params.yaml with KEY=VALUE changes",

@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import stats
 
 from brainseg.errors import BrainsegError
 
@@ -77,6 +76,8 @@ def wilcoxon_p(diff: np.ndarray) -> float | None:
         return None
     if not np.any(diff):
         return 1.0
+    from scipy import stats  # imported here: a second of start-up that --help need not pay
+
     return float(stats.wilcoxon(diff).pvalue)
 
 
