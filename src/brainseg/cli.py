@@ -61,6 +61,10 @@ COMMANDS: dict[str, Command] = {
     "realism": Command(
         "brainseg.reporting.realism",
         "compare the synthetic cohort with a real scan; score the model on it"),
+    "compare": Command(
+        "brainseg.reporting.compare",
+        "two evaluations of the same subjects paired: mean difference, bootstrap CI, "
+        "Wilcoxon p", params=False),
     "params": Command(
         "brainseg.params",
         "write a validated params file: a preset or params.yaml with KEY=VALUE changes",

@@ -1,1 +1,2 @@
-"""Evaluation: inference, metrics, post-processing; the postprocess, evaluate, predict stages."""
+"""Evaluation: inference, metrics, post-processing, paired statistics; the postprocess,
+evaluate, predict stages."""

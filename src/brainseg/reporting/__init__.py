@@ -1,1 +1,2 @@
-"""Reporting: the figures and realism stages and the plots they draw."""
+"""Reporting: the figures and realism stages and the plots they draw; `compare`, two
+evaluations of the same subjects side by side."""
