@@ -4,12 +4,17 @@ Run: .venv/bin/python -m benchmarks.bench_training [--params params.yaml] [--ste
 Results: sections `training` and `loader` of benchmarks/results/latest.json.
 
 Measured in one process, all cores, median of `--steps` timed steps after warm-up:
-- matmul peak: GFLOP/s of a 2048 x 2048 float32 (and bf16) matrix product;
+- floors, from the hardware up: the chip's fp32 peak (cores x clock x FLOP per cycle of
+  its widest FMA units, read from /proc/cpuinfo: `chip_peak_gflops`), the GFLOP/s of a
+  2048 x 2048 float32 (and bf16) matrix product, and the best rate of the very
+  convolutions the network runs (each conv of the step timed alone, forward only, in the
+  step's shapes and memory format: `conv_floor_gflops`);
 - training step of the model in params.yaml (its width, depth, arch, output, batch size,
   slice size, channels_last): the training's own `Trainer.step` (forward, loss, backward,
   gradient clipping, AdamW, schedule), fp32 and bf16 autocast:
   FLOPs per step counted with `torch.utils.flop_counter.FlopCounterMode`, achieved GFLOP/s
-  and the ratio to the peak of the same dtype (target: >= 75 % in fp32);
+  and the ratio to each floor (target: >= 75 % of the matmul rate in fp32; a ratio above 1
+  means that floor is not a peak, which is why the chip's peak is reported too);
 - data loader: slices/s of the training's augmenting DataLoader alone (the params'
   augmentation, batches from the tumour-oversampling plan), and the share of step time
   that loading adds in the real loop (the same steps fed from the loader vs from batches
@@ -52,6 +57,53 @@ def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float
         torch.mm(a, b)
         times.append(time.perf_counter() - start)
     return 2 * n**3 / statistics.median(times) / 1e9
+
+
+FLOP_PER_CYCLE: tuple[tuple[str, int, str], ...] = (
+    # (cpu flag, fp32 FLOP per cycle per core, units) -- two FMA pipes per core, as on
+    # AMD Zen 2-4 and Intel since Haswell; a chip with one 512-bit pipe has half the first.
+    ("avx512f", 64, "2 x 512-bit FMA"),
+    ("fma", 32, "2 x 256-bit FMA"),
+    ("avx", 16, "256-bit add + mul"),
+    ("sse2", 8, "128-bit add + mul"),
+)
+
+
+def chip_peak_gflops(cores: int) -> dict:
+    """fp32 peak of `cores` cores at the clock /proc/cpuinfo reports (the base clock in a
+    VM, which hides turbo: the true peak may be higher)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines()
+                      if ln.startswith("flags")), []))
+    mhz = [float(ln.split(":", 1)[1]) for ln in info.splitlines() if ln.startswith("cpu MHz")]
+    flag, per_cycle, units = next(((f, n, u) for f, n, u in FLOP_PER_CYCLE if f in flags),
+                                  ("none", 2, "scalar"))
+    clock = max(mhz) / 1000 if mhz else float("nan")
+    return {"cores": cores, "clock_ghz": clock, "flop_per_cycle": per_cycle, "isa": flag,
+            "units": units, "gflops": cores * clock * per_cycle}
+
+
+def conv_floor_gflops(model: torch.nn.Module, batch: torch.Tensor, repeats: int = 5) -> float:
+    """The best GFLOP/s of any convolution of `model`'s forward on `batch`, each timed alone
+    (forward only, its own input shape and memory format, median of `repeats`)."""
+    calls: list[tuple[torch.nn.Module, torch.Tensor]] = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: calls.append((mod, inp[0].detach())))
+             for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)]
+    try:
+        with torch.no_grad():
+            model(batch)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    best = 0.0
+    with torch.no_grad():
+        for module, x in calls:
+            with FlopCounterMode(display=False) as counter:
+                module(x)
+            flops = counter.get_total_flops()
+            seconds = median_time(lambda m=module, x=x: m(x), repeats=repeats, warmup=1)[0]
+            best = max(best, flops / seconds / 1e9)
+    return best
 
 
 def make_store(root: Path, size: int, subjects: int = 4, n_slices: int = 60) -> list[Path]:
@@ -123,6 +175,14 @@ def main() -> None:
         trainers = {p: make_trainer(params, Path(tmp), p, args.workers) for p in ("fp32", "bf16")}
         loader = trainers["fp32"].loader
         batches = [b for _, b in zip(range(args.steps), loader, strict=False)]
+        chip = chip_peak_gflops(torch.get_num_threads())
+        net = trainers["fp32"].model
+        results["chip"] = {**chip, "conv_floor_gflops": conv_floor_gflops(
+            net, batches[0][0].to(memory_format=torch.channels_last))}
+        log.info("chip peak %.1f GFLOP/s fp32 (%d cores x %.2f GHz x %d FLOP/cycle, %s); best "
+                 "conv of the network alone %.1f GFLOP/s", chip["gflops"], chip["cores"],
+                 chip["clock_ghz"], chip["flop_per_cycle"], chip["units"],
+                 results["chip"]["conv_floor_gflops"])
         for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
             peak = matmul_gflops(dtype)
             step = trainers[precision].step
@@ -182,6 +242,24 @@ def record_results(results: dict, args: argparse.Namespace) -> None:
             repeats=args.steps, command=command,
             note=f"{note}; {r['step_gflop']:.1f} GFLOP/step, {r['step_s']:.3f} s/step, "
                  f"{r['slices_per_s']:.1f} slices/s", extra=r))
+    chip, fp32 = results["chip"], results["fp32"]
+    figures += [
+        Figure("training.step_vs_chip", "training step vs the chip's fp32 peak",
+               fp32["achieved_gflops"], "GFLOP/s", reference=chip["gflops"],
+               reference_label=f"{chip['cores']} cores x {chip['clock_ghz']:.2f} GHz x "
+                               f"{chip['flop_per_cycle']} FLOP/cycle",
+               ratio=fp32["achieved_gflops"] / chip["gflops"], ratio_label="of chip peak",
+               repeats=args.steps, command=command,
+               note=f"{chip['units']} ({chip['isa']}); the clock is the one /proc/cpuinfo "
+                    "reports (base clock in a VM)", extra=chip),
+        Figure("training.step_vs_conv", "training step vs its best convolution alone",
+               fp32["achieved_gflops"], "GFLOP/s", reference=chip["conv_floor_gflops"],
+               reference_label="best conv of the network, forward alone",
+               ratio=fp32["achieved_gflops"] / chip["conv_floor_gflops"],
+               ratio_label="of conv floor", repeats=args.steps, command=command,
+               note="each Conv2d/ConvTranspose2d of the forward pass timed alone in the "
+                    "step's shapes; the best rate is the floor"),
+    ]
     record("training", figures, model=model)
     loader = results["loader"]
     record("loader", [
