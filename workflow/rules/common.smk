@@ -2,9 +2,8 @@
 import os
 from functools import lru_cache
 
-import yaml
-
 from brainseg.data.sources import DEFAULT_SOURCE_DIR
+from brainseg.params import read_yaml
 from brainseg.data.subjects import raw_modalities, subject_ids
 from brainseg.reporting.names import FIGURES as FIGURE_FILES
 
@@ -19,7 +18,7 @@ PARAMS = (
     else "params.yaml"
 )
 with open(PARAMS) as _fh:
-    if yaml.safe_load(_fh) != config:
+    if read_yaml(_fh) != config:
         raise ValueError(
             f"Snakemake config differs from {PARAMS}: --config overrides and partial "
             f"--configfile files are not passed to the brainseg commands; give one complete "
