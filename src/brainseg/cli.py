@@ -61,6 +61,10 @@ COMMANDS: dict[str, Command] = {
     "realism": Command(
         "brainseg.reporting.realism",
         "compare the synthetic cohort with a real scan; score the model on it"),
+    "view": Command(
+        "brainseg.reporting.viewer.view",
+        "look at a run's predictions beside the references in the browser (NiiVue); "
+        "segment uploads", params=False),
     "params": Command(
         "brainseg.params",
         "write a validated params file: a preset or params.yaml with KEY=VALUE changes",
