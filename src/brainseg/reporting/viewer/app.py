@@ -44,7 +44,7 @@ from brainseg.reporting.viewer.volumes import (
     error_colormap,
     error_nifti,
     label_colormap,
-    tumour_voxel,
+    tumour_point,
 )
 
 log = logging.getLogger(__name__)
@@ -142,9 +142,9 @@ def create_app(subjects: dict[str, Subject], segmenter: Segmenter, *,
         return found
 
     @lru_cache(maxsize=64)
-    def centre_of(sid: str) -> list[int] | None:
+    def centre_of(sid: str) -> list[float] | None:
         files = subjects[sid].files
-        return tumour_voxel(files.get("reference"), files["prediction"])
+        return tumour_point(files.get("reference"), files["prediction"])
 
     @lru_cache(maxsize=8)
     def errors_of(sid: str) -> bytes:

@@ -94,17 +94,20 @@ def error_nifti(reference: Path, prediction: Path) -> bytes:
     return gzip.compress(image.to_bytes(), compresslevel=1, mtime=0)
 
 
-def tumour_voxel(reference: Path | None, prediction: Path) -> list[int] | None:
-    """The voxel the subject page opens at: the centre of the reference tumour, else of the
-    predicted one, else of the volume (`overlays.tumour_centre`); None if unreadable."""
+def tumour_point(reference: Path | None, prediction: Path) -> list[float] | None:
+    """Where the subject page opens, in scanner mm (the prediction's affine): the centre of
+    the reference tumour, else of the predicted one, else of the volume
+    (`overlays.tumour_centre`); None if unreadable."""
     try:
-        pred = np.asanyarray(nib.load(prediction).dataobj)
+        pred_img = nib.load(prediction)
+        pred = np.asanyarray(pred_img.dataobj)
         ref = np.asanyarray(nib.load(reference).dataobj) if reference else np.zeros_like(pred)
     except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError):
         return None
     if ref.shape != pred.shape:
         return None
-    return [int(c) for c in tumour_centre(ref, pred)]
+    voxel = np.array([*tumour_centre(ref, pred), 1.0])
+    return [float(c) for c in (pred_img.affine @ voxel)[:3]]
 
 
 def nifti_header_kind(head: bytes) -> str | None:

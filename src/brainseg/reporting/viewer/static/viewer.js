@@ -75,7 +75,7 @@
       });
       this.nv.updateGLVolume();
       if (saved || centre) {
-        this.nv.scene.crosshairPos = saved || this.nv.vox2frac(centre);
+        this.nv.scene.crosshairPos = saved || this.nv.mm2frac(centre);
         this.nv.drawScene();
       }
       this.loaded = true;
