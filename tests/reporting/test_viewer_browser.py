@@ -1,5 +1,6 @@
 """`brainseg view` in a real headless Chromium: NiiVue loads the volumes and draws the
-overlays in the project's colours (WebGL on SwiftShader, no GPU needed).
+overlays in the project's colours (WebGL on SwiftShader, no GPU needed), and an upload
+goes from the form to its segmentation on screen.
 
 Chromium is Debian's `chromium` at /usr/bin/chromium (`.ci/run` installs it); without it the
 test skips with the reason, except in CI (CI=true), where it fails.
@@ -15,11 +16,15 @@ import pytest
 from matplotlib.colors import rgb_to_hsv
 from PIL import Image
 
+from brainseg.data.loading import load_subject
+from brainseg.data.modalities import MODALITIES
 from brainseg.reporting.overlays import ERROR_COLORS
 from brainseg.reporting.plots import REGION_COLORS
 from brainseg.reporting.viewer.app import create_app
 from brainseg.reporting.viewer.runs import read_run, run_paths
 from brainseg.reporting.viewer.uploads import Segmenter
+from tests.conftest import write_subject
+from tests.evaluation.test_predict import save_varied_checkpoint
 from tests.reporting.viewer_run import CHROMIUM, serving, subject_page, write_run
 
 if not CHROMIUM.is_file():
@@ -78,3 +83,27 @@ def test_the_subject_page_draws_the_overlays_in_the_project_colours(tmp_path):
     assert all(n > 100 for n in errors.values()), errors
     assert labels_right["edema"] < 20, labels_right
     assert "WT false negative" in legend
+
+
+def test_an_upload_is_segmented_and_shown_with_its_overlay(tmp_path):
+    run = write_run(tmp_path / "run")
+    folder = write_subject(tmp_path / "new", "NEW-001", seed=7)
+    model = save_varied_checkpoint(tmp_path / "m.pt", load_subject(folder).image)
+    app = create_app(read_run(run_paths(run)), Segmenter(str(model)))
+    with serving(app) as base, subject_page(base, "TINY-000", viewport=(1200, 800)) as page:
+        page.goto(f"{base}/upload")
+        for modality in MODALITIES:
+            page.set_input_files(f"input[name={modality}]",
+                                 str(folder / f"NEW-001_{modality}.nii.gz"))
+        page.click("#send")
+        page.wait_for_url(f"{base}/uploads/*")
+        page.wait_for_selector("body[data-ready='true'], body[data-ready='error']",
+                               state="attached")
+        assert page.get_attribute("body", "data-ready") == "true", page.inner_text("#status")
+        page.wait_for_timeout(500)
+        right = colour_counts(canvas(page, "right"), LABELS)
+        left = colour_counts(canvas(page, "left"), LABELS)
+        href = page.get_attribute("#download", "href")
+    assert all(n > 50 for n in right.values()), right  # the model predicts every label
+    assert all(n < 20 for n in left.values()), left  # the image alone
+    assert href.startswith("/api/uploads/") and href.endswith("/download")
