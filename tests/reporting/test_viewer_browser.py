@@ -75,6 +75,12 @@ def test_the_subject_page_draws_the_overlays_in_the_project_colours(tmp_path):
         errors = colour_counts(canvas(page, "right"), ERROR_COLORS)
         labels_right = colour_counts(canvas(page, "right"), LABELS)
         legend = page.inner_text("#legend")
+        page.goto(f"{base}/")  # the index sorts by a column, both ways
+        page.click("th:has-text('mean Dice')")
+        ascending = page.locator("#subjects tbody td:first-child").all_inner_texts()
+        page.click("th:has-text('mean Dice')")
+        descending = page.locator("#subjects tbody td:first-child").all_inner_texts()
+    assert ascending == ["TINY-001", "TINY-002", "TINY-000"] == descending[::-1]
     # reference (left) and prediction (right) each show edema, necrosis and enhancing
     for side in ("left", "right"):
         assert all(n > 150 for n in shown[side].values()), shown
