@@ -111,6 +111,7 @@ def test_every_volume_of_a_known_subject_is_served_as_nifti(site, tiny_run):
     for volume in VOLUMES:
         status, body, headers = request(site, "GET", f"/api/subjects/TINY-001/{volume}.nii.gz")
         assert status == 200 and headers["content-type"] == "application/gzip", volume
+        assert headers["x-content-type-options"] == "nosniff"
         assert nifti(body).shape == (32, 32, 12)
     _, body, _ = request(site, "GET", "/api/subjects/TINY-001/flair.nii.gz")
     assert body == (raw / "TINY-001_flair.nii.gz").read_bytes()

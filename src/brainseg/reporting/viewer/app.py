@@ -76,7 +76,7 @@ def page(name: str, title: str, body: str, config: dict[str, Any]) -> HTMLRespon
     text = Template((HERE / "templates" / "base.html").read_text()).substitute(
         title=html.escape(title), content=content, config=blob, page=name,
         niivue_version=NIIVUE_VERSION)
-    return HTMLResponse(text, headers=SECURITY_HEADERS)
+    return HTMLResponse(text)
 
 
 def _dice(value: float | None) -> str:
@@ -122,11 +122,21 @@ def create_app(subjects: dict[str, Subject], segmenter: Segmenter, *,
         allowed_hosts: Host header values accepted (guards against DNS rebinding); None:
             the loopback names.
         title: shown in every page's title.
+
+    Every response carries `SECURITY_HEADERS` (a content security policy that allows
+    this server's own scripts alone, no MIME sniffing, no referrer).
     """
     app = FastAPI(title="brainseg view", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(TrustedHostMiddleware,
                        allowed_hosts=allowed_hosts or ["127.0.0.1", "localhost", "[::1]"])
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
     store = UploadStore()
     order = list(subjects)
 
@@ -197,7 +207,10 @@ def create_app(subjects: dict[str, Subject], segmenter: Segmenter, *,
         if name == "errors":
             if "reference" not in subject.files:
                 raise HTTPException(404, "no reference")
-            return Response(errors_of(subject.id), media_type=NIFTI_TYPE)
+            try:
+                return Response(errors_of(subject.id), media_type=NIFTI_TYPE)
+            except BrainsegError as exc:
+                raise HTTPException(500, str(exc)) from exc
         if name not in subject.files:
             raise HTTPException(404, "no such volume")
         path = subject.files[name]
