@@ -31,9 +31,10 @@ def test_every_subcommand_explains_every_option(command, tmp_path):
     options = [line.split()[0] for line in result.stdout.splitlines()
                if line.strip().startswith("--")]
     # every pipeline stage reads params.yaml; predict takes its settings from the model,
-    # `params` writes a params file from a base one, and compare reads two evaluations
-    expected = {"predict": "--model", "params": "--base", "compare": "--metric"}.get(
-        command, "--params")
+    # `params` writes a params file from a base one, compare reads two evaluations, and
+    # `view` shows a finished run
+    expected = {"predict": "--model", "params": "--base", "compare": "--metric",
+                "view": "--run"}.get(command, "--params")
     assert expected in options
     # every option line is followed by (or carries) a description
     assert "help" in result.stdout and len(result.stdout.splitlines()) > len(options) + 3

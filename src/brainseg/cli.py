@@ -65,6 +65,10 @@ COMMANDS: dict[str, Command] = {
         "brainseg.reporting.compare",
         "two evaluations of the same subjects paired: mean difference, bootstrap CI, "
         "Wilcoxon p", params=False),
+    "view": Command(
+        "brainseg.reporting.viewer.view",
+        "look at a run's predictions beside the references in the browser (NiiVue); "
+        "segment uploads", params=False),
     "params": Command(
         "brainseg.params",
         "write a validated params file: a preset or params.yaml with KEY=VALUE changes",
