@@ -76,6 +76,10 @@ class LesionRules:
         return cls(cfg["rules"], int(cfg["dilation"]), float(cfg["min_volume_mm3"]))
 
 
+#: The default rules (params.yaml's): the official package's.
+DEFAULT_RULES = LesionRules()
+
+
 def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """Connected components of a bool mask, full (26 in 3D) connectivity; labels 1..n."""
     full = ndimage.generate_binary_structure(mask.ndim, mask.ndim)
@@ -184,7 +188,7 @@ def _brats2023(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...],
 
 
 def lesion_metrics(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...],
-                   rules: LesionRules = LesionRules()) -> dict[str, float]:
+                   rules: LesionRules = DEFAULT_RULES) -> dict[str, float]:
     """Every metric of LESION_METRICS for one region (two bool masks of one shape).
 
     Args:
@@ -209,7 +213,7 @@ def lesion_metrics(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...]
 
 def region_lesion_metrics(
     pred_labels: np.ndarray, ref_labels: np.ndarray, spacing: tuple[float, ...],
-    regions: tuple[str, ...] = REGIONS, rules: LesionRules = LesionRules(),
+    regions: tuple[str, ...] = REGIONS, rules: LesionRules = DEFAULT_RULES,
 ) -> dict[str, dict[str, float]]:
     """Every lesion-wise metric for WT, TC and ET from two BraTS label maps on one grid.
 
