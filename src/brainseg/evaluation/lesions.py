@@ -200,6 +200,9 @@ def lesion_metrics(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...]
     Returns:
         {metric: value}: the lesion-wise Dice, HD95 (mm), NSD and the counts of matched
         (tp), false (fp) and missed (fn) lesions (floats).
+
+    Raises:
+        BrainsegError: the spacing does not fit the masks.
     """
     spacing = check_spacing(spacing, ref.ndim)
     margin = rules.dilation if rules.rules == "brats2023" else 0
