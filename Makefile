@@ -10,7 +10,7 @@ PROFILE := workflow/profiles/default
 export PATH := $(BIN):$(PATH)
 
 .PHONY: install run run-real test lint unit integration lock clean help bench bench-peers \
-	bench-peers-install bench-peers-lock
+	bench-peers-install bench-peers-lock brats-eval-install brats-eval-lock
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -49,7 +49,7 @@ unit: install  ## fast tests only
 integration: install  ## Snakemake and DVC runs on the smoke params
 	pytest -m integration
 
-test: lint  ## linters, then the whole test suite
+test: lint brats-eval-install  ## linters, then the whole test suite (with the official BraTS evaluation)
 	pytest
 
 lock:  ## re-resolve requirements.lock from pyproject.toml (needs network; uses uv)
@@ -95,6 +95,28 @@ bench-peers-lock:  ## re-resolve benchmarks/requirements-peers.lock from the `pe
 	  '# requirements.lock keeps its version (torch 2.13.0; the CPU build where on disk).'; \
 	  cat $(PEERS_LOCK).tmp; } > $(PEERS_LOCK)
 	rm $(PEERS_LOCK).in $(PEERS_LOCK).tmp
+
+BRATS_EVAL := .venv-brats-eval
+BRATS_EVAL_LOCK := tests/reference/requirements-brats-eval.lock
+BRATS_EVAL_STAMP := $(BRATS_EVAL)/.installed
+
+brats-eval-install: $(BRATS_EVAL_STAMP)  ## the official BraTS evaluation in its own venv (.venv-brats-eval), for the lesion-wise cross-check
+
+# Its own venv: brats-evaluation needs numpy < 2.3 and pandas < 3, which requirements.lock is not.
+$(BRATS_EVAL_STAMP): $(BRATS_EVAL_LOCK)
+	test -x $(BRATS_EVAL)/bin/python || $(PYTHON) -m venv $(BRATS_EVAL)
+	$(BRATS_EVAL)/bin/python -m pip install --quiet --disable-pip-version-check -r $(BRATS_EVAL_LOCK)
+	touch $(BRATS_EVAL_STAMP)
+
+brats-eval-lock: install  ## re-resolve tests/reference/requirements-brats-eval.lock from its .in (needs network; uses uv)
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile --quiet $(BRATS_EVAL_LOCK:.lock=.in) --python-version 3.11 --no-header \
+	  -o $(BRATS_EVAL_LOCK).tmp
+	{ printf '%s\n' '# The official BraTS evaluation (brats-evaluation on panoptica) for the lesion-wise' \
+	  '# cross-check test only, in its own venv (make brats-eval-install: .venv-brats-eval).' \
+	  '# Resolved by `make brats-eval-lock` (uv pip compile requirements-brats-eval.in, Python 3.11).'; \
+	  cat $(BRATS_EVAL_LOCK).tmp; } > $(BRATS_EVAL_LOCK)
+	rm $(BRATS_EVAL_LOCK).tmp
 
 clean:  ## remove pipeline outputs (not the environment)
 	rm -rf data models reports/figures logs .snakemake mlflow.db mlruns mlartifacts $(REAL_PARAMS)

@@ -11,8 +11,7 @@ import pandas as pd
 from brainseg.data.download import run_download
 from brainseg.data.extract import run_extract
 from brainseg.data.normalize import run_normalize
-from brainseg.evaluation.evaluate import run_evaluate
-from brainseg.evaluation.metrics import METRICS
+from brainseg.evaluation.evaluate import ALL_METRICS, run_evaluate
 from tests.evaluation.test_inference import save_checkpoint
 
 
@@ -41,11 +40,17 @@ def test_real_case_end_to_end(params, real_case, tmp_path):
     for region in ("WT", "TC", "ET"):
         assert 0.0 <= metrics["test"]["dice"][region] <= 1.0
     per_subject = pd.read_csv(tmp_path / "per_subject.csv")
-    assert list(per_subject.columns) == ["subject", *[f"{m}_{r}" for m in METRICS
+    assert list(per_subject.columns) == ["subject", *[f"{m}_{r}" for m in ALL_METRICS
                                                       for r in ("WT", "TC", "ET")], "dice_mean"]
-    assert metrics["test"]["n_subjects"] == 1 and set(metrics["test"]) == {"n_subjects", *METRICS}
+    assert metrics["test"]["n_subjects"] == 1
+    assert set(metrics["test"]) == {"n_subjects", *ALL_METRICS}
     assert metrics["test_stats"]["dice"]["WT"]["median"] == metrics["test"]["dice"]["WT"]
     # the real reference has no enhancing tumour (labels 0, 1, 2 only)
     et = {m: metrics["test"][m]["ET"] for m in ("dice", "sensitivity", "hd95")}
     assert et in ({"dice": 1.0, "sensitivity": 1.0, "hd95": 0.0},
                   {"dice": 0.0, "sensitivity": 0.0, "hd95": 373.13})
+    # lesion-wise (brats2025): no ET lesion in the reference; in the prediction, none
+    # (undefined, null) or some (false lesions: Dice 0)
+    assert metrics["test"]["lesionwise_dice"]["ET"] in (None, 0.0)
+    assert metrics["test"]["lesionwise_fn"]["ET"] == 0
+    assert 0.0 <= metrics["test"]["lesionwise_dice"]["WT"] <= 1.0

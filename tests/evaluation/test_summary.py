@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 
 from brainseg.data.labels import REGIONS
-from brainseg.evaluation.evaluate import describe, summarize
-from brainseg.evaluation.metrics import METRICS
+from brainseg.evaluation.evaluate import ALL_METRICS, describe, summarize
 
 
 def table(n: int) -> pd.DataFrame:
@@ -18,7 +17,7 @@ def table(n: int) -> pd.DataFrame:
     rows = []
     for i in range(n):
         row = {"subject": f"s{i}"}
-        row.update({f"{m}_{r}": float(rng.random()) for m in METRICS for r in REGIONS})
+        row.update({f"{m}_{r}": float(rng.random()) for m in ALL_METRICS for r in REGIONS})
         row["dice_mean"] = float(np.mean([row[f"dice_{r}"] for r in REGIONS]))
         rows.append(row)
     return pd.DataFrame(rows)
@@ -39,10 +38,10 @@ def test_summary_keeps_the_mean_keys_and_adds_statistics():
     assert set(summary) == {"test", "test_stats"}
     test, stats = summary["test"], summary["test_stats"]
     assert test["n_subjects"] == 5
-    assert set(test) == {"n_subjects", *METRICS} and set(stats) == set(METRICS)
+    assert set(test) == {"n_subjects", *ALL_METRICS} and set(stats) == set(ALL_METRICS)
     assert set(test["dice"]) == {"WT", "TC", "ET", "mean"}
     assert set(test["hd95"]) == set(REGIONS)
-    for metric in METRICS:
+    for metric in ALL_METRICS:
         for region in REGIONS:
             column = per_subject[f"{metric}_{region}"]
             assert test[metric][region] == pytest.approx(column.mean())
@@ -59,3 +58,13 @@ def test_summary_of_one_subject_is_strict_json():
     summary = summarize(table(1))
     text = json.dumps(summary, allow_nan=False)
     assert json.loads(text)["test_stats"]["hd95"]["ET"]["std"] is None
+
+
+def test_undefined_lesionwise_values_are_left_out_of_the_means():
+    per_subject = table(4)
+    per_subject.loc[[0, 1], "lesionwise_dice_ET"] = np.nan  # no ET lesion in either mask
+    summary = summarize(per_subject)
+    assert summary["test"]["lesionwise_dice"]["ET"] == pytest.approx(
+        per_subject["lesionwise_dice_ET"].iloc[2:].mean())
+    assert summary["test"]["dice"]["mean"] == pytest.approx(per_subject["dice_mean"].mean())
+    json.dumps(summary, allow_nan=False)

@@ -14,6 +14,7 @@ from brainseg.errors import BrainsegError
 from brainseg.evaluation.evaluate import summarize
 from brainseg.evaluation.inference import model_inputs, scored_regions, trained_only
 from brainseg.evaluation.labelmaps import PostprocessSettings
+from brainseg.evaluation.lesions import LESION_METRICS, region_lesion_metrics
 from brainseg.evaluation.metrics import METRICS, region_metrics
 from brainseg.evaluation.postprocess import Case, score, tuned_regions
 from brainseg.training.data import slice_channels
@@ -30,6 +31,8 @@ def wt_only_table(n: int = 3) -> pd.DataFrame:
         scores = region_metrics(pred, ref, (1.0, 1.0, 1.0), ("WT",))
         row = {"subject": f"s{i}"}
         row.update({f"{m}_{r}": scores[r][m] for m in METRICS for r in ("WT", "TC", "ET")})
+        lesions = region_lesion_metrics(pred, ref, (1.0, 1.0, 1.0), ("WT",))
+        row.update({f"{m}_{r}": lesions[r][m] for m in LESION_METRICS for r in ("WT", "TC", "ET")})
         row["dice_mean"] = scores["WT"]["dice"]
         rows.append(row)
     return pd.DataFrame(rows)
@@ -37,7 +40,7 @@ def wt_only_table(n: int = 3) -> pd.DataFrame:
 
 def test_metrics_of_regions_not_annotated_are_nan_and_summaries_say_not_available():
     per_subject = wt_only_table()
-    assert per_subject[[f"{m}_TC" for m in METRICS]].isna().all().all()
+    assert per_subject[[f"{m}_TC" for m in (*METRICS, *LESION_METRICS)]].isna().all().all()
     assert per_subject["dice_WT"].between(0.5, 1).all()
     csv = per_subject.to_csv(index=False, na_rep="n/a")
     assert pd.read_csv(io.StringIO(csv))["dice_ET"].isna().all()  # "n/a" reads back as NaN
@@ -45,6 +48,7 @@ def test_metrics_of_regions_not_annotated_are_nan_and_summaries_say_not_availabl
     test, stats = metrics["test"], metrics["test_stats"]
     assert test["not_available"] == ["TC", "ET"]
     assert test["dice"]["TC"] is None and test["hd95"]["ET"] is None
+    assert test["lesionwise_dice"]["TC"] is None and test["lesionwise_dice"]["WT"] is not None
     assert test["dice"]["mean"] == pytest.approx(per_subject["dice_WT"].mean())
     assert stats["dice"]["TC"] == {
         "available": False,

@@ -45,7 +45,11 @@ def check_artifacts(repo: Path) -> None:
     assert set(metrics["test"]["dice"]) == {"WT", "TC", "ET", "mean"}
     assert set(metrics["test"]["hd95"]) == {"WT", "TC", "ET"}
     assert all(0 <= v <= 1 for v in metrics["test"]["dice"].values())
+    assert set(metrics["test"]["lesionwise_dice"]) == {"WT", "TC", "ET"}
+    assert 0 <= metrics["test"]["lesionwise_dice"]["WT"] <= 1
     per_subject = pd.read_csv(repo / "reports/per_subject.csv")
+    assert {f"lesionwise_{m}_WT" for m in ("dice", "hd95", "nsd", "tp", "fp", "fn")} <= set(
+        per_subject.columns)
     test_subjects = sorted(splits.loc[splits["split"] == "test", "subject"])
     assert per_subject["subject"].tolist() == test_subjects
     for s in test_subjects:
@@ -94,6 +98,8 @@ def test_mlflow_records_params_curves_metrics_and_figures(runner, request):
     metrics = json.loads((repo / "reports/metrics.json").read_text())["test"]
     assert found.data.metrics["test_dice_WT"] == pytest.approx(metrics["dice"]["WT"])
     assert found.data.metrics["test_hd95_ET"] == pytest.approx(metrics["hd95"]["ET"])
+    assert found.data.metrics["test_lesionwise_dice_WT"] == pytest.approx(
+        metrics["lesionwise_dice"]["WT"])
     assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", found.data.tags["git_commit"])
     assert found.data.tags["data_version"] == dvc_dir_hash(repo / "data/slices")
     assert "postprocess_val_dice_mean" in found.data.metrics

@@ -37,6 +37,16 @@ def test_dice_box_plot_is_a_png(tmp_path):
     assert (tmp_path / "box.png").read_bytes()[:8] == PNG
 
 
+def test_dice_box_plot_puts_lesionwise_dice_beside_whole_volume_dice(tmp_path):
+    lesionwise = PER_SUBJECT.assign(lesionwise_dice_WT=[0.5, 0.9, 0.2],
+                                    lesionwise_dice_TC=[0.7, 0.6, 0.0],
+                                    lesionwise_dice_ET=[float("nan"), 0.0, 0.5])
+    plot_dice_box(PER_SUBJECT, tmp_path / "whole.png", dpi=50)
+    plot_dice_box(lesionwise, tmp_path / "both.png", dpi=50)
+    whole, both = (Image.open(tmp_path / f"{n}.png") for n in ("whole", "both"))
+    assert both.format == "PNG" and both.width > whole.width  # a box more per region
+
+
 def test_metrics_table_has_subjects_then_mean_and_median():
     table = metrics_table(PER_SUBJECT)
     assert list(table.index) == ["a", "b", "c", "mean", "median"]

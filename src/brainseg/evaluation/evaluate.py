@@ -1,11 +1,16 @@
 """Stage `evaluate`: segment every test subject in 3D and score it the BraTS way.
 
 Writes `<pred-dir>/<subject>_seg.nii.gz` (input grid, affine and header; BraTS labels),
-`per_subject.csv` (every metric of `metrics.METRICS` per subject and region, plus the
-subject's mean Dice) and `metrics.json`:
-`{"test": {"n_subjects", "dice": {WT, TC, ET, mean}, "hd95": {...}, ...}` (the means) and
+`per_subject.csv` (every whole-volume metric of `metrics.METRICS` and every lesion-wise
+metric of `lesions.LESION_METRICS` per subject and region, plus the subject's mean Dice)
+and `metrics.json`:
+`{"test": {"n_subjects", "dice": {WT, TC, ET, mean}, "hd95": {...}, ...,
+"lesionwise_dice": {WT, TC, ET}, ...}` (the means) and
 `"test_stats": {metric: {region: {"mean", "std", "median", "q1", "q3"}}}`; and logs the
 files and the means to the training's MLflow run.
+
+A lesion-wise value that is not defined (rules brats2025: no lesion in either mask) is
+NaN like a region not available (`n/a` in per_subject.csv) and left out of the means.
 
 A region that the test subjects' label maps do not annotate, or that the model was not
 trained on (TC and ET of a whole-tumour-only source), is not available: `n/a` in
@@ -37,6 +42,12 @@ from brainseg.evaluation.inference import (
     scored_regions,
 )
 from brainseg.evaluation.labelmaps import PostprocessSettings, apply, read_settings
+from brainseg.evaluation.lesions import (
+    DEFAULT_RULES,
+    LESION_METRICS,
+    LesionRules,
+    region_lesion_metrics,
+)
 from brainseg.evaluation.metrics import METRICS, region_metrics
 from brainseg.io.atomic import atomic_dir, write_text
 from brainseg.io.nifti import save_nifti
@@ -44,6 +55,8 @@ from brainseg.runtime import add_runtime_arguments, resolve_device, set_threads
 from brainseg.tracking import log_to_run, tag_model_version
 
 log = logging.getLogger(__name__)
+#: Every column of a subject's scores, per region: whole-volume, then lesion-wise.
+ALL_METRICS: tuple[str, ...] = (*METRICS, *LESION_METRICS)
 
 
 def describe(values: pd.Series) -> dict[str, float | None]:
@@ -74,7 +87,7 @@ def summarize(per_subject: pd.DataFrame) -> dict[str, Any]:
     """
     summary: dict[str, Any] = {"n_subjects": len(per_subject)}
     stats: dict[str, Any] = {}
-    for metric in METRICS:
+    for metric in ALL_METRICS:
         stats[metric] = {r: describe(per_subject[f"{metric}_{r}"]) for r in REGIONS}
         summary[metric] = {r: stats[metric][r]["mean"] for r in REGIONS}
     available = [r for r in REGIONS if summary["dice"][r] is not None]
@@ -141,6 +154,7 @@ def run_evaluate(*, params: dict[str, Any], model: Path, splits: Path, raw_dir: 
     cfg = params["evaluate"]
     settings = (read_settings(postprocess) if postprocess is not None
                 else PostprocessSettings.uniform(cfg["threshold"]))
+    rules = LesionRules.from_params(cfg["lesionwise"])
     net, config = load_checkpoint(model, device)
     table = read_splits(splits)
     cv = n_folds(table) >= 2
@@ -150,7 +164,7 @@ def run_evaluate(*, params: dict[str, Any], model: Path, splits: Path, raw_dir: 
             for subject in tqdm(subjects, desc="evaluate", unit="subject"):
                 row = {"subject": subject, **({"fold": fold} if cv else {})}
                 row.update(score_subject(member, config, raw_dir / subject, settings,
-                                         cfg["batch_size"], device, tmp))
+                                         cfg["batch_size"], device, tmp, rules))
                 rows.append(row)
     per_subject = pd.DataFrame(rows)
     write_text(per_subject_out, per_subject.to_csv(index=False, lineterminator="\n",
@@ -164,7 +178,7 @@ def run_evaluate(*, params: dict[str, Any], model: Path, splits: Path, raw_dir: 
     if run_info is not None:
         key = "test" if "test" in metrics else "cv"
         test = metrics[key]
-        scores = {f"{key}_{m}_{r}": v for m in METRICS for r, v in test[m].items()
+        scores = {f"{key}_{m}_{r}": v for m in ALL_METRICS for r, v in test[m].items()
                   if v is not None}
         log_to_run(tracking_uri, run_info, "evaluation", [per_subject_out, metrics_out], scores)
         tag_model_version(tracking_uri, run_info, {
@@ -174,9 +188,10 @@ def run_evaluate(*, params: dict[str, Any], model: Path, splits: Path, raw_dir: 
 
 def score_subject(model: torch.nn.Module, config: dict[str, Any], folder: Path,
                   settings: PostprocessSettings, batch_size: int, device: str,
-                  pred_dir: Path) -> dict[str, float]:
-    """Segment one raw subject, write `<pred_dir>/<subject>_seg.nii.gz`, return its metrics
-    (NaN for a region it does not annotate or the model was not trained on)."""
+                  pred_dir: Path, rules: LesionRules = DEFAULT_RULES) -> dict[str, float]:
+    """Segment one raw subject, write `<pred_dir>/<subject>_seg.nii.gz`, return its
+    whole-volume and lesion-wise metrics (`rules`), NaN for a region it does not annotate
+    or the model was not trained on."""
     loaded = load_subject(folder, native=True)  # only read by extract_slices
     image = model_inputs(config, loaded.image, loaded.modalities, folder)
     probs = predict_probabilities(model, config, image, batch_size, device, settings.flip_tta)
@@ -184,7 +199,9 @@ def score_subject(model: torch.nn.Module, config: dict[str, Any], folder: Path,
     save_nifti(pred_dir / f"{folder.name}_seg.nii.gz", labels, loaded.affine, loaded.header)
     regions = scored_regions(config, loaded.regions)
     scores = region_metrics(labels, loaded.seg, loaded.spacing, regions)
+    lesions = region_lesion_metrics(labels, loaded.seg, loaded.spacing, regions, rules)
     row = {f"{m}_{r}": scores[r][m] for m in METRICS for r in REGIONS}
+    row.update({f"{m}_{r}": lesions[r][m] for m in LESION_METRICS for r in REGIONS})
     row["dice_mean"] = float(np.mean([scores[r]["dice"] for r in regions]))
     return row
 

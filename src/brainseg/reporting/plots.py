@@ -77,23 +77,46 @@ def plot_learning_curves(history: pd.DataFrame, path: Path, dpi: int = 120) -> N
     save_png(fig, path, dpi)
 
 
+def _dice_kinds(per_subject: pd.DataFrame) -> list[tuple[str, str]]:
+    """(column prefix, legend) of the Dice columns present: whole-volume, then lesion-wise."""
+    kinds = [("dice", "whole volume"), ("lesionwise_dice", "lesion-wise")]
+    return [(k, name) for k, name in kinds if f"{k}_{REGIONS[0]}" in per_subject.columns]
+
+
 def plot_dice_box(per_subject: pd.DataFrame, path: Path, dpi: int = 120) -> None:
-    """Box plot of test Dice per region, every subject drawn as a jittered point (a region
-    that is not available, NaN throughout: an empty column marked so)."""
-    fig, ax = plt.subplots(figsize=(5, 4))
-    data = [per_subject[f"dice_{r}"].to_numpy(dtype=float) for r in REGIONS]
-    data = [v[~np.isnan(v)] for v in data]
-    labels = [f"{r}\nn = {len(v)}" if len(v) else f"{r}\nnot available"
-              for r, v in zip(REGIONS, data, strict=True)]
-    boxes = ax.boxplot(data, tick_labels=labels, widths=0.5, showfliers=False,
-                       patch_artist=True, medianprops={"color": "k"})
+    """Box plot of test Dice per region, whole-volume and (where the table has it)
+    lesion-wise side by side, every subject drawn as a jittered point (a region that is
+    not available, NaN throughout: an empty column marked so; a subject without a
+    lesion-wise value, no lesion in either mask, is left out of that box)."""
+    kinds = _dice_kinds(per_subject)
+    width = 0.6 / len(kinds)
+    fig, ax = plt.subplots(figsize=(5 + len(kinds) - 1, 4))
     rng = np.random.default_rng(0)
-    for i, (region, values) in enumerate(zip(REGIONS, data, strict=True), start=1):
-        boxes["boxes"][i - 1].set(facecolor=REGION_COLORS[region], alpha=0.3)
-        ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, s=18, alpha=0.85,
-                   color=REGION_COLORS[region], edgecolors="k", linewidths=0.3, zorder=3)
+    counts = {r: 0 for r in REGIONS}
+    for k, (prefix, name) in enumerate(kinds):
+        data = [per_subject[f"{prefix}_{r}"].to_numpy(dtype=float) for r in REGIONS]
+        data = [v[~np.isnan(v)] for v in data]
+        offset = (k - (len(kinds) - 1) / 2) * width
+        where = [i + offset for i in range(1, len(REGIONS) + 1)]
+        boxes = ax.boxplot(data, positions=where, widths=width * 0.85, showfliers=False,
+                           patch_artist=True, medianprops={"color": "k"}, manage_ticks=False)
+        for x, region, values, box in zip(where, REGIONS, data, boxes["boxes"], strict=True):
+            counts[region] = max(counts[region], len(values))
+            box.set(facecolor=REGION_COLORS[region], alpha=0.3, hatch="//" if k else None)
+            ax.scatter(x + rng.uniform(-0.3, 0.3, len(values)) * width, values, s=14,
+                       alpha=0.85, color=REGION_COLORS[region], edgecolors="k",
+                       linewidths=0.3, zorder=3, marker="o" if k == 0 else "^")
+        if len(kinds) > 1:
+            ax.scatter([], [], marker="o" if k == 0 else "^", color="grey", label=name)
+    ax.set_xticks(range(1, len(REGIONS) + 1),
+                  [f"{r}\nn = {counts[r]}" if counts[r] else f"{r}\nnot available"
+                   for r in REGIONS])
+    ax.set_xlim(0.4, len(REGIONS) + 0.6)
+    what = "whole-volume and lesion-wise Dice" if len(kinds) > 1 else "Dice"
     ax.set(ylabel="Dice (3D, per subject)", ylim=(-0.02, 1.02),
-           title=f"{scored_as(per_subject)} Dice per region (n = {len(per_subject)} subjects)")
+           title=f"{scored_as(per_subject)} {what} (n = {len(per_subject)} subjects)")
+    if len(kinds) > 1:
+        ax.legend(loc="lower left", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     save_png(fig, path, dpi)
 
