@@ -95,3 +95,45 @@ def test_default_profile_sets_what_it_says_and_comments_every_entry():
     _, args = parse_args(["--workflow-profile", str(PROFILE.parent), "--cores", "3"])
     assert args.cores == 3
     assert "--workflow-profile $(PROFILE)" in (REPO / "Makefile").read_text()
+
+
+SLURM_PROFILE = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
+
+
+def rule_names() -> set[str]:
+    """Every rule and checkpoint of the workflow that runs as a job (not `all`)."""
+    text = "".join(p.read_text() for p in [REPO / "Snakefile",
+                                            *sorted((REPO / "workflow/rules").glob("*.smk"))])
+    return set(re.findall(r"^(?:rule|checkpoint) (\w+):", text, re.M)) - {"all"}
+
+
+def test_slurm_profile_sizes_every_rule_and_asks_a_gpu_for_training():
+    text = SLURM_PROFILE.read_text().splitlines()
+    for k, line in enumerate(text):
+        if re.match(r"^(\w|  \w+:$)", line):  # top-level keys and the rules of set-resources
+            assert text[k - 1].lstrip().startswith("#"), f"no comment above '{line}'"
+    settings = yaml.safe_load(SLURM_PROFILE.read_text())
+    assert settings["executor"] == "slurm" and settings["jobs"] >= 1
+    assert set(settings["set-threads"]) == rule_names()
+    assert set(settings["set-resources"]) == rule_names()
+    for rule, resources in settings["set-resources"].items():
+        assert isinstance(resources["mem_mb"], int) and isinstance(resources["runtime"], int), rule
+    gpus = {rule for rule, resources in settings["set-resources"].items() if "gpu" in resources}
+    assert gpus == {"train", "train_fold"}
+    assert settings["set-threads"]["train_fold"] == 1  # the fold models' bytes depend on it
+
+
+def test_slurm_profile_is_used_alone_and_a_workflow_profile_would_override_it():
+    from snakemake.cli import parse_args
+
+    _, args = parse_args(["--profile", str(SLURM_PROFILE.parent), "--snakefile",
+                          str(REPO / "Snakefile")])
+    assert args.executor == "slurm" and args.retries == 1 and args.latency_wait == 60
+    train = args.set_resources["train"]
+    assert train["gpu"].value == 1 and train["mem_mb"].value == 32000
+    assert set(args.set_resources) == rule_names()
+    # workflow/profiles/default is not found on its own (Snakemake looks in profiles/default);
+    # given as well, its keys win over the Slurm profile's
+    _, args = parse_args(["--profile", str(SLURM_PROFILE.parent), "--workflow-profile",
+                          str(PROFILE.parent), "--snakefile", str(REPO / "Snakefile")])
+    assert args.executor == "slurm" and args.retries == 0

@@ -1,0 +1,124 @@
+"""What Slurm adds per job: the smoke pipeline run locally and through the Slurm executor.
+
+Run: python -m benchmarks.bench_slurm [--workdir DIR] [--keep]
+
+Two copies of the repository's tracked files with tests/params-smoke.yaml as params: one
+runs `snakemake --workflow-profile workflow/profiles/default --cores N` (N: this machine's
+cores), the other `snakemake --profile <the Slurm profile fitted to this machine>` on the
+one-node cluster of scripts/slurm-local.sh (started and stopped here; root). The fitted
+profile is workflow/profiles/slurm with partition `local`, no GPU, at most N threads and
+4000 MB per rule, squeue for the job status (no accounting database) and the first status
+check after 1 s. Recorded (section `slurm`): both wall times and the overhead per job,
+(Slurm wall - local wall) / jobs: sbatch, the job's own `snakemake` start on the node and
+the status polling (the plugin checks 1 s after a submission, then every 11, 21, ... s
+while nothing finished).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from benchmarks.bench_pipeline import copy_tracked, measure, tool_env
+from benchmarks.common import REPO, Figure, record, setup_logging
+
+log = logging.getLogger("bench_slurm")
+
+SCRIPT = REPO / "scripts" / "slurm-local.sh"
+PROFILE = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
+SMOKE_PARAMS = REPO / "tests" / "params-smoke.yaml"
+
+
+def fit_profile(folder: Path, cpus: int, mem_mb: int = 4000, partition: str = "local") -> Path:
+    """The Slurm profile made to fit a one-node cluster, written to `folder`/config.yaml.
+
+    Its partition, no GPU, at most `cpus` threads and `mem_mb` per rule; squeue for the job
+    status (no accounting database), the first status check 1 s after a submission, each
+    job's Slurm log kept, no retry.
+
+    Args:
+        folder: the profile folder to create (given to `snakemake --profile`).
+        cpus: the node's CPUs.
+        mem_mb: the most memory a rule may ask for.
+        partition: the node's partition.
+
+    Returns:
+        `folder`.
+    """
+    profile = yaml.safe_load(PROFILE.read_text())  # resolves the &gpu anchor
+    profile["default-resources"]["slurm_partition"] = partition
+    profile["set-threads"] = {r: min(t, cpus) for r, t in profile["set-threads"].items()}
+    for resources in profile["set-resources"].values():
+        resources.pop("gpu", None)
+        resources["mem_mb"] = min(resources["mem_mb"], mem_mb)
+    profile.update({"retries": 0, "latency-wait": 5, "slurm-status-command": "squeue",
+                    "slurm-init-seconds-before-status-checks": 1,
+                    "slurm-keep-successful-logs": True, "slurm-no-account": True})
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    return folder
+
+
+def count_jobs(output: str) -> int:
+    """The jobs of Snakemake's `Job stats:` table, less the `all` target."""
+    table = output.split("Job stats:", 1)[1].split("total", 1)[0]
+    return sum(int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
+               if m[1] != "all")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="folder for the two copies and the cluster's state (default: a "
+                             "temporary one, deleted afterwards)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep --workdir afterwards (the logs of both runs are there)")
+    args = parser.parse_args(argv)
+    setup_logging()
+    if os.geteuid() != 0:
+        parser.error("the local Slurm cluster needs root (scripts/slurm-local.sh)")
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="bench_slurm_"))
+    root.mkdir(parents=True, exist_ok=True)
+    cores = os.cpu_count() or 1
+    env = tool_env(REPO / "src")
+    state = root / "slurm-state"
+    subprocess.run([str(SCRIPT), "up", "--state-dir", str(state)], check=True)
+    try:
+        local_repo = copy_tracked(root / "local", SMOKE_PARAMS, env)
+        local = measure(["snakemake", "--workflow-profile", "workflow/profiles/default",
+                         "--cores", str(cores)], local_repo, env, root / "local.log")
+        slurm_repo = copy_tracked(root / "slurm", SMOKE_PARAMS, env)
+        profile = fit_profile(root / "profile" / "slurm", cores)
+        slurm = measure(["snakemake", "--profile", str(profile)], slurm_repo,
+                        env | {"SLURM_CONF": str(state / "slurm.conf")}, root / "slurm.log")
+    finally:
+        subprocess.run([str(SCRIPT), "down", "--state-dir", str(state)], check=False)
+        if not args.keep and args.workdir is None:
+            shutil.rmtree(root, ignore_errors=True)
+    jobs = count_jobs(slurm.output)
+    command = "python -m benchmarks.bench_slurm"
+    figures = [
+        Figure("slurm.local_wall", "smoke pipeline, local (default profile)", local.wall, "s",
+               repeats=1, command=command, note=f"--cores {cores}"),
+        Figure("slurm.slurm_wall", "smoke pipeline, Slurm executor (one-node cluster)",
+               slurm.wall, "s", reference=local.wall, reference_label="local run",
+               ratio=slurm.wall / local.wall, ratio_label="x local", repeats=1,
+               command=command, note=f"{jobs} jobs, each through sbatch"),
+        Figure("slurm.overhead_per_job", "Slurm executor overhead per job",
+               (slurm.wall - local.wall) / jobs, "s", repeats=1, command=command,
+               note="(Slurm wall - local wall) / jobs", extra={"jobs": jobs}),
+    ]
+    record("slurm", figures)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

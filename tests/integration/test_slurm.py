@@ -1,0 +1,139 @@
+"""The smoke pipeline on a one-node Slurm cluster (scripts/slurm-local.sh) with the Slurm profile.
+
+Every job goes through sbatch (workflow/profiles/slurm fitted to the node by
+benchmarks.bench_slurm.fit_profile: its partition, no GPU, 2 threads and 4000 MB at most),
+and the outputs are the same bytes as the local run of the `snakemake_repo` fixture.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from benchmarks.bench_slurm import fit_profile
+from tests.conftest import REPO
+from tests.integration.conftest import copy_repo, tool_env
+
+pytestmark = pytest.mark.integration
+SCRIPT = REPO / "scripts" / "slurm-local.sh"
+NODE_CPUS = 2  # at most 2 threads a job: the machine the tests run on may have no more
+# outputs that a run gives as the same bytes whatever runs its jobs
+SAME_BYTES = ["data/raw", "data/extracted", "data/slices", "data/splits.csv",
+              "data/predictions", "models/model.pt", "reports/train_history.csv",
+              "reports/postprocess.json", "reports/postprocess.csv", "reports/metrics.json",
+              "reports/per_subject.csv"]
+
+
+def as_root() -> list[str] | None:
+    """The prefix that runs a command as root: none for root, `sudo -n` where it works."""
+    if os.geteuid() == 0:
+        return []
+    if shutil.which("sudo") and subprocess.run(["sudo", "-n", "true"],
+                                               capture_output=True).returncode == 0:
+        return ["sudo", "-n"]
+    return None
+
+
+def cannot_run() -> str | None:
+    """Why a local Slurm cluster cannot be started here (None: it can)."""
+    if as_root() is None:
+        return ("scripts/slurm-local.sh needs root or sudo without a password (apt-get, the "
+                "munge and Slurm daemons)")
+    if not (shutil.which("slurmctld") or shutil.which("apt-get")):
+        return "Slurm is not installed and there is no apt-get to install it"
+    return None
+
+
+def files_under(root: Path, rel: str) -> list[str]:
+    path = root / rel
+    if path.is_file():
+        return [rel]
+    # a directory output's .snakemake_timestamp: written by the job's snakemake on the node
+    return sorted(p.relative_to(root).as_posix() for p in path.rglob("*")
+                  if p.is_file() and p.name != ".snakemake_timestamp")
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory):
+    """A running one-node cluster; stopped afterwards, whatever the test gave."""
+    reason = cannot_run()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"in CI the Slurm test must run: {reason}")
+        pytest.skip(reason)
+    state = tmp_path_factory.mktemp("slurm-state")
+    root = as_root()
+    up = subprocess.run([*root, str(SCRIPT), "up", "--state-dir", str(state)],
+                        capture_output=True, text=True, timeout=900)
+    try:
+        assert up.returncode == 0, f"slurm-local.sh up failed:\n{up.stdout}{up.stderr}"
+        yield state
+    finally:
+        down = subprocess.run([*root, str(SCRIPT), "down", "--state-dir", str(state)],
+                              capture_output=True, text=True, timeout=120)
+        assert down.returncode == 0, f"slurm-local.sh down failed:\n{down.stdout}{down.stderr}"
+        for name in ("munged", "slurmctld", "slurmd"):
+            assert not (state / f"{name}.pid").exists(), f"{name} left running"
+
+
+@pytest.fixture(scope="module")
+def slurm_run(slurm_cluster, tmp_path_factory) -> tuple[Path, str, float]:
+    repo = copy_repo(tmp_path_factory.mktemp("slurm-repo"))
+    profile = fit_profile(tmp_path_factory.mktemp("slurm-profile") / "slurm", NODE_CPUS)
+    env = tool_env() | {"SLURM_CONF": str(slurm_cluster / "slurm.conf")}
+    start = time.perf_counter()
+    result = subprocess.run(["snakemake", "--profile", str(profile)], cwd=repo, env=env,
+                            capture_output=True, text=True, timeout=1800)
+    seconds = time.perf_counter() - start
+    output = result.stdout + result.stderr
+    if result.returncode != 0:
+        logs = "".join(f"\n--- {p}\n{p.read_text()[-2000:]}"
+                       for p in sorted(repo.glob(".snakemake/slurm_logs/**/*.log")))
+        pytest.fail(f"snakemake --profile slurm exited {result.returncode}:\n"
+                    f"{output[-6000:]}{logs}")
+    return repo, output, seconds
+
+
+def job_stats(output: str) -> Counter:
+    """The `Job stats:` table Snakemake prints: rule -> number of jobs (`all` left out)."""
+    table = output.split("Job stats:", 1)[1].split("total", 1)[0]
+    counts = Counter({m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)})
+    counts.pop("all", None)
+    return counts
+
+
+def test_every_job_is_a_completed_slurm_job(slurm_run, slurm_cluster):
+    repo, output, _ = slurm_run
+    expected = job_stats(output)
+    assert {"download_subject", "extract", "normalize", "train", "evaluate"} <= set(expected)
+    # the plugin's log of each job: .snakemake/slurm_logs/rule_<rule>/<wildcards>/<id>.log
+    logs = sorted(repo.glob(".snakemake/slurm_logs/rule_*/**/*.log"))
+    by_rule = Counter(p.relative_to(repo / ".snakemake/slurm_logs").parts[0][len("rule_"):]
+                      for p in logs)
+    assert by_rule == expected
+    ids = {p.stem for p in logs}
+    assert len(ids) == len(logs) and all(i.isdigit() for i in ids)
+    submitted = set(re.findall(r"has been submitted with SLURM jobid (\d+)", output))
+    assert submitted == ids
+    # ... and Slurm's own record of each: jobcomp/filetxt, one line per finished job
+    records = dict(re.findall(r"^JobId=(\d+) .*?JobState=(\w+)",
+                              (slurm_cluster / "jobcomp.log").read_text(), re.M))
+    assert {i: records.get(i) for i in ids} == {i: "COMPLETED" for i in ids}
+
+
+def test_outputs_are_the_bytes_of_a_local_run(slurm_run, snakemake_repo):
+    repo = slurm_run[0]
+    for rel in SAME_BYTES:
+        files = files_under(repo, rel)
+        assert files and files == files_under(snakemake_repo, rel), rel
+        for f in files:
+            assert (repo / f).read_bytes() == (snakemake_repo / f).read_bytes(), f"{f} differs"
+    for png in ("learning_curves", "dice_boxplot"):
+        assert (repo / f"reports/figures/{png}.png").is_file()
