@@ -97,6 +97,7 @@ def test_the_metadata_holds_the_config_version_and_checkpoint_sha256(exported):
     assert json.loads(meta["brainseg_config"]) == load_checkpoint(ckpt)[1]
     assert meta["brainseg_version"] == __version__
     assert meta["checkpoint_sha256"] == file_digests(ckpt, "sha256")[0]
+    assert meta["brainseg_precision"] == "fp32"
     assert not list(graph.parent.glob("*.data")) and not list(graph.parent.glob(".tmp-*"))
 
 
@@ -204,3 +205,22 @@ def test_predict_imports_no_onnx_for_a_checkpoint_and_the_cli_names_a_bad_format
     errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
     assert result.returncode == 1 and len(errors) == 1 and "--format tflite" in errors[0]
     assert "Traceback" not in result.stderr and not (tmp_path / "m.tflite").exists()
+
+
+def test_fp16_and_int8_variants_keep_the_metadata_and_nearly_the_labels(exported, tmp_path):
+    import onnx
+
+    ckpt, graph = exported["softmax"]
+    want = read(run_predict(model=str(graph), inputs=[REAL_CASE],
+                            output=tmp_path / "fp32.nii.gz")[0])[0]
+    for precision in ("fp16", "int8"):
+        out = run_export(model=ckpt, out=tmp_path / f"{precision}.onnx", precision=precision)
+        meta = {p.key: p.value for p in onnx.load(out).metadata_props}
+        assert meta["brainseg_precision"] == precision
+        assert json.loads(meta["brainseg_config"]) == load_checkpoint(ckpt)[1]
+        assert out.stat().st_size < 0.6 * graph.stat().st_size
+        got = read(run_predict(model=str(out), inputs=[REAL_CASE],
+                               output=tmp_path / f"{precision}.nii.gz")[0])[0]
+        assert float((got == want).mean()) >= 0.999, precision
+    with pytest.raises(BrainsegError, match="--precision int4: unknown precision"):
+        run_export(model=ckpt, out=tmp_path / "x.onnx", precision="int4")

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 INPUT = "slices"
 OUTPUT = "logits"
 OPSET = 20
-PRECISIONS: tuple[str, ...] = ("fp32",)
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 
 
 # The exporter's and optimizer's loggers, which report each graph rewrite at INFO.
@@ -77,15 +77,55 @@ def export_graph(model: nn.Module, example: torch.Tensor, metadata: dict[str, st
             model, (example,), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
             dynamic_shapes=(dims,), opset_version=OPSET, optimize=True,
             external_data=False, verbose=False)
-    proto = program.model_proto
+    return _serialized(program.model_proto, metadata)
+
+
+def _serialized(proto, metadata: dict[str, str]) -> bytes:
+    """An ONNX ModelProto with `metadata` as its metadata_props (replacing any), as bytes."""
+    import onnx
+
+    del proto.metadata_props[:]
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     buffer = io.BytesIO()
-    import onnx
-
     onnx.save_model(proto, buffer)
     return buffer.getvalue()
+
+
+def convert_precision(data: bytes, precision: str, metadata: dict[str, str]) -> bytes:
+    """An fp32 model (bytes of `export_graph`) in `precision`, with `metadata`.
+
+    - fp32: unchanged;
+    - fp16: weights and computation in float16 (onnxruntime's `convert_float_to_float16`),
+      input and output kept float32;
+    - int8: dynamic quantization (`onnxruntime.quantization.quantize_dynamic`): uint8
+      weights, activations quantized at run time, no calibration data.
+
+    Raises:
+        BrainsegError: an unknown precision.
+    """
+    if precision not in PRECISIONS:
+        raise BrainsegError(f"--precision {precision}: unknown precision "
+                            f"({' | '.join(PRECISIONS)})")
+    if precision == "fp32":
+        return data
+    import onnx
+
+    model = onnx.load_model_from_string(data)
+    if precision == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        return _serialized(convert_float_to_float16(model, keep_io_types=True), metadata)
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp, _quiet(("root",)):
+        source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        source.write_bytes(data)
+        quantize_dynamic(source, target, weight_type=QuantType.QUInt8)
+        return _serialized(onnx.load_model(target), metadata)
 
 
 class OnnxNetwork(nn.Module):
