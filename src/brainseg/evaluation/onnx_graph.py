@@ -56,10 +56,12 @@ def export_graph(model: nn.Module, example: torch.Tensor, metadata: dict[str, st
     """Serialize `model` (in eval mode, on CPU) to an ONNX model with `metadata` as its
     `metadata_props`.
 
-    torch's dynamo exporter (`torch.export` and onnxscript) traces the module with the batch,
-    height and width of `example` (n, c, h, w) as symbolic dimensions; the U-Net pads any
-    (h, w) to its grid inside the graph (`UNet._pad`). The weights are stored inside the one
-    file (no external data).
+    torch's dynamo exporter (`torch.export` and onnxscript, torch's default and maintained
+    path; the TorchScript exporter is deprecated) traces the module with the batch, height
+    and width of `example` (n, c, h, w) as symbolic dimensions. Both exporters give the same
+    logits; neither keeps a Python branch on the input's size, so the U-Net pads in the graph
+    whatever (h, w) (`UNet._pad`). The weights are stored inside the one file (no external
+    data).
 
     Args:
         model: the network, or a fold `Ensemble` (exported as one graph).
