@@ -29,5 +29,6 @@ rule all:
     default_target: True
     input:
         metrics="reports/metrics.json",
+        onnx="models/model.onnx",
         figures=FIGURES,
         realism=REALISM,

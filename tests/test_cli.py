@@ -30,11 +30,11 @@ def test_every_subcommand_explains_every_option(command, tmp_path):
     assert result.returncode == 0
     options = [line.split()[0] for line in result.stdout.splitlines()
                if line.strip().startswith("--")]
-    # every pipeline stage reads params.yaml; predict takes its settings from the model,
-    # `params` writes a params file from a base one, compare reads two evaluations, and
-    # `view` shows a finished run
-    expected = {"predict": "--model", "params": "--base", "compare": "--metric",
-                "view": "--run"}.get(command, "--params")
+    # every pipeline stage reads params.yaml; predict and export take their settings from the
+    # model, `params` writes a params file from a base one, compare reads two evaluations,
+    # and `view` shows a finished run
+    expected = {"predict": "--model", "export": "--model", "params": "--base",
+                "compare": "--metric", "view": "--run"}.get(command, "--params")
     assert expected in options
     # every option line is followed by (or carries) a description
     assert "help" in result.stdout and len(result.stdout.splitlines()) > len(options) + 3

@@ -51,6 +51,10 @@ COMMANDS: dict[str, Command] = {
     "evaluate": Command(
         "brainseg.evaluation.evaluate",
         "segment test subjects in 3D, write NIfTI predictions and metrics"),
+    "export": Command(
+        "brainseg.evaluation.export",
+        "export a trained checkpoint (or fold ensemble) as an ONNX model for ONNX Runtime",
+        params=False),
     "predict": Command(
         "brainseg.evaluation.predict",
         "segment new patients (a folder, four files, or a batch) with a trained model",

@@ -73,7 +73,8 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch device (default: $BRAINSEG_DEVICE, else auto: cuda when "
                         "available, else cpu)")
     parser.add_argument("--threads", type=int, default=0,
-                        help="torch CPU threads, at most the usable cores (0: torch's default)")
+                        help="torch CPU threads, at most the usable cores (0: torch's default); "
+                        "ONNX Runtime runs an .onnx model on as many")
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:

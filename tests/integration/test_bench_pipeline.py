@@ -12,8 +12,8 @@ from benchmarks.bench_pipeline import measure, read_benchmark_tsvs, stage_figure
 
 pytestmark = pytest.mark.integration
 SMOKE = yaml.safe_load((Path(__file__).parents[1] / "params-smoke.yaml").read_text())
-RULES = {"download_subject", "download", "extract", "normalize", "split", "train", "postprocess",
-         "evaluate", "figures", "realism"}
+RULES = {"download_subject", "download", "extract", "normalize", "split", "train", "export",
+         "postprocess", "evaluate", "figures", "realism"}
 
 
 def test_every_rule_writes_a_benchmark_file_that_parses(snakemake_repo):

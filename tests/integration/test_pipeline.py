@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import nibabel as nib
+import onnx
 import pandas as pd
 import pytest
 import yaml
@@ -14,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from brainseg.data.subjects import synthetic_ids
 from brainseg.evaluation.labelmaps import read_settings
+from brainseg.io.hashing import file_digests
 from brainseg.tracking import dvc_dir_hash
 from tests.integration.conftest import run
 
@@ -64,6 +66,8 @@ def check_artifacts(repo: Path) -> None:
     assert 0 <= realism["real_scores"]["dice"]["WT"]["mean"] <= 1
     for name in ("histograms", "tumour_volumes", "synthetic_vs_real"):
         assert (repo / f"reports/realism/{name}.png").is_file()
+    meta = {p.key: p.value for p in onnx.load(repo / "models/model.onnx").metadata_props}
+    assert meta["checkpoint_sha256"] == file_digests(repo / "models/model.pt", "sha256")[0]
     assert not list(repo.rglob(".tmp-*")), "temporary files left behind"
 
 
@@ -81,7 +85,7 @@ def test_dvc_builds_every_artifact(dvc_repo):
     check_artifacts(dvc_repo)
     lock = yaml.safe_load((dvc_repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"download", "extract", "normalize", "split", "train",
-                                   "postprocess", "evaluate", "figures", "realism"}
+                                   "export", "postprocess", "evaluate", "figures", "realism"}
 
 
 @pytest.mark.parametrize("runner", ["snakemake_repo", "dvc_repo"])
@@ -103,9 +107,10 @@ def test_mlflow_records_params_curves_metrics_and_figures(runner, request):
     assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", found.data.tags["git_commit"])
     assert found.data.tags["data_version"] == dvc_dir_hash(repo / "data/slices")
     assert "postprocess_val_dice_mean" in found.data.metrics
-    artifacts = {a.path for d in ("checkpoint", "history", "evaluation", "figures", "postprocess")
-                 for a in client.list_artifacts(found.info.run_id, d)}
-    assert {"checkpoint/model.pt", "history/train_history.csv", "evaluation/metrics.json",
+    artifacts = {a.path for d in ("checkpoint", "history", "evaluation", "figures", "postprocess",
+                                  "onnx") for a in client.list_artifacts(found.info.run_id, d)}
+    assert {"checkpoint/model.pt", "onnx/model.onnx", "history/train_history.csv",
+            "evaluation/metrics.json",
             "evaluation/per_subject.csv", "postprocess/postprocess.json",
             "postprocess/postprocess.csv"} | {f"figures/{f}.png" for f in FIGURES} <= artifacts
     info = json.loads((repo / "models/mlflow_run.json").read_text())
@@ -150,7 +155,7 @@ def test_dvc_commit_records_what_snakemake_built(snakemake_repo):
     assert "Data and pipelines are up to date" in run(["dvc", "status"], snakemake_repo)
     lock = yaml.safe_load((snakemake_repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"download", "extract", "normalize", "split", "train",
-                                   "postprocess", "evaluate", "figures", "realism"}
+                                   "export", "postprocess", "evaluate", "figures", "realism"}
 
 
 def set_epochs(repo: Path, epochs: int) -> None:
@@ -164,14 +169,15 @@ def test_changing_epochs_reruns_only_training_onwards(snakemake_repo, dvc_repo):
     set_epochs(snakemake_repo, 2)
     dry = run(["snakemake", "--cores", "2", "-n", "--quiet", "rules"], snakemake_repo)
     planned = set(re.findall(r"^(\w+)\s+\d+\s*$", dry, flags=re.M)) - {"total", "job"}
-    assert planned == {"train", "postprocess", "evaluate", "figures", "realism", "all"}, dry
+    assert planned == {"train", "export", "postprocess", "evaluate", "figures", "realism",
+                       "all"}, dry
     run(["snakemake", "--cores", "2"], snakemake_repo)
     assert len(pd.read_csv(snakemake_repo / "reports/train_history.csv")) == 2
 
     set_epochs(dvc_repo, 2)
     out = run(["dvc", "repro"], dvc_repo)
     ran = set(re.findall(r"Running stage '(\w+)'", out))
-    assert ran == {"train", "postprocess", "evaluate", "figures", "realism"}, out
+    assert ran == {"train", "export", "postprocess", "evaluate", "figures", "realism"}, out
     assert len(pd.read_csv(dvc_repo / "reports/train_history.csv")) == 2
 
 

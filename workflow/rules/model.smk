@@ -1,6 +1,7 @@
-# train -> postprocess -> evaluate (whole cohort: one job each, all cores). With
-# cross-validation (split.folds >= 2), one train_fold job per fold (DVC: one train_fold
-# stage each), on one thread each, then `train` writes their ensemble.
+# train -> postprocess -> evaluate (whole cohort: one job each, all cores), and train ->
+# export (the ONNX model). With cross-validation (split.folds >= 2), one train_fold job
+# per fold (DVC: one train_fold stage each), on one thread each, then `train` writes
+# their ensemble.
 
 
 rule train_fold:
@@ -55,6 +56,27 @@ rule train:
         " --splits {input.splits} --model-out {output.model}"
         " --history-out {output.history} --run-info-out {output.run_info}"
         " --folds-dir {params.folds} --combine-only --threads {threads} > {log} 2>&1"
+
+
+# The trained model as one ONNX graph (a fold ensemble averaged inside it), for ONNX
+# Runtime deployments and `brainseg predict --model models/model.onnx`; logged to the
+# training's MLflow run.
+rule export:
+    input:
+        model="models/model.pt",
+        run_info="models/mlflow_run.json",
+    output:
+        onnx="models/model.onnx",
+    log:
+        "logs/export.log",
+    benchmark:
+        "logs/benchmarks/export.tsv"
+    conda:
+        "../envs/brainseg.yaml"
+    threads: 1
+    shell:
+        "brainseg export --model {input.model} --format onnx --out {output.onnx}"
+        " --run-info {input.run_info} --threads {threads} > {log} 2>&1"
 
 
 rule postprocess:

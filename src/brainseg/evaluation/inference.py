@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
@@ -124,13 +125,40 @@ def _mlflow_config(model: torch.nn.Module, ref: str) -> Any:
     return config
 
 
+def is_onnx(ref: str | Path) -> bool:
+    """Whether a `--model` value names an ONNX file (`brainseg export`), by its suffix."""
+    return str(ref).lower().endswith(".onnx")
+
+
+def load_onnx(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The network of an ONNX file written by `brainseg export`, run by ONNX Runtime on the
+    CPU with as many threads as torch (`--threads`), and the config in its metadata.
+
+    Raises:
+        BrainsegError: the file is missing, not an ONNX model, or carries no brainseg config.
+    """
+    from brainseg.evaluation.onnx_graph import load_graph
+
+    graph, metadata = load_graph(path, torch.get_num_threads())
+    try:
+        config = json.loads(metadata[CONFIG_ATTRIBUTE])
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise BrainsegError(f"{path}: not a brainseg ONNX model (no JSON config "
+                            f"'{CONFIG_ATTRIBUTE}' in its metadata; write it with "
+                            "`brainseg export`)") from exc
+    check_config(config, str(path))
+    return graph, config
+
+
 def load_model(ref: str, device: str = "cpu",
                tracking_uri: str | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Load a model from a `train` checkpoint path or an MLflow model URI.
+    """Load a model from a `train` checkpoint, an ONNX file or an MLflow model URI.
 
     Args:
-        ref: a checkpoint path, or `models:/<name>/<version>` (also `models:/<name>@<alias>`)
-            or `runs:/<run id>/<artifact path>`: a model logged with `mlflow.pytorch.log_model`
+        ref: a checkpoint path; an ONNX file (`.onnx`, written by `brainseg export`: run by
+            ONNX Runtime on the CPU whatever `device`, see `load_onnx`); or
+            `models:/<name>/<version>` (also `models:/<name>@<alias>`) or
+            `runs:/<run id>/<artifact path>`: a model logged with `mlflow.pytorch.log_model`
             that carries its config (the checkpoint's "config") either in the MLmodel
             metadata (`metadata={"brainseg_config": config}`, works with the default `pt2`
             format) or as the module attribute `brainseg_config` (`pickle` format).
@@ -144,6 +172,8 @@ def load_model(ref: str, device: str = "cpu",
     Raises:
         BrainsegError: the model cannot be found or loaded, or carries no config.
     """
+    if is_onnx(ref):
+        return load_onnx(ref)
     if not ref.startswith(MLFLOW_SCHEMES):
         return load_checkpoint(ref, device)
     import mlflow

@@ -127,7 +127,8 @@ def run_predict(*, model: str, inputs: list[Path], output: Path, layout: str = "
     """Segment one subject (a folder or its files) or a folder of subject folders.
 
     Args:
-        model: a `train` checkpoint path, or an MLflow `models:/` or `runs:/` URI.
+        model: a `train` checkpoint path, an ONNX file from `brainseg export`, or an
+            MLflow `models:/` or `runs:/` URI.
         inputs: (`--input`) one subject folder, four files (t1 t1ce t2 flair, or named by
             modality; a model trained on fewer modalities takes its own, e.g. t1 t1ce
             flair), or one folder of subject folders. A subject lacking a modality the
@@ -194,8 +195,10 @@ def _single_inputs(inputs: list[Path], layout: str,
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", required=True,
-        help="a checkpoint written by `brainseg train` (models/model.pt), or an MLflow model "
-        "URI: models:/<name>/<version>, models:/<name>@<alias> or runs:/<run id>/<path> "
+        help="a checkpoint written by `brainseg train` (models/model.pt); an ONNX model "
+        "written by `brainseg export` (models/model.onnx: run by ONNX Runtime on the CPU with "
+        "--threads threads, around the same preprocessing and post-processing); or an MLflow "
+        "model URI: models:/<name>/<version>, models:/<name>@<alias> or runs:/<run id>/<path> "
         "(looked up at --tracking-uri)")
     parser.add_argument(
         "--input", required=True, nargs="+", type=Path, metavar="PATH", dest="inputs",

@@ -207,6 +207,8 @@ class UNet(nn.Module):
         k * 2**j of the input, so coarser outputs crop like the full one)."""
         m = 2**self.depth
         pad_h, pad_w = -x.shape[-2] % m, -x.shape[-1] % m
+        if torch.onnx.is_in_onnx_export():  # always, by 0 too: an exported graph otherwise
+            return functional.pad(x, (0, pad_w, 0, pad_h))  # keeps the example's branch
         return functional.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
 
     def _aux_logits(self, features: list[torch.Tensor], h: int, w: int) -> list[torch.Tensor]:
