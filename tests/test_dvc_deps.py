@@ -161,8 +161,9 @@ def test_closure_follows_function_level_relative_and_package_imports(tmp_path):
 
 
 def test_a_removed_dep_is_reported():
-    stage = dict(stages()["train"])
+    stage = dict(stages()["evaluate"])
     removed = "src/brainseg/models"
+    assert removed in stage["deps"]
     stage["deps"] = [d for d in stage["deps"] if d != removed]
     assert any(p.startswith(removed + "/") for p in missing_deps(stage))
 
