@@ -114,9 +114,14 @@ def add_tracking_argument(parser: argparse.ArgumentParser) -> None:
 
 def log_to_run(uri: str, run_info: Path, artifact_path: str, files: Iterable[Path] = (),
                metrics: dict[str, float] | None = None) -> None:
-    """Add metrics and files to the training's MLflow run (its id read from `run_info`)."""
+    """Add metrics and files to the training's MLflow run (its id read from `run_info`).
+
+    Raises:
+        BrainsegError: a remote store (server or database) does not answer.
+    """
     import mlflow
 
+    check_tracking_store(uri)
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=read_run_info(run_info)["run_id"]):
         if metrics:
