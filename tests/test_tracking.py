@@ -1,14 +1,25 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
+from brainseg.errors import BrainsegError
 from brainseg.params import default_params
-from brainseg.tracking import dvc_dir_hash, run_name, setup_experiment, tracking_uri
+from brainseg.tracking import (
+    check_tracking_store,
+    dvc_dir_hash,
+    run_name,
+    setup_experiment,
+    tracking_uri,
+)
 
 DVC = str(Path(sys.executable).parent / "dvc")
 
@@ -48,6 +59,51 @@ def test_setup_experiment_creates_once(tmp_path):
     assert setup_experiment(uri, "exp") == first
     names = [e.name for e in MlflowClient(tracking_uri=uri).search_experiments()]
     assert names.count("exp") == 1
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class StoreDown(BaseHTTPRequestHandler):
+    """An MLflow server whose database is down: every API call answers 500."""
+
+    def do_GET(self):
+        body = b'{"error_code": "INTERNAL_ERROR", "message": "connection refused"}'
+        self.send_response(500)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_dead_server_or_database_is_refused_at_once_naming_it():
+    url = f"http://127.0.0.1:{closed_port()}"
+    with pytest.raises(BrainsegError, match=f"MLflow tracking server {url} does not answer"):
+        check_tracking_store(url, timeout_s=5)
+    db = f"postgresql+psycopg://lab:secret@127.0.0.1:{closed_port()}/mlflow"
+    with pytest.raises(BrainsegError, match="MLflow database postgresql") as caught:
+        check_tracking_store(db, timeout_s=5)
+    assert "secret" not in str(caught.value) and "lab:***@" in str(caught.value)
+    check_tracking_store("sqlite:///never-opened.db")  # local stores are not probed
+    assert not Path("never-opened.db").exists()
+
+
+def test_a_server_whose_store_fails_is_refused():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), StoreDown)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        with pytest.raises(BrainsegError, match=r"answers HTTP 500: its backend store fails "
+                                                r"\(.*connection refused"):
+            check_tracking_store(url, timeout_s=5)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def test_dvc_dir_hash_matches_dvc(tmp_path):

@@ -13,12 +13,16 @@ import json
 import logging
 import os
 import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
+from brainseg.errors import BrainsegError
 from brainseg.io.atomic import write_text
 from brainseg.io.hashing import file_digests
 from brainseg.params import changed_params, flatten
@@ -26,6 +30,9 @@ from brainseg.params import changed_params, flatten
 log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+PROBE_TIMEOUT_S = 15
+# Database stores that a client may reach over the network (a file store needs no probe).
+_DB_SCHEMES = ("postgresql", "mysql", "mssql")
 
 
 def tracking_uri(cli_value: str | None = None) -> str:
@@ -107,9 +114,14 @@ def add_tracking_argument(parser: argparse.ArgumentParser) -> None:
 
 def log_to_run(uri: str, run_info: Path, artifact_path: str, files: Iterable[Path] = (),
                metrics: dict[str, float] | None = None) -> None:
-    """Add metrics and files to the training's MLflow run (its id read from `run_info`)."""
+    """Add metrics and files to the training's MLflow run (its id read from `run_info`).
+
+    Raises:
+        BrainsegError: a remote store (server or database) does not answer.
+    """
     import mlflow
 
+    check_tracking_store(uri)
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=read_run_info(run_info)["run_id"]):
         if metrics:
@@ -124,13 +136,82 @@ def _lock_path(uri: str) -> Path:
     return Path(".mlflow-setup.lock")
 
 
+def _redacted(uri: str) -> str:
+    """`uri` without the password of its user, for messages."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _probe_server(uri: str, timeout_s: float) -> None:
+    """One request (no retries) that reads the server's store: it fails when the server or
+    the database behind it is down."""
+    address = f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1"
+    try:
+        with urllib.request.urlopen(address, timeout=timeout_s):
+            return
+    except urllib.error.HTTPError as exc:
+        if exc.code < 500:  # answered: e.g. 401/403 of an authenticating proxy
+            return
+        detail = exc.read().decode(errors="replace")[:300]
+        raise BrainsegError(f"MLflow tracking server {_redacted(uri)} answers HTTP "
+                            f"{exc.code}: its backend store fails ({detail})") from exc
+    except (OSError, ValueError) as exc:
+        raise BrainsegError(f"MLflow tracking server {_redacted(uri)} does not answer "
+                            f"({getattr(exc, 'reason', exc)}): start it (docs/running.md) or "
+                            "give another --tracking-uri") from exc
+
+
+def _probe_database(uri: str, timeout_s: float) -> None:
+    """Open and close one connection to a database store, with a connect timeout."""
+    import sqlalchemy
+
+    args = {"connect_timeout": int(timeout_s)} if uri.startswith(("postgresql", "mysql")) \
+        else {}
+    engine = sqlalchemy.create_engine(uri, connect_args=args, poolclass=sqlalchemy.NullPool)
+    try:
+        with engine.connect():
+            return
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        raise BrainsegError(f"MLflow database {_redacted(uri)} is not reachable ({reason}): "
+                            "start it or give another --tracking-uri") from exc
+    finally:
+        engine.dispose()
+
+
+def check_tracking_store(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Fail at once, with one message, when a remote tracking store is down.
+
+    MLflow's own clients retry for minutes (HTTP with back-off; a database engine about
+    100 s) before they raise; a training would load its data and then hang. An http(s)
+    server gets one request that reads its store; a PostgreSQL/MySQL/MSSQL store, one
+    connection. SQLite and file stores are local and not probed.
+
+    Raises:
+        BrainsegError: naming the URI (without password) and the fault.
+    """
+    scheme = urllib.parse.urlsplit(uri).scheme.split("+")[0]
+    if scheme in ("http", "https"):
+        _probe_server(uri, timeout_s)
+    elif scheme in _DB_SCHEMES:
+        _probe_database(uri, timeout_s)
+
+
 def setup_experiment(uri: str, name: str) -> str:
     """Point MLflow at `uri` and create experiment `name` once; returns its id.
 
     A file lock serializes the first use of a SQLite store (its schema migration races
     when several processes create it at once).
+
+    Raises:
+        BrainsegError: a remote store (server or database) does not answer.
     """
     import mlflow
+
+    check_tracking_store(uri)
 
     mlflow.set_tracking_uri(uri)
     lock = _lock_path(uri)

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -22,17 +21,12 @@ import yaml
 
 from tests.conftest import REPO
 from tests.integration.conftest import BIN, run, tool_env
+from tests.integration.engines import free_port
 
 pytestmark = pytest.mark.integration
 LEARNING_RATES = (0.002, 0.0005)
 EPOCHS = 2
 START_TIMEOUT_S = 180  # a cold start on a loaded 2-core machine takes about 45 s
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def stop(server: subprocess.Popen) -> None:
@@ -64,13 +58,16 @@ def wait_until_up(url: str, server: subprocess.Popen, log: Path) -> None:
 
 
 @contextlib.contextmanager
-def mlflow_server(folder: Path) -> Iterator[tuple[str, Callable[[], None]]]:
-    """Start `mlflow server` on a free loopback port with a SQLite store and served
-    artifacts; yields (url, wait): call `wait()` before the first request."""
+def mlflow_server(folder: Path, backend_uri: str | None = None
+                  ) -> Iterator[tuple[str, Callable[[], None]]]:
+    """Start `mlflow server` on a free loopback port with served artifacts (proxied, in
+    `folder/artifacts`) and the store `backend_uri` (default: SQLite in `folder`);
+    yields (url, wait): call `wait()` before the first request."""
     port, log = free_port(), folder / "server.log"
+    backend_uri = backend_uri or f"sqlite:///{folder / 'mlflow.db'}"
     env = tool_env() | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job consumers
     cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-           "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+           "--backend-store-uri", backend_uri,
            "--artifacts-destination", str(folder / "artifacts"), "--serve-artifacts",
            "--workers", "1"]
     with log.open("w") as out:

@@ -325,7 +325,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    from brainseg.tracking import tracking_uri
+    from brainseg.tracking import check_tracking_store, tracking_uri
 
     set_threads(args.threads)
     cv = params["split"]["folds"] >= 2
@@ -333,7 +333,9 @@ def main(args: argparse.Namespace, params: dict[str, Any]) -> None:
         raise BrainsegError(f"{args.params}: split.folds is {params['split']['folds']}: give "
                             "--fold N (one fold) or --folds-dir DIR (every fold and their "
                             "ensemble)")
-    runtime = {"tracking_uri": tracking_uri(args.tracking_uri),
+    uri = tracking_uri(args.tracking_uri)
+    check_tracking_store(uri)  # before any data is read or any output written
+    runtime = {"tracking_uri": uri,
                "device": resolve_device(args.device), "workers": args.workers,
                "resume": args.resume}
     if cv and args.fold is None:
