@@ -20,25 +20,17 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import torch
 
+from benchmarks.bench_predict import CASE, timed
 from benchmarks.common import setup_logging
 from brainseg.evaluation.predict import run_predict
 
 log = logging.getLogger("bench_onnx")
-REPO = Path(__file__).resolve().parents[1]
-CASE = REPO / "tests" / "data" / "real" / "TCGA-DU-7294"
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main() -> None:
