@@ -18,7 +18,8 @@
 # visible to `squeue` for MinJobAge (10 minutes), and each one is written to
 # STATE/jobcomp.log (jobcomp/filetxt). The Slurm commands find the configuration through
 # SLURM_CONF=STATE/slurm.conf (`status` prints the line to export); `up` also links
-# /etc/slurm/slurm.conf to it when that file is absent, and `down` removes that link.
+# /etc/slurm/slurm.conf to it (replacing a stale link of an earlier state folder, never a
+# regular file), and `down` removes that link.
 # Every command is idempotent: `up` on a running cluster checks it, `down` on a stopped one
 # does nothing. Root is needed (apt-get, the daemons).
 set -euo pipefail
@@ -161,6 +162,23 @@ $(tail -5 "$STATE_DIR/log/$name.log" 2>/dev/null))"
     say "started $name (pid $(alive "$name"))"
 }
 
+# Job steps (srun inside a batch job) may read /etc/slurm/slurm.conf whatever SLURM_CONF the
+# job was given, so it must be this cluster's. A link there is one this script made (a real
+# cluster has a regular file, which is left alone): a link to another state folder is from a
+# cluster that was never brought down, and is pointed here.
+link_system_conf() {
+    local system=/etc/slurm/slurm.conf
+    if [[ -L $system || ! -e $system ]]; then
+        if [[ -L $system && $(readlink "$system") != "$CONF" ]]; then
+            say "replacing the stale link $system -> $(readlink "$system")"
+        fi
+        mkdir -p /etc/slurm && ln -sfn "$CONF" "$system"
+    elif ! cmp -s "$system" "$CONF"; then
+        say "warning: $system is another cluster's configuration; job steps that read it" \
+            "instead of SLURM_CONF will not reach this cluster"
+    fi
+}
+
 node_state() { sinfo -h -N -p "$PARTITION" -o '%t' 2>/dev/null | head -1; }
 
 up() {
@@ -169,9 +187,7 @@ up() {
     install_packages
     # a configuration from an earlier run is kept while its daemons run (idempotent `up`)
     if ! alive slurmctld >/dev/null; then write_config; fi
-    if [[ ! -e /etc/slurm/slurm.conf ]]; then
-        mkdir -p /etc/slurm && ln -s "$CONF" /etc/slurm/slurm.conf
-    fi
+    link_system_conf
     start_munge
     start_daemon slurmctld
     start_daemon slurmd

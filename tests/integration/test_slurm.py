@@ -60,6 +60,20 @@ def files_under(root: Path, rel: str) -> list[str]:
                   if p.is_file() and p.name != ".snakemake_timestamp")
 
 
+SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
+
+
+def plant_stale_link(old_state: Path, root: list[str]) -> bool:
+    """Link /etc/slurm/slurm.conf to a dead cluster's configuration, where nothing is there."""
+    if SYSTEM_CONF.exists() or SYSTEM_CONF.is_symlink():
+        return False
+    (old_state / "slurm.conf").write_text("ClusterName=dead\n")
+    subprocess.run([*root, "mkdir", "-p", str(SYSTEM_CONF.parent)], check=True)
+    subprocess.run([*root, "ln", "-s", str(old_state / "slurm.conf"), str(SYSTEM_CONF)],
+                   check=True)
+    return True
+
+
 @pytest.fixture(scope="module")
 def slurm_cluster(tmp_path_factory):
     """A running one-node cluster; stopped afterwards, whatever the test gave."""
@@ -70,10 +84,16 @@ def slurm_cluster(tmp_path_factory):
         pytest.skip(reason)
     state = tmp_path_factory.mktemp("slurm-state")
     root = as_root()
+    # a cluster that was killed rather than brought down leaves its /etc/slurm/slurm.conf
+    # link behind, which job steps read: `up` must point it at the new cluster
+    stale = plant_stale_link(tmp_path_factory.mktemp("old-slurm-state"), root)
     up = subprocess.run([*root, str(SCRIPT), "up", "--state-dir", str(state)],
                         capture_output=True, text=True, timeout=900)
     try:
         assert up.returncode == 0, f"slurm-local.sh up failed:\n{up.stdout}{up.stderr}"
+        if stale:
+            assert "replacing the stale link" in up.stdout, up.stdout
+            assert SYSTEM_CONF.resolve() == state / "slurm.conf"
         yield state
     finally:
         down = subprocess.run([*root, str(SCRIPT), "down", "--state-dir", str(state)],
@@ -81,6 +101,7 @@ def slurm_cluster(tmp_path_factory):
         assert down.returncode == 0, f"slurm-local.sh down failed:\n{down.stdout}{down.stderr}"
         for name in ("munged", "slurmctld", "slurmd"):
             assert not (state / f"{name}.pid").exists(), f"{name} left running"
+        assert not SYSTEM_CONF.is_symlink(), f"{SYSTEM_CONF} left linked"
 
 
 @pytest.fixture(scope="module")
