@@ -1,11 +1,12 @@
 """What Slurm adds per job: the smoke pipeline run locally and through the Slurm executor.
 
-Run: python -m benchmarks.bench_slurm [--workdir DIR] [--keep]
+Run: python -m benchmarks.bench_slurm [--workdir DIR] [--keep] [--node-cpus N ...]
 
-Two copies of the repository's tracked files with tests/params-smoke.yaml as params: one
-runs `snakemake --workflow-profile workflow/profiles/default --cores N` (N: this machine's
-cores), the other `snakemake --profile <the Slurm profile fitted to this machine>` on the
-one-node cluster of scripts/slurm-local.sh (started and stopped here; root). The fitted
+Copies of the repository's tracked files with tests/params-smoke.yaml as params: one runs
+`snakemake --workflow-profile workflow/profiles/default --cores N` (N: this machine's
+cores), the others `snakemake --profile <the Slurm profile fitted to the node>` on a
+one-node cluster of scripts/slurm-local.sh (started and stopped here; root) whose node
+offers 1, then N CPUs (--node-cpus): how the per-subject jobs fan out. The fitted
 profile is workflow/profiles/slurm with partition `local`, no GPU, at most N threads and
 4000 MB per rule, squeue for the job status (no accounting database) and the first status
 check after 1 s. Recorded (section `slurm`): both wall times and the overhead per job,
@@ -77,47 +78,68 @@ def count_jobs(output: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=None,
-                        help="folder for the two copies and the cluster's state (default: a "
+                        help="folder for the copies and the clusters' state (default: a "
                              "temporary one, deleted afterwards)")
     parser.add_argument("--keep", action="store_true",
-                        help="keep --workdir afterwards (the logs of both runs are there)")
+                        help="keep --workdir afterwards (the logs of every run are there)")
+    parser.add_argument("--node-cpus", type=int, nargs="+", default=None, metavar="N",
+                        help="run the Slurm copy once per N: a cluster whose node offers N "
+                             "CPUs, the profile fitted to N threads (default: 1 and this "
+                             "machine's cores)")
     args = parser.parse_args(argv)
     setup_logging()
     if os.geteuid() != 0:
         parser.error("the local Slurm cluster needs root (scripts/slurm-local.sh)")
+    cores = os.cpu_count() or 1
+    node_cpus = sorted(set(args.node_cpus or [1, cores]))
+    if node_cpus[0] < 1 or node_cpus[-1] > cores:
+        parser.error(f"--node-cpus: each between 1 and this machine's {cores} cores")
     root = args.workdir or Path(tempfile.mkdtemp(prefix="bench_slurm_"))
     root.mkdir(parents=True, exist_ok=True)
-    cores = os.cpu_count() or 1
     env = tool_env(REPO / "src")
-    state = root / "slurm-state"
-    subprocess.run([str(SCRIPT), "up", "--state-dir", str(state)], check=True)
     try:
         local_repo = copy_tracked(root / "local", SMOKE_PARAMS, env)
         local = measure(["snakemake", "--workflow-profile", "workflow/profiles/default",
                          "--cores", str(cores)], local_repo, env, root / "local.log")
-        slurm_repo = copy_tracked(root / "slurm", SMOKE_PARAMS, env)
-        profile = fit_profile(root / "profile" / "slurm", cores)
-        slurm = measure(["snakemake", "--profile", str(profile)], slurm_repo,
-                        env | {"SLURM_CONF": str(state / "slurm.conf")}, root / "slurm.log")
+        slurm = {n: run_on_cluster(root / f"slurm-{n}cpu", n, env) for n in node_cpus}
     finally:
-        subprocess.run([str(SCRIPT), "down", "--state-dir", str(state)], check=False)
         if not args.keep and args.workdir is None:
             shutil.rmtree(root, ignore_errors=True)
-    jobs = count_jobs(slurm.output)
     command = "python -m benchmarks.bench_slurm"
-    figures = [
-        Figure("slurm.local_wall", "smoke pipeline, local (default profile)", local.wall, "s",
-               repeats=1, command=command, note=f"--cores {cores}"),
-        Figure("slurm.slurm_wall", "smoke pipeline, Slurm executor (one-node cluster)",
-               slurm.wall, "s", reference=local.wall, reference_label="local run",
-               ratio=slurm.wall / local.wall, ratio_label="x local", repeats=1,
-               command=command, note=f"{jobs} jobs, each through sbatch"),
-        Figure("slurm.overhead_per_job", "Slurm executor overhead per job",
-               (slurm.wall - local.wall) / jobs, "s", repeats=1, command=command,
-               note="(Slurm wall - local wall) / jobs", extra={"jobs": jobs}),
-    ]
+    figures = [Figure("slurm.local_wall", "smoke pipeline, local (default profile)",
+                      local.wall, "s", repeats=1, command=command, note=f"--cores {cores}")]
+    for n, run in slurm.items():
+        jobs = count_jobs(run.output)
+        suffix = "" if n == cores else f"_{n}cpu"
+        figures += [
+            Figure(f"slurm.slurm_wall{suffix}",
+                   f"smoke pipeline, Slurm executor (one node of {n} CPU(s))", run.wall, "s",
+                   reference=local.wall, reference_label=f"local run, {cores} cores",
+                   ratio=run.wall / local.wall, ratio_label="x local", repeats=1,
+                   command=command, note=f"{jobs} jobs, each through sbatch",
+                   extra={"node_cpus": n}),
+            Figure(f"slurm.overhead_per_job{suffix}",
+                   f"Slurm executor overhead per job ({n} CPU(s))",
+                   (run.wall - local.wall) / jobs, "s", repeats=1, command=command,
+                   note="(Slurm wall - local wall) / jobs", extra={"jobs": jobs}),
+        ]
     record("slurm", figures)
     return 0
+
+
+def run_on_cluster(folder: Path, cpus: int, env: dict[str, str]):
+    """The smoke pipeline through the Slurm profile on a one-node cluster of `cpus` CPUs
+    (started in `folder`/slurm-state and stopped again)."""
+    state = folder / "slurm-state"
+    subprocess.run([str(SCRIPT), "up", "--state-dir", str(state), "--cpus", str(cpus)],
+                   check=True)
+    try:
+        repo = copy_tracked(folder / "repo", SMOKE_PARAMS, env)
+        profile = fit_profile(folder / "profile" / "slurm", cpus)
+        return measure(["snakemake", "--profile", str(profile)], repo,
+                       env | {"SLURM_CONF": str(state / "slurm.conf")}, folder / "slurm.log")
+    finally:
+        subprocess.run([str(SCRIPT), "down", "--state-dir", str(state)], check=False)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@
 # Options (before or after the command):
 #   --state-dir DIR   the state folder (default $BRAINSEG_SLURM_DIR or /tmp/brainseg-slurm)
 #   --timeout S       seconds `up` waits for the node to be idle (default 60)
+#   --cpus N          the node offers N CPUs to jobs (default: all of this machine's; at
+#                     most that many): to see how the pipeline fans out on fewer
 #   -h, --help        this text
 #
 # The cluster: one node (this machine: its CPUs and memory from `slurmd -C`), one partition
@@ -26,6 +28,7 @@ set -euo pipefail
 
 STATE_DIR=${BRAINSEG_SLURM_DIR:-/tmp/brainseg-slurm}
 TIMEOUT=60
+CPUS=
 PARTITION=local
 CMD=
 
@@ -40,6 +43,8 @@ while [[ $# -gt 0 ]]; do
         --state-dir=*) STATE_DIR=${1#*=} ;;
         --timeout) [[ $# -ge 2 ]] || die "--timeout needs seconds"; TIMEOUT=$2; shift ;;
         --timeout=*) TIMEOUT=${1#*=} ;;
+        --cpus) [[ $# -ge 2 ]] || die "--cpus needs a number"; CPUS=$2; shift ;;
+        --cpus=*) CPUS=${1#*=} ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument '$1' (expected up, down or status)" ;;
     esac
@@ -47,6 +52,7 @@ while [[ $# -gt 0 ]]; do
 done
 [[ -n $CMD ]] || { usage >&2; die "no command given (up, down or status)"; }
 [[ $TIMEOUT =~ ^[0-9]+$ ]] || die "--timeout must be whole seconds, not '$TIMEOUT'"
+[[ -z $CPUS || $CPUS =~ ^[1-9][0-9]*$ ]] || die "--cpus must be a whole number >= 1, not '$CPUS'"
 STATE_DIR=$(realpath -m "$STATE_DIR")
 CONF=$STATE_DIR/slurm.conf
 MUNGE_SOCKET=$STATE_DIR/munge/munge.socket
@@ -99,6 +105,11 @@ write_config() {
     # The node line of `slurmd -C` as is (its sockets, cores, threads), less 5 % memory
     # for the system, so that a job's --mem is always granted within what is there.
     node=$(sed "s/RealMemory=[0-9]*/RealMemory=$((mem * 95 / 100))/" <<<"$node")
+    if [[ -n $CPUS ]]; then  # fewer CPUs: one socket of that many single-thread cores
+        ((CPUS <= cpus)) || die "--cpus $CPUS: this machine has $cpus CPUs"
+        node="NodeName=$host CPUs=$CPUS Boards=1 SocketsPerBoard=1 CoresPerSocket=$CPUS"
+        node+=" ThreadsPerCore=1 RealMemory=$((mem * 95 / 100))"
+    fi
     cat >"$CONF.tmp" <<EOF
 # Written by scripts/slurm-local.sh: a one-node cluster, every file under $STATE_DIR.
 ClusterName=brainseg-local

@@ -1,6 +1,6 @@
 """`brainseg export` to ONNX, and `brainseg predict` of the .onnx with ONNX Runtime.
 
-The models are trained here for a few dozen steps on the real case (an untrained network
+The models are trained here for 80 steps on the real case (an untrained network
 sits near every threshold, where any float difference flips voxels): a 2-fold softmax
 ensemble, as the real preset writes, and a single regions U-Net.
 """
@@ -26,7 +26,7 @@ from brainseg.evaluation.labelmaps import PostprocessSettings, write_settings
 from brainseg.evaluation.predict import run_predict
 from brainseg.io.hashing import file_digests
 from brainseg.models.ensemble import build_network
-from brainseg.models.outputs import class_targets, region_targets
+from brainseg.training.losses import SegmentationLoss
 from tests.conftest import REAL_CASE, REPO
 from tests.evaluation.test_predict import read
 
@@ -35,45 +35,61 @@ EXTRACT = {"image_size": SIZE, "margin": 4, "min_brain_pixels": 64}
 
 
 def network_config(output: str, folds: int = 0) -> dict:
-    model = {"arch": "unet", "base_channels": 4, "depth": 2, "norm": "batch", "dropout": 0.0,
+    model = {"arch": "unet", "base_channels": 8, "depth": 2, "norm": "batch", "dropout": 0.0,
              "output": output, "in_channels": 4, "out_channels": 3 if output == "regions" else 4}
     config = {"model": model, "extract": EXTRACT, "normalize": {"clip_percentiles": [0.5, 99.5]},
               "modalities": ["t1", "t1ce", "t2", "flair"], "regions": ["WT", "TC", "ET"]}
     return {**config, "ensemble": {"folds": list(range(folds))}} if folds else config
 
 
-def train_briefly(model: torch.nn.Module, output: str, image: np.ndarray, labels: np.ndarray,
-                  seed: int, steps: int = 30) -> None:
-    """A few Adam steps on slices (s, 4, h, w) of the real case, half of them with tumour."""
+def train_briefly(config: dict, image: np.ndarray, labels: np.ndarray, seed: int,
+                  steps: int = 80) -> tuple[torch.nn.Module, float]:
+    """A U-Net of `config` after a few Adam steps (Dice + cross-entropy, as training uses) on
+    slices (s, 4, h, w) of the real case, 12 of each 16 with tumour; and its whole-tumour
+    Dice on those slices."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
+    model = build_network({k: v for k, v in config.items() if k != "ensemble"})
+    output = config["model"]["output"]
+    loss_of = SegmentationLoss(output)
     tumour = np.flatnonzero(labels.reshape(len(labels), -1).any(1))
     x, y = torch.from_numpy(image.astype(np.float32)), torch.from_numpy(labels)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.003)
     model.train()
     for _ in range(steps):
-        pick = np.concatenate([rng.choice(tumour, 8), rng.integers(0, len(labels), 8)])
-        logits = model(x[pick])
-        if output == "regions":
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(
-                logits, region_targets(y[pick]))
-        else:
-            loss = torch.nn.functional.cross_entropy(logits, class_targets(y[pick]))
+        pick = np.concatenate([rng.choice(tumour, 12), rng.integers(0, len(labels), 4)])
+        loss = loss_of(model(x[pick]), y[pick])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     model.eval()
+    with torch.no_grad():
+        logits = model(x)
+    found = (logits[:, 0] > 0 if output == "regions" else logits.argmax(1) > 0).numpy()
+    truth = labels > 0
+    return model, float(2 * (found & truth).sum() / (found.sum() + truth.sum()))
 
 
 def trained_checkpoint(path: Path, output: str, folds: int = 0) -> Path:
-    """A checkpoint as `train` writes it, of a briefly trained U-Net or fold ensemble."""
+    """A checkpoint as `train` writes it, of a briefly trained U-Net or fold ensemble.
+
+    So brief a training now and then stays at all-background from its initial weights: a
+    model (or fold member) is trained from seeds 0, 1, ... until one reaches a whole-tumour
+    Dice of 0.7 on the slices (the same seeds each run)."""
     subject = load_subject(REAL_CASE)
     slices, labels, brain, _ = extract_slices(subject.image, subject.seg, SIZE, 4, 64)
     image, _ = normalize_slices(slices, brain, (0.5, 99.5))
     config = network_config(output, folds)
     model = build_network(config)
-    for k, member in enumerate(getattr(model, "members", [model])):
-        train_briefly(member, output, image, labels, seed=k)
+    seed = 0
+    for member in getattr(model, "members", [model]):
+        while True:
+            trained, dice = train_briefly(config, image, labels, seed)
+            seed += 1
+            if dice >= 0.7:
+                break
+            assert seed < 8, f"no brief training of seeds 0-{seed - 1} found the tumour"
+        member.load_state_dict(trained.state_dict())
     torch.save({"state_dict": model.state_dict(), "config": config, "epoch": 1}, path)
     return path
 
@@ -222,5 +238,8 @@ def test_fp16_and_int8_variants_keep_the_metadata_and_nearly_the_labels(exported
         got = read(run_predict(model=str(out), inputs=[REAL_CASE],
                                output=tmp_path / f"{precision}.nii.gz")[0])[0]
         assert float((got == want).mean()) >= 0.999, precision
+        # and on the tumour itself (measured: fp16 1.0000, int8 0.997 of 29,095 voxels)
+        both = ((got > 0) & (want > 0)).sum()
+        assert 2 * both / ((got > 0).sum() + (want > 0).sum()) >= 0.98, precision
     with pytest.raises(BrainsegError, match="--precision int4: unknown precision"):
         run_export(model=ckpt, out=tmp_path / "x.onnx", precision="int4")

@@ -158,3 +158,50 @@ def test_outputs_are_the_bytes_of_a_local_run(slurm_run, snakemake_repo):
             assert (repo / f).read_bytes() == (snakemake_repo / f).read_bytes(), f"{f} differs"
     for png in ("learning_curves", "dice_boxplot"):
         assert (repo / f"reports/figures/{png}.png").is_file()
+
+
+def test_a_job_slurm_refuses_ends_the_run_with_nothing_recorded(slurm_cluster, tmp_path):
+    """More memory than the node has: sbatch refuses the job at submission."""
+    repo = copy_repo(tmp_path / "repo")
+    profile = fit_profile(tmp_path / "profile" / "slurm", NODE_CPUS)
+    env = tool_env() | {"SLURM_CONF": str(slurm_cluster / "slurm.conf")}
+    target = "data/raw/SMOKE-000/SMOKE-000_t1.nii.gz"
+    result = subprocess.run(
+        ["snakemake", target, "--profile", str(profile), "--set-resources",
+         "download_subject:mem_mb=100000000"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert "SLURM sbatch failed" in output, output[-3000:]
+    assert "Memory specification can not be satisfied" in output, output[-3000:]
+    assert not (repo / target).exists()
+    # nothing reached the queue, and Snakemake has no record of the output
+    queued = subprocess.run(["squeue", "-h", "-o", "%i %j"], env=env, capture_output=True,
+                            text=True, check=True).stdout
+    assert "download_subject" not in queued
+    # Snakemake does not take the job as done: a dry run still has it to run
+    dry = subprocess.run(["snakemake", target, "-n", "--cores", "1"], cwd=repo, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert dry.returncode == 0 and "download_subject" in dry.stdout, dry.stdout + dry.stderr
+
+
+def test_training_under_torchrun_with_two_processes_is_one_slurm_job(slurm_run, slurm_cluster,
+                                                                      tmp_path):
+    """`processes: 2` for train: one job of 2 CPUs running torchrun (gloo, 2 ranks)."""
+    repo = slurm_run[0]  # after the byte comparison: this retrains models/model.pt
+    profile = fit_profile(tmp_path / "profile" / "slurm", NODE_CPUS)
+    env = tool_env() | {"SLURM_CONF": str(slurm_cluster / "slurm.conf")}
+    result = subprocess.run(
+        ["snakemake", "models/model.pt", "--profile", str(profile), "--forcerun", "train",
+         "--set-resources", "train:processes=2"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "torchrun --standalone --nproc_per_node 2 -m brainseg train --threads 1" in output
+    job = re.findall(r"has been submitted with SLURM jobid (\d+)", output)
+    assert len(job) == 1, output[-3000:]
+    record = re.search(rf"^JobId={job[0]} .*$", (slurm_cluster / "jobcomp.log").read_text(),
+                       re.M)
+    assert record and "JobState=COMPLETED" in record[0] and "ProcCnt=2" in record[0], record
+    log = (repo / "logs" / "train.log").read_text()
+    assert "2 process(es)" in log, log[-2000:]

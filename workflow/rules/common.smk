@@ -52,6 +52,21 @@ wildcard_constraints:
     fold=r"\d+",
 
 
+def train_launch(wildcards, threads, resources):
+    """How a training job starts: `brainseg train`, or with a `processes` resource of N > 1
+    (`set-resources: train: processes: 4` in a profile, or `--set-resources
+    train:processes=4`) `torchrun` with N data-parallel processes on the job's node (one per
+    GPU; gloo on CPU), each given threads // N of the job's threads."""
+    processes = int(getattr(resources, "processes", 1))
+    per_process = max(1, threads // processes)
+    if processes <= 1:
+        return f"brainseg train --threads {per_process}"
+    return (
+        f"torchrun --standalone --nproc_per_node {processes} -m brainseg train"
+        f" --threads {per_process}"
+    )
+
+
 @lru_cache(maxsize=1)
 def cohort():
     """Subject ids; for a url source they are known once the `fetch` checkpoint ran

@@ -21,15 +21,17 @@ rule train_fold:
     # One thread per fold, in every runner: a CPU training's weights depend on its thread
     # count, and folds side by side use the cores better than one fold on all of them.
     threads: FOLD_THREADS
+    resources:
+        processes=1,  # > 1: torchrun, data-parallel (see train_launch)
     params:
         file=PARAMS,
         base=config["base"],
         train=config["train"],
+        launch=train_launch,
     shell:
-        "brainseg train --params {params.file} --slices-dir data/slices"
+        "{params.launch} --params {params.file} --slices-dir data/slices"
         " --splits {input.splits} --fold {wildcards.fold} --model-out {output.model}"
-        " --history-out {output.history} --run-info-out {output.run_info}"
-        " --threads {threads} > {log} 2>&1"
+        " --history-out {output.history} --run-info-out {output.run_info} > {log} 2>&1"
 
 
 rule train:
@@ -46,16 +48,21 @@ rule train:
     conda:
         "../envs/brainseg.yaml"
     threads: MAX_THREADS
+    # processes > 1: torchrun, data-parallel (see train_launch); with folds this job only
+    # combines them (the processes resource of train_fold applies to each fold)
+    resources:
+        processes=1,
     params:
         file=PARAMS,
         base=config["base"],
         train=config["train"],
         folds=FOLDS_DIR,
+        launch=train_launch if not FOLDS else "brainseg train --threads 1",
     shell:
-        "brainseg train --params {params.file} --slices-dir data/slices"
+        "{params.launch} --params {params.file} --slices-dir data/slices"
         " --splits {input.splits} --model-out {output.model}"
         " --history-out {output.history} --run-info-out {output.run_info}"
-        " --folds-dir {params.folds} --combine-only --threads {threads} > {log} 2>&1"
+        " --folds-dir {params.folds} --combine-only > {log} 2>&1"
 
 
 # The trained model as one ONNX graph (a fold ensemble averaged inside it), for ONNX
