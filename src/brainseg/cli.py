@@ -116,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(selected).parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # nibabel logs the header faults it finds (then raises, or patches them: a zero voxel
+    # size becomes 1) without naming the file; brainseg.io.nifti refuses each with one
+    # message that does. Shown with --verbose.
+    logging.getLogger("nibabel").setLevel(logging.DEBUG if args.verbose else logging.CRITICAL)
     command = COMMANDS[args.command]
     try:
         module = importlib.import_module(command.module)

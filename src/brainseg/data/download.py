@@ -55,7 +55,7 @@ def ingest_local(subject: str, out_dir: Path, root: Path, layout: str) -> str:
     """
     from brainseg.data.loading import load_source_subject
 
-    src = load_source_subject(root, layout, subject, native=layout != "decathlon")
+    src = load_source_subject(root, layout, subject, native=layout != "decathlon", confine=True)
     if src.seg is None:
         raise BrainsegError(f"{root / subject}: no label map: subject {subject} cannot be used "
                             "for training (segment it with `brainseg predict`)")

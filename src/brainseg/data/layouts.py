@@ -14,6 +14,7 @@ are skipped everywhere (`brainseg.io.listing.visible`).
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import cv2
@@ -141,7 +142,40 @@ def dataset_subjects(root: Path, layout: str) -> list[str]:
         ids = {p.name for p in subject_folders(root)}
     if not ids:
         raise BrainsegError(f"{root}: no subjects found for layout {layout}")
+    for subject in sorted(ids):
+        check_subject_id(subject, root)
     return sorted(ids)
+
+
+# What a subject id may hold: the pipeline names files after it, and Snakemake's `subject`
+# wildcard (workflow/rules/common.smk) matches exactly this.
+SUBJECT_ID = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def check_subject_id(subject: str, root: Path) -> None:
+    """Refuse an id with spaces, non-ASCII letters, shell or control characters.
+
+    Raises:
+        BrainsegError: naming the dataset folder `root` and the id (quoted, escaped).
+    """
+    if not SUBJECT_ID.fullmatch(subject):
+        raise BrainsegError(f"{root}: subject id {subject!r} has characters other than ASCII "
+                            "letters, digits, '.', '_' and '-' (the pipeline names its files "
+                            "and jobs after it): rename its folder or file")
+
+
+def check_inside(path: Path, root: Path) -> Path:
+    """`path`, refused when it is a link (or under one) that leads outside `root`.
+
+    Raises:
+        BrainsegError: naming the link and where it leads.
+    """
+    target = path.resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise BrainsegError(f"{path}: is a link to a file outside the dataset folder {root} "
+                            f"({target}): not read (copy the file in, or point download.path "
+                            "at the folder that holds it)")
+    return path
 
 
 def labelled_subjects(root: Path, layout: str) -> list[str]:
@@ -265,7 +299,8 @@ def from_internal_labels(seg: np.ndarray, layout: str) -> np.ndarray:
 
 
 def brats_files(root: Path, layout: str, subject: str,
-                modalities: tuple[str, ...] | None = MODALITIES) -> dict[str, Path]:
+                modalities: tuple[str, ...] | None = MODALITIES,
+                confine: bool = False) -> dict[str, Path]:
     """Locate the modality files (required) and the label map (optional) of a BraTS folder.
 
     Args:
@@ -273,6 +308,8 @@ def brats_files(root: Path, layout: str, subject: str,
         modalities: the modalities required, in `MODALITIES` order (others are not
             looked for); None: those its label map's header records (the internal
             layout, see `recorded_modalities`).
+        confine: refuse a file that is a link leading outside `root` (`check_inside`):
+            a source dataset, as `brainseg download` reads it.
 
     Returns:
         Path by key: the modalities in order, then "seg" when there is one.
@@ -290,7 +327,7 @@ def brats_files(root: Path, layout: str, subject: str,
             expected = folder / f"{subject}{sep}{names[key]}.nii.gz"
             raise BrainsegError(f"{expected}: missing modality {names[key]} ({layout})")
         if found is not None:
-            files[key] = found
+            files[key] = check_inside(found, root) if confine else found
     return files
 
 

@@ -19,6 +19,7 @@ from brainseg.data.labels import REGIONS, WT_ONLY, header_marks
 from brainseg.data.layouts import (
     DECATHLON_CHANNELS,
     brats_files,
+    check_inside,
     check_layout,
     dataset_folder,
     to_internal_labels,
@@ -78,8 +79,8 @@ def check_same_grid(path: Path, img: nib.Nifti1Image, ref: Path, ref_img: nib.Ni
 
 
 def _load_brats(root: Path, layout: str, subject: str, native: bool,
-                modalities: tuple[str, ...] | None) -> Subject:
-    files = brats_files(root, layout, subject, modalities)
+                modalities: tuple[str, ...] | None, confine: bool) -> Subject:
+    files = brats_files(root, layout, subject, modalities, confine)
     present = tuple(k for k in files if k != "seg")
     ref = files[present[0]]
     image, volumes, dtypes, ref_img, seg, regions = None, [], [], None, None, REGIONS
@@ -140,18 +141,21 @@ def _header_3d(header: nib.Nifti1Header, shape: tuple[int, ...]) -> nib.Nifti1He
     return out
 
 
-def _load_decathlon(root: Path, subject: str) -> Subject:
+def _load_decathlon(root: Path, subject: str, confine: bool) -> Subject:
     path = find_nifti(root / "imagesTr", subject) or find_nifti(root / "imagesTs", subject)
     if path is None:
         raise BrainsegError(f"{root / 'imagesTr' / (subject + '.nii.gz')}: missing image "
                             "(also not in imagesTs/)")
+    label_path = find_nifti(root / "labelsTr", subject)
+    for found in (path, label_path) if confine else ():
+        if found is not None:
+            check_inside(found, root)
     data, img = _load_4d(path)
     image = channels_first(len(MODALITIES), data.shape[:3])
     for c, modality in enumerate(MODALITIES):
         image[c] = data[..., DECATHLON_CHANNELS[modality]]
     files = {m: path for m in MODALITIES}
     seg = None
-    label_path = find_nifti(root / "labelsTr", subject)
     if label_path is not None:
         labels, label_img = load_nifti(label_path, native=True)
         check_same_grid(label_path, label_img, path, img)
@@ -189,7 +193,8 @@ def _load_lgg(root: Path, subject: str) -> Subject:
 
 
 def load_source_subject(root: Path, layout: str, subject: str, native: bool = False,
-                        modalities: tuple[str, ...] | None = MODALITIES) -> Subject:
+                        modalities: tuple[str, ...] | None = MODALITIES,
+                        confine: bool = False) -> Subject:
     """Load and validate one subject of a source dataset into the internal convention.
 
     Checks: every modality file present and readable, 3D (Decathlon images: 4D with 4
@@ -207,6 +212,8 @@ def load_source_subject(root: Path, layout: str, subject: str, native: bool = Fa
         modalities: BraTS layouts only: the modalities required (default: all four);
             None: those its label map's header records (the internal layout,
             `load_subject`; see `brainseg.data.layouts.recorded_modalities`).
+        confine: refuse a file that is a link leading outside `root` (a source dataset:
+            `brainseg download`; BraTS and Decathlon layouts).
 
     Returns:
         The subject, image (m, x, y, z) float32 with its m modalities in `MODALITIES`
@@ -218,11 +225,11 @@ def load_source_subject(root: Path, layout: str, subject: str, native: bool = Fa
     check_layout(layout)
     root = dataset_folder(root)
     if layout == "decathlon":
-        loaded = _load_decathlon(root, subject)
+        loaded = _load_decathlon(root, subject, confine)
     elif layout == "lgg":
         loaded = _load_lgg(root, subject)
     else:
-        loaded = _load_brats(root, layout, subject, native, modalities)
+        loaded = _load_brats(root, layout, subject, native, modalities, confine)
     log.debug("%s: loaded %s (%s) shape %s", root, subject, layout, loaded.image[0].shape)
     return loaded
 
