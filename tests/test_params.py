@@ -49,7 +49,7 @@ def test_load_params_errors_name_the_file(tmp_path):
         load_params(tmp_path / "missing.yaml")
     broken = tmp_path / "broken.yaml"
     broken.write_text("train: [unclosed\n")
-    with pytest.raises(BrainsegError, match=f"{broken}: not valid YAML"):
+    with pytest.raises(BrainsegError, match=f"{broken}: line 2, column 1: not valid YAML"):
         load_params(broken)
 
 

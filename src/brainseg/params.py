@@ -26,9 +26,42 @@ SCHEMA_PATH = Path(__file__).parent / "schemas" / "params.schema.yaml"
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+class _StrictLoader(_LOADER):  # type: ignore[misc, valid-type]
+    """The safe loader, refusing two things a params file never needs:
+
+    - a key twice in one mapping (YAML keeps the last one, silently);
+    - an alias (`*name`): a few lines of anchors and aliases can stand for billions of
+      values ("billion laughs"), which every reader of the dict (schema validation,
+      MLflow's params, `flatten`) would walk.
+
+    Both raise yaml.constructor.ConstructorError (a YAMLError) with the line and column.
+    """
+
+    def construct_object(self, node, deep=False):
+        if node in self.constructed_objects or node in self.recursive_objects:
+            raise yaml.constructor.ConstructorError(
+                None, None, "the value anchored here (&name) is used again by an alias "
+                "(*name): aliases are not allowed in a params file (write the value out)",
+                node.start_mark)
+        return super().construct_object(node, deep)
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[tuple[str, str], yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                key = (key_node.tag, key_node.value)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key '{key_node.value}' given twice (first on line "
+                        f"{seen[key].line + 1})", key_node.start_mark)
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(stream: Any) -> Any:
-    """`yaml.safe_load` with libyaml's loader where available."""
-    return yaml.load(stream, Loader=_LOADER)
+    """`yaml.safe_load` with libyaml's parser where available, refusing duplicate keys
+    and aliases (`_StrictLoader`)."""
+    return yaml.load(stream, Loader=_StrictLoader)
 
 
 @lru_cache(maxsize=1)
@@ -166,8 +199,16 @@ def load_params(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError as exc:
         raise BrainsegError(f"{path}: params file not found") from exc
     except yaml.YAMLError as exc:
-        raise BrainsegError(f"{path}: not valid YAML: {exc}") from exc
+        raise BrainsegError(f"{path}: {yaml_problem(exc)}") from exc
     return validate_params(params, source=str(path))
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: `line L, column C: not valid YAML: <problem>`."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).replace("\n", " ")
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}not valid YAML: {problem}"
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,15 @@ def load_checkpoint(path: str | Path, device: str = "cpu"
         raise BrainsegError(f"{path}: checkpoint not found")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+    except pickle.UnpicklingError as exc:
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if unsafe:  # a class or function in the pickle: unpickling it could run code
+            raise BrainsegError(f"{path}: the checkpoint holds a pickled {unsafe[1]}, not only "
+                                "weights and plain values: not loaded (loading it could run "
+                                "code)") from exc
+        raise BrainsegError(f"{path}: cannot load checkpoint (corrupt or not a torch file?): "
+                            f"{_first_line(exc)}") from exc
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
         raise BrainsegError(f"{path}: cannot load checkpoint (corrupt or not a torch file?): "
                             f"{_first_line(exc)}") from exc
     if not (isinstance(ckpt, dict) and {"state_dict", "config"} <= set(ckpt)):
