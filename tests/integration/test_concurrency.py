@@ -1,0 +1,109 @@
+"""Two of a kind at once: runs, trainings and predictions that share a folder or a store.
+
+Each ends in one clear refusal or in two correct results, never in a corrupt file:
+- two `snakemake` runs in one working copy: Snakemake's lock refuses the second;
+- two trainings logging to one SQLite MLflow store: two complete runs;
+- two `brainseg predict` writing one output path: the file is one of the two (equal)
+  results, whole, and no temporary file is left.
+Nothing is left running afterwards.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO, write_subject
+from tests.evaluation.test_inference import save_checkpoint
+from tests.integration.conftest import copy_repo, tool_env
+from tests.training.conftest import write_store
+from tests.training.test_resume_ddp import command, env
+
+pytestmark = pytest.mark.integration
+
+
+def wait_for(condition, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {seconds} s")
+        time.sleep(0.2)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGINT (Ctrl-C) and wait; SIGKILL if it has not ended in 60 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+
+
+def test_a_second_snakemake_in_the_same_copy_is_refused_by_the_lock(tmp_path):
+    repo = copy_repo(tmp_path / "repo")
+    first = subprocess.Popen(["snakemake", "--cores", "1"], cwd=repo, env=tool_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        locks = repo / ".snakemake" / "locks"
+        wait_for(lambda: locks.is_dir() and any(locks.iterdir()), 120, "the first run's lock")
+        second = subprocess.run(["snakemake", "--cores", "1"], cwd=repo, env=tool_env(),
+                                capture_output=True, text=True, timeout=300)
+        assert second.returncode != 0
+        assert "Directory cannot be locked" in second.stdout + second.stderr
+        assert first.poll() is None, "the refused run stopped the first one"
+    finally:
+        stop(first)
+    assert first.returncode is not None
+
+
+def test_two_trainings_logging_to_one_sqlite_store_give_two_complete_runs(tmp_path):
+    root = write_store(tmp_path, {"S-0": "train", "S-1": "val"})
+    train_params = yaml.safe_load((REPO / "tests" / "params-smoke.yaml").read_text())
+    train_params["train"].update(epochs=2, batch_size=8, slices_per_epoch=32,
+                                 experiment="shared", val_every=1)
+    train_params["train"]["model"].update(base_channels=4, depth=2)
+    uri = f"sqlite:///{tmp_path / 'shared.db'}"
+    commands = []
+    for name in ("a", "b"):
+        cmd = command(root, train_params, name)
+        cmd[cmd.index("--tracking-uri") + 1] = uri
+        commands.append(cmd)
+    # the store is created once, as `snakemake`'s onstart does, before the two start
+    subprocess.run(["brainseg", "init-tracking", "--params", str(root / "a.yaml"),
+                    "--tracking-uri", uri], env=env(), check=True, capture_output=True,
+                   timeout=300)
+    procs = [subprocess.Popen(c, cwd=root, env=env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for c in commands]
+    errors = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(e[-3000:] for e in errors)
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("shared").experiment_id])
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    for run in runs:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+        assert sorted(steps) == [1, 2]
+
+
+def test_two_predictions_of_one_output_path_leave_one_whole_file(tmp_path):
+    folder = write_subject(tmp_path / "in", "P-001")
+    save_checkpoint(tmp_path / "m.pt")
+    out = tmp_path / "out" / "P-001_seg.nii.gz"
+    cmd = [sys.executable, "-m", "brainseg", "predict", "--model", "m.pt", "--input",
+           str(folder), "--output", str(out), "--threads", "1"]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(errors)
+    alone = tmp_path / "alone.nii.gz"
+    subprocess.run([*cmd[:-4], "--output", str(alone), "--threads", "1"], cwd=tmp_path,
+                   check=True, capture_output=True, timeout=300)
+    assert out.read_bytes() == alone.read_bytes()
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]
