@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from brainseg import __version__
-from brainseg.errors import BrainsegError
+from brainseg.errors import BrainsegError, Stopped, stop_on_sigterm
 from brainseg.params import load_params
 
 log = logging.getLogger("brainseg")
@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     # message that does. Shown with --verbose.
     logging.getLogger("nibabel").setLevel(logging.DEBUG if args.verbose else logging.CRITICAL)
     command = COMMANDS[args.command]
+    stop_on_sigterm()
     try:
         module = importlib.import_module(command.module)
         if command.params:
@@ -130,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrainsegError as exc:
         log.error("%s", exc)
         return 1
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Stopped)
+        name = "SIGTERM" if isinstance(exc, Stopped) else "SIGINT (Ctrl-C)"
+        log.error("brainseg %s stopped by %s: the outputs already written are complete, "
+                  "nothing half-written is left", args.command, name)
+        return 143 if isinstance(exc, Stopped) else 130
     return 0
 
 

@@ -51,10 +51,27 @@ def map_subjects(
             bar.update()
     else:
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx,
-                                 initializer=keep_freed_memory) as pool:
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_start)
+        try:
             for result in pool.map(fn, items, *([a] * len(items) for a in args)):
                 results.append(result)
                 bar.update()
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM: the subjects not started are dropped, the running ones
+            # stopped with SIGTERM, which each worker turns into `Stopped` (its temporary
+            # files removed) rather than running them to the end.
+            for process in list((pool._processes or {}).values()):
+                process.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            pool.shutdown(wait=True)
     bar.close()
     return results
+
+
+def _worker_start() -> None:
+    from brainseg.errors import stop_on_sigterm
+
+    stop_on_sigterm()
+    keep_freed_memory()

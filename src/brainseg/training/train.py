@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -172,7 +173,9 @@ def run_train(*, params: dict[str, Any], slices_dir: str | Path, splits: str | P
         workers: data loader worker processes.
         resume: continue from the state at `state` (same params), in the same run.
         state: the per-epoch training state (default: train_state.pt next to
-            `model_out`); removed when the training completes.
+            `model_out`); removed when the training completes. The best (or last) epoch's
+            checkpoint is kept beside it (`best_checkpoint`) and becomes `model_out` only
+            when the training completes: a stopped training leaves no `model_out`.
 
     Returns:
         The best epoch's history row.
@@ -264,7 +267,8 @@ def _train(params, slices_dir, splits_path, model_out, history_out, run_info_out
                 if improved or (keep_last and validated):
                     save_torch({"state_dict": trainer.model.state_dict(),
                                 "config": trainer.config, "epoch": epoch,
-                                "val_dice_mean": row["val_dice_mean"]}, model_out)
+                                "val_dice_mean": row["val_dice_mean"]},
+                               best_checkpoint(state_path))
                 save_state(state_path, **trainer.state(), epoch=epoch, history=history,
                            best=best, bad_epochs=bad, run_id=run.run_id,
                            fingerprint=fingerprint(params))
@@ -275,15 +279,24 @@ def _train(params, slices_dir, splits_path, model_out, history_out, run_info_out
                 log.info("early stopping: no gain above %g for %d epochs", min_delta, patience)
                 break
         if ctx.main:
-            _finish(run, trainer, best, history, model_out, history_out, run_info_out, cfg)
+            _finish(run, trainer, best, history, state_path, model_out, history_out,
+                    run_info_out, cfg)
             state_path.unlink(missing_ok=True)
     return best
 
 
-def _finish(run, trainer, best, history, model_out, history_out, run_info_out, cfg) -> None:
-    """Write the history, log and register the best model, close the run's record."""
+def best_checkpoint(state_path: Path) -> Path:
+    """Where a training keeps its best (or last) epoch's checkpoint until it completes."""
+    return state_path.with_name(f"{state_path.stem}.best.pt")
+
+
+def _finish(run, trainer, best, history, state_path, model_out, history_out, run_info_out,
+            cfg) -> None:
+    """Write the history and the model, log and register it, close the run's record."""
     with atomic_file(history_out) as tmp:
         pd.DataFrame(history).to_csv(tmp, index=False, lineterminator="\n")
+    model_out.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(best_checkpoint(state_path), model_out)
     ckpt = torch.load(model_out, map_location="cpu", weights_only=True)
     trainer.model.load_state_dict(ckpt["state_dict"])
     registered = run.log_model(trainer.model, trainer.config, cfg["registered_model"],
