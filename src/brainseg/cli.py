@@ -11,6 +11,7 @@ which keeps `brainseg download` free of torch's start-up cost.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -109,6 +110,20 @@ def _selected(argv: list[str]) -> str | None:
     return next((a for a in argv if a in COMMANDS), None)
 
 
+def disk_full(exc: OSError) -> bool:
+    """ENOSPC or EDQUOT, or numpy's short write ("N requested and M written"), which has
+    no errno."""
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT) or " requested and " in str(exc)
+
+
+def os_problem(exc: OSError) -> str:
+    """An OSError on one line: the file when it names one, and what happened."""
+    what = exc.strerror or str(exc)
+    if disk_full(exc) and exc.errno is None:
+        what = f"no space left on the device (a short write: {exc})"
+    return f"{exc.filename}: {what}" if exc.filename else what
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `brainseg` console script; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
@@ -130,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
             module.main(args)
     except BrainsegError as exc:
         log.error("%s", exc)
+        return 1
+    except OSError as exc:  # a full disk, a permission, a vanished mount
+        log.debug("the error in full", exc_info=True)
+        log.error("brainseg %s: %s: nothing half-written is left%s", args.command,
+                  os_problem(exc), "; free some space and rerun" if disk_full(exc) else "")
         return 1
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Stopped)
         name = "SIGTERM" if isinstance(exc, Stopped) else "SIGINT (Ctrl-C)"
