@@ -9,7 +9,7 @@ CORES ?=  # empty: the profile's (every core); `make run CORES=4` to use fewer
 PROFILE := workflow/profiles/default
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install run run-real test lint unit integration lock clean help bench bench-peers \
+.PHONY: install run run-real test lint unit integration lock clean help bench faults bench-peers \
 	bench-peers-install bench-peers-lock brats-eval-install brats-eval-lock
 
 help:  ## list the targets
@@ -77,6 +77,10 @@ $(PEERS_STAMP): $(STAMP) $(PEERS_LOCK)
 
 bench: bench-peers-install  ## every benchmark, quiet machine (~16 min, no GPU); docs/performance.md table from the results
 	$(BIN)/python -m benchmarks.run
+
+faults: install  ## SIGKILL every stage at 3 points in both runners, rerun, compare bytes (~30 min); counts to docs/performance.md
+	$(BIN)/python -m benchmarks.faults
+	$(BIN)/python -m benchmarks.report
 
 bench-peers: bench-peers-install  ## train MONAI's and smp's U-Nets through our loop vs ours (~28 min)
 	$(BIN)/python -m benchmarks.run --only peers_training

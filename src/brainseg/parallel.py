@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import os
@@ -71,7 +72,15 @@ def map_subjects(
 
 
 def _worker_start() -> None:
+    """A worker stops as the main process does: on SIGTERM (`Stopped`, its temporary files
+    removed), which Linux also sends it when the main process dies (even by SIGKILL), so
+    that no orphan goes on writing into the outputs of a rerun."""
+    import signal
+
     from brainseg.errors import stop_on_sigterm
 
     stop_on_sigterm()
+    with contextlib.suppress(OSError, AttributeError):
+        pr_set_pdeathsig = 1  # <sys/prctl.h>
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
     keep_freed_memory()
