@@ -13,7 +13,8 @@ again and its `brainseg` process is killed with SIGKILL F of the way through; th
   (`snakemake -n` lists it, `dvc status` reports it), unless the kill came after the
   stage had finished;
 - the runner is run again (`snakemake --until <rule>`, `dvc repro --single-item`) and
-  must complete;
+  must complete; Snakemake does not remake an intermediate file whose consumers are
+  complete, so a file of the reference still missing then is asked for by name;
 - every output that a run gives as the same bytes (data, model, metrics, history) must be
   the reference's bytes, and no temporary file of an atomic write may be left.
 Recorded (section `faults`): kill points tried, stages killed mid-run, survived, outputs
@@ -80,6 +81,11 @@ def snapshot(repo: Path) -> dict[str, bytes]:
             if f.name != ".snakemake_timestamp":
                 files[f.relative_to(repo).as_posix()] = f.read_bytes()
     return files
+
+
+def target(rel: str) -> str:
+    """The output that holds file `rel`: a directory output for the files within it."""
+    return "data/predictions" if rel.startswith("data/predictions/") else rel
 
 
 def leftovers(repo: Path) -> list[str]:
@@ -164,6 +170,12 @@ def inject(runner: str, repo: Path, env: dict[str, str], stages: list[str],
             looked_complete = not still_to_run(runner, stage, repo, env)
             rerun = subprocess.run(cmd["rerun"], cwd=repo, env=env, capture_output=True,
                                    text=True, timeout=1800)
+            missing = sorted({target(k) for k in reference if not (repo / k).exists()})
+            if runner == "snakemake" and missing and rerun.returncode == 0:
+                # Snakemake does not remake an intermediate file whose consumers are
+                # complete (the killed job's, here): asked for by name, as a user would
+                rerun = subprocess.run([*SNAKEMAKE, *missing], cwd=repo, env=env,
+                                       capture_output=True, text=True, timeout=1800)
             now = snapshot(repo)
             changed = sorted(k for k in reference.keys() | now.keys()
                              if reference.get(k) != now.get(k))
