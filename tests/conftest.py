@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import threading
 from dataclasses import dataclass, field
@@ -18,6 +19,12 @@ from brainseg.data.modalities import MODALITIES
 
 REPO = Path(__file__).resolve().parents[1]
 AFFINE = np.array([[-1.0, 0, 0, 0], [0, -1.0, 0, 31], [0, 0, 1.0, 0], [0, 0, 0, 1]])
+
+
+def digest(path: Path) -> str:
+    """The SHA-256 of a file: compare files by it (pytest's diff of two large byte strings
+    that differ can take hours)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def write_subject(root: Path, subject: str, shape=(32, 32, 12), seed: int = 0,
