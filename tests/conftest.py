@@ -6,6 +6,7 @@ import functools
 import hashlib
 import http.server
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,6 +20,15 @@ from brainseg.data.modalities import MODALITIES
 
 REPO = Path(__file__).resolve().parents[1]
 AFFINE = np.array([[-1.0, 0, 0, 0], [0, -1.0, 0, 31], [0, 0, 1.0, 0], [0, 0, 0, 1]])
+
+
+def wait_for(condition, seconds: float, what: str) -> None:
+    """Poll `condition()` until it holds; fail the test naming `what` after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {seconds} s")
+        time.sleep(0.1)
 
 
 def digest(path: Path) -> str:

@@ -10,26 +10,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, wait_for
 from tests.training.conftest import write_store
 from tests.training.test_resume_ddp import command, env
 
 SIGNALS = {"SIGTERM": (signal.SIGTERM, 143, "stopped by SIGTERM"),
            "SIGINT": (signal.SIGINT, 130, "stopped by SIGINT (Ctrl-C)")}
-
-
-def wait_for(condition, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {seconds} s")
-        time.sleep(0.1)
 
 
 def leftovers(root: Path) -> list[str]:

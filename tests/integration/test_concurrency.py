@@ -13,27 +13,18 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, digest, write_subject
+from tests.conftest import REPO, digest, wait_for, write_subject
 from tests.evaluation.test_inference import save_checkpoint
 from tests.integration.conftest import copy_repo, tool_env
 from tests.training.conftest import write_store
 from tests.training.test_resume_ddp import command, env
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(condition, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {seconds} s")
-        time.sleep(0.2)
 
 
 def stop(process: subprocess.Popen) -> None:
