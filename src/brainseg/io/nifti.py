@@ -142,11 +142,13 @@ def decode_nifti(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
     gzipped = path.name.endswith(".gz")
     if not isinstance(img, nib.Nifti1Image):  # NIfTI-2 subclasses it; other formats
         return np.asanyarray(img.dataobj), img
-    data = path.read_bytes()
-    block = isal_zlib.decompressobj(31).decompress(data, 544) if gzipped else data[:544]
-    check_header(path, img, _raw_pixdim(block, img.header))
-    if not gzipped:
+    if not gzipped:  # only the header is read here; nibabel maps the voxels
+        with path.open("rb") as fh:
+            check_header(path, img, _raw_pixdim(fh.read(544), img.header))
         return np.asanyarray(img.dataobj), img
+    data = path.read_bytes()
+    check_header(path, img, _raw_pixdim(isal_zlib.decompressobj(31).decompress(data, 544),
+                                        img.header))
     proxy = img.dataobj  # where the voxels start, their dtype, shape and scaling
     count = int(np.prod(proxy.shape))
     raw = _inflate(path, data, int(proxy.offset) + count * proxy.dtype.itemsize)
