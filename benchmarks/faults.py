@@ -186,6 +186,9 @@ def inject(runner: str, repo: Path, env: dict[str, str], stages: list[str],
                      "" if killed else " (it had ended before the kill)")
             if not outcome.survived:
                 log.error("%s", outcome)
+                if rerun.returncode != 0:
+                    log.error("the rerun (%s) ended %d:\n%s", " ".join(rerun.args),
+                              rerun.returncode, (rerun.stdout + rerun.stderr)[-4000:])
             outcomes.append(outcome)
     return outcomes
 

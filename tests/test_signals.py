@@ -84,3 +84,30 @@ def test_a_stopped_download_leaves_complete_subjects_and_no_worker(name, tmp_pat
         wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}") or
                  Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", 30,
                  f"worker {pid} to end")
+
+
+def test_a_killed_download_leaves_no_orphan_writing(tmp_path):
+    """SIGKILL of the main process (a lost node, a fault injection): its workers get SIGTERM
+    from Linux, end, and take none of the subjects queued for them; nothing is written
+    after the kill but the removal of the temporary folders being written."""
+    params = yaml.safe_load((REPO / "tests" / "params-smoke.yaml").read_text())
+    params["download"]["n_subjects"] = 60
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = tmp_path / "raw"
+    process = subprocess.Popen([sys.executable, "-m", "brainseg", "download", "--params",
+                                "params.yaml", "--out-dir", str(out), "--jobs", "2"],
+                               cwd=tmp_path, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    wait_for(lambda: out.is_dir() and any(p.name.startswith("SMOKE") for p in out.iterdir()),
+             300, "the first subject")
+    workers = children(process.pid)
+    process.kill()
+    process.wait(timeout=60)
+    done_at_kill = {p.name for p in out.iterdir() if not p.name.startswith(".")}
+    for pid in workers:
+        wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}") or
+                 Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", 30,
+                 f"worker {pid} to end")
+    done = {p.name for p in out.iterdir() if not p.name.startswith(".")}
+    assert done == done_at_kill, sorted(done - done_at_kill)
+    assert leftovers(tmp_path) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
@@ -54,7 +55,8 @@ def map_subjects(
         ctx = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_start)
         try:
-            for result in pool.map(fn, items, *([a] * len(items) for a in args)):
+            work = functools.partial(_in_worker, fn)
+            for result in pool.map(work, items, *([a] * len(items) for a in args)):
                 results.append(result)
                 bar.update()
         except KeyboardInterrupt:
@@ -71,6 +73,10 @@ def map_subjects(
     return results
 
 
+# the main process that started this worker (set by `_worker_start`)
+_MAIN_PID: int | None = None
+
+
 def _worker_start() -> None:
     """A worker stops as the main process does: on SIGTERM (`Stopped`, its temporary files
     removed), which Linux also sends it when the main process dies (even by SIGKILL), so
@@ -79,8 +85,27 @@ def _worker_start() -> None:
 
     from brainseg.errors import stop_on_sigterm
 
+    global _MAIN_PID
+    _MAIN_PID = os.getppid()
     stop_on_sigterm()
     with contextlib.suppress(OSError, AttributeError):
         pr_set_pdeathsig = 1  # <sys/prctl.h>
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
     keep_freed_memory()
+
+
+def _in_worker(fn: Callable[..., Any], item: Any, *args: Any) -> Any:
+    """Run one subject in a worker; a stopped worker ends rather than take the next one.
+
+    The pool keeps a subject or two queued for each worker. Without this, a worker stopped
+    by its main process's death would report `Stopped` to nobody and start the queued
+    subject as an orphan, writing into the outputs of whatever run comes next.
+    """
+    from brainseg.errors import Stopped
+
+    if os.getppid() != _MAIN_PID:  # the main process is gone: nobody wants this result
+        os._exit(143)
+    try:
+        return fn(item, *args)
+    except Stopped:  # the `finally` blocks on the way here removed its temporary files
+        os._exit(143)
