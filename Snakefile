@@ -22,6 +22,7 @@ include: "workflow/rules/report.smk"
 
 
 onstart:
+    hold_runner_lock()
     shell(f"brainseg -q init-tracking --params {PARAMS}")
 
 

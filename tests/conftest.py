@@ -33,8 +33,15 @@ def wait_for(condition, seconds: float, what: str) -> None:
 
 def digest(path: Path) -> str:
     """The SHA-256 of a file: compare files by it (pytest's diff of two large byte strings
-    that differ can take hours)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    that differ can take hours). Of a folder: of its files' names and digests (Snakemake's
+    `.snakemake_timestamp` left out)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*")
+                       if p.is_file() and p.name != ".snakemake_timestamp")
+        listing = "".join(f"{p.relative_to(path).as_posix()} {digest(p)}\n" for p in files)
+        return hashlib.sha256(listing.encode()).hexdigest()
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def write_subject(root: Path, subject: str, shape=(32, 32, 12), seed: int = 0,

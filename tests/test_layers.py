@@ -28,7 +28,8 @@ PACKAGE = REPO / "src" / "brainseg"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("brainseg", "errors", "params"),  # the bottom: nothing of brainseg but each other
     ("io",),  # NIfTI, atomic writes, hashing, fetching, folder listing
-    ("runtime", "parallel", "tracking"),  # device, threads, seeding; process pool; MLflow
+    ("runtime", "parallel", "tracking", "runlock"),  # device, threads, seeding; process pool;
+    # MLflow; the lock Snakemake and DVC refuse each other by
     ("data",),  # layouts, sources, labels, preprocessing, the synthetic cohort
     ("models",),  # networks, output modes, the batched-logits loop
     ("evaluation",),  # checkpoints, inference, metrics, post-processing, evaluate, predict

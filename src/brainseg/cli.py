@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-from brainseg import __version__
+from brainseg import __version__, runlock
 from brainseg.errors import BrainsegError, Stopped, stop_on_sigterm
 from brainseg.params import load_params
 
@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     command = COMMANDS[args.command]
     stop_on_sigterm()
     try:
+        runlock.hold_for_dvc_stage()  # refused while Snakemake runs in this working copy
         module = importlib.import_module(command.module)
         if command.params:
             module.main(args, load_params(args.params))

@@ -2,6 +2,8 @@
 
 Each ends in one clear refusal or in two correct results, never in a corrupt file:
 - two `snakemake` runs in one working copy: Snakemake's lock refuses the second;
+- `snakemake` and `dvc repro` in one working copy: whichever comes second is refused
+  (brainseg.runlock) before it removes or writes anything, the first completes;
 - two trainings logging to one SQLite MLflow store: two complete runs;
 - two `brainseg predict` writing one output path: the file is one of the two (equal)
   results, whole, and no temporary file is left.
@@ -10,14 +12,18 @@ Nothing is left running afterwards.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from brainseg.runlock import LOCK_NAME
 from tests.conftest import REPO, digest, wait_for, write_subject
 from tests.evaluation.test_inference import save_checkpoint
 from tests.integration.conftest import copy_repo, tool_env
@@ -53,6 +59,58 @@ def test_a_second_snakemake_in_the_same_copy_is_refused_by_the_lock(tmp_path):
     finally:
         stop(first)
     assert first.returncode is not None
+
+
+def held(path: Path) -> bool:
+    """Whether some process holds a flock on `path` (shared or exclusive)."""
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def test_snakemake_then_dvc_repro_in_one_copy_the_second_is_refused(snakemake_repo, tmp_path):
+    repo = copy_repo(tmp_path / "repo")
+    first = subprocess.Popen(["snakemake", "--cores", "1", "--until", "download"], cwd=repo,
+                             env=tool_env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: held(repo / LOCK_NAME), 120, "Snakemake's runner lock")
+        second = subprocess.run(["dvc", "repro"], cwd=repo, env=tool_env(),
+                                capture_output=True, text=True, timeout=300)
+        assert second.returncode != 0
+        assert "Unable to acquire lock" in second.stdout + second.stderr
+        _, err = first.communicate(timeout=600)
+    finally:
+        stop(first)
+    assert first.returncode == 0, err
+    assert digest(repo / "data" / "raw") == digest(snakemake_repo / "data" / "raw")
+    assert not held(repo / LOCK_NAME) and not held(repo / ".dvc" / "tmp" / "lock")
+
+
+def test_dvc_repro_then_snakemake_in_one_copy_the_second_is_refused(snakemake_repo, tmp_path):
+    repo = copy_repo(tmp_path / "repo")
+    first = subprocess.Popen(["dvc", "repro", "download"], cwd=repo, env=tool_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: held(repo / LOCK_NAME), 120, "the DVC stage's runner lock")
+        second = subprocess.run(["snakemake", "--cores", "1"], cwd=repo, env=tool_env(),
+                                capture_output=True, text=True, timeout=300)
+        assert second.returncode != 0
+        text = second.stdout + second.stderr
+        assert "`dvc repro` is running in this working copy" in text, text
+        out, _ = first.communicate(timeout=600)
+    finally:
+        stop(first)
+    assert first.returncode == 0, out
+    assert digest(repo / "data" / "raw") == digest(snakemake_repo / "data" / "raw")
+    assert not held(repo / LOCK_NAME)
 
 
 def test_two_trainings_logging_to_one_sqlite_store_give_two_complete_runs(tmp_path):

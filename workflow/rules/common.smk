@@ -2,6 +2,8 @@
 import os
 from functools import lru_cache
 
+from snakemake.exceptions import WorkflowError
+
 from brainseg.data.sources import DEFAULT_SOURCE_DIR
 from brainseg.params import read_yaml
 from brainseg.data.subjects import raw_modalities, subject_ids
@@ -50,6 +52,18 @@ FOLDS = list(range(config["split"]["folds"])) if config["split"]["folds"] >= 2 e
 wildcard_constraints:
     subject=r"[A-Za-z0-9._-]+",
     fold=r"\d+",
+
+
+def hold_runner_lock():
+    """In the onstart hook: refuse to run while `dvc repro` runs a stage in this working
+    copy (brainseg.runlock), and keep `dvc repro` out until this run ends."""
+    from brainseg.errors import BrainsegError
+    from brainseg.runlock import hold_for_snakemake
+
+    try:
+        hold_for_snakemake()
+    except BrainsegError as exc:
+        raise WorkflowError(str(exc)) from None
 
 
 def train_launch(wildcards, threads, resources):
