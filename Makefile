@@ -10,7 +10,7 @@ PROFILE := workflow/profiles/default
 export PATH := $(BIN):$(PATH)
 
 .PHONY: install run run-real test lint unit integration lock clean help bench faults bench-peers \
-	bench-peers-install bench-peers-lock brats-eval-install brats-eval-lock
+	bench-memory bench-peers-install bench-peers-lock brats-eval-install brats-eval-lock
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -80,6 +80,10 @@ bench: bench-peers-install  ## every benchmark, quiet machine (~16 min, no GPU);
 
 faults: install  ## SIGKILL every stage at 3 points in both runners, rerun, compare bytes (~30 min); counts to docs/performance.md
 	$(BIN)/python -m benchmarks.faults
+	$(BIN)/python -m benchmarks.report
+
+bench-memory: install  ## peak RSS of every rule on real BraTS scans vs the Slurm profile's mem_mb (REAL_DATA=<folder>; default ../shared/fixtures/brats18)
+	$(BIN)/python -m benchmarks.bench_memory $(if $(REAL_DATA),--real '$(REAL_DATA)')
 	$(BIN)/python -m benchmarks.report
 
 bench-peers: bench-peers-install  ## train MONAI's and smp's U-Nets through our loop vs ours (~28 min)

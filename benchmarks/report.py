@@ -19,7 +19,7 @@ from benchmarks.common import LATEST, REPO, load_latest
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 DOC = REPO / "docs" / "performance.md"
 ORDER = ("io", "peers_preprocess", "training", "loader", "predict", "metrics", "synthetic",
-         "e2e", "scaling", "noop", "peers_training", "gpu")
+         "e2e", "scaling", "memory_real", "noop", "peers_training", "gpu")
 STAGE_PREFIX = "e2e.stage."  # per-rule figures: a table of their own
 log = logging.getLogger("benchmarks.report")
 

@@ -63,3 +63,12 @@ def test_run_refuses_unknown_benchmark_names():
     with pytest.raises(SystemExit, match="unknown benchmark"):
         run._names("io,nonsense")
     assert run._names("io,training") == ["io", "training"]
+
+
+def test_bench_memory_reads_what_the_slurm_profile_requests_per_rule():
+    from benchmarks.bench_memory import requested_mb
+
+    per_rule, default = requested_mb()
+    assert default > 0
+    assert per_rule["train_fold"] >= per_rule["extract"] > 0  # a training needs the most
+    assert set(per_rule) >= {"download_subject", "extract", "normalize", "train", "evaluate"}
