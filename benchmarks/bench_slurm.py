@@ -1,6 +1,6 @@
 """What Slurm adds per job: the smoke pipeline run locally and through the Slurm executor.
 
-Run: python -m benchmarks.bench_slurm [--workdir DIR] [--keep] [--node-cpus N ...]
+Run: python -m benchmarks.bench_slurm [--workdir DIR] [--keep] [--node-cpus N ...] [--folds K]
 
 Copies of the repository's tracked files with tests/params-smoke.yaml as params: one runs
 `snakemake --workflow-profile workflow/profiles/default --cores N` (N: this machine's
@@ -13,6 +13,11 @@ check after 1 s. Recorded (section `slurm`): both wall times and the overhead pe
 (Slurm wall - local wall) / jobs: sbatch, the job's own `snakemake` start on the node and
 the status polling (the plugin checks 1 s after a submission, then every 11, 21, ... s
 while nothing finished).
+
+With `--folds K` the smoke params do K-fold cross-validation (`split.folds=K`): K
+`train_fold` jobs of one thread each, which a node of N CPUs runs N at a time; recorded
+as section `slurm_folds` (the per-rule seconds of the folds from Snakemake's benchmark
+files, beside the wall times), so that the fan-out of a fold-parallel training shows.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.bench_pipeline import copy_tracked, measure, tool_env
+from benchmarks.bench_pipeline import copy_tracked, measure, read_benchmark_tsvs, tool_env
 from benchmarks.common import REPO, Figure, record, setup_logging
 
 log = logging.getLogger("bench_slurm")
@@ -86,8 +91,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the Slurm copy once per N: a cluster whose node offers N "
                              "CPUs, the profile fitted to N threads (default: 1 and this "
                              "machine's cores)")
+    parser.add_argument("--folds", type=int, default=0, metavar="K",
+                        help="K-fold cross-validation of the smoke params (K train_fold jobs; "
+                             "section slurm_folds); default 0: the plain smoke pipeline")
     args = parser.parse_args(argv)
     setup_logging()
+    if args.folds == 1 or args.folds < 0:
+        parser.error("--folds: 0 (off) or K >= 2")
     if os.geteuid() != 0:
         parser.error("the local Slurm cluster needs root (scripts/slurm-local.sh)")
     cores = os.cpu_count() or 1
@@ -97,47 +107,66 @@ def main(argv: list[str] | None = None) -> int:
     root = args.workdir or Path(tempfile.mkdtemp(prefix="bench_slurm_"))
     root.mkdir(parents=True, exist_ok=True)
     env = tool_env(REPO / "src")
+    section, what = ("slurm_folds", f"smoke pipeline, {args.folds}-fold CV") if args.folds \
+        else ("slurm", "smoke pipeline")
     try:
-        local_repo = copy_tracked(root / "local", SMOKE_PARAMS, env)
+        params = SMOKE_PARAMS
+        if args.folds:
+            params = root / "params-folds.yaml"
+            subprocess.run(["brainseg", "-q", "params", "--base", str(SMOKE_PARAMS), "--set",
+                            f"split.folds={args.folds}", "--out", str(params)], env=env,
+                           check=True)
+        local_repo = copy_tracked(root / "local", params, env)
         local = measure(["snakemake", "--workflow-profile", "workflow/profiles/default",
                          "--cores", str(cores)], local_repo, env, root / "local.log")
-        slurm = {n: run_on_cluster(root / f"slurm-{n}cpu", n, env) for n in node_cpus}
+        local_folds = read_benchmark_tsvs(local_repo / "logs" / "benchmarks").get("train_fold")
+        slurm = {n: run_on_cluster(root / f"slurm-{n}cpu", n, env, params)
+                 for n in node_cpus}
     finally:
         if not args.keep and args.workdir is None:
             shutil.rmtree(root, ignore_errors=True)
-    command = "python -m benchmarks.bench_slurm"
-    figures = [Figure("slurm.local_wall", "smoke pipeline, local (default profile)",
-                      local.wall, "s", repeats=1, command=command, note=f"--cores {cores}")]
-    for n, run in slurm.items():
+    command = "python -m benchmarks.bench_slurm" + (f" --folds {args.folds}" if args.folds
+                                                     else "")
+    figures = [Figure(f"{section}.local_wall", f"{what}, local (default profile)",
+                      local.wall, "s", repeats=1, command=command, note=f"--cores {cores}",
+                      extra={"train_fold": local_folds} if local_folds else {})]
+    for n, (run, folds) in slurm.items():
         jobs = count_jobs(run.output)
         suffix = "" if n == cores else f"_{n}cpu"
+        fan_out = ""
+        if folds:
+            fan_out = (f"; {folds['jobs']} train_fold jobs, {folds['s']:.0f} s of fold "
+                       f"training in all ({folds['s_max']:.0f} s the longest)")
         figures += [
-            Figure(f"slurm.slurm_wall{suffix}",
-                   f"smoke pipeline, Slurm executor (one node of {n} CPU(s))", run.wall, "s",
+            Figure(f"{section}.slurm_wall{suffix}",
+                   f"{what}, Slurm executor (one node of {n} CPU(s))", run.wall, "s",
                    reference=local.wall, reference_label=f"local run, {cores} cores",
                    ratio=run.wall / local.wall, ratio_label="x local", repeats=1,
-                   command=command, note=f"{jobs} jobs, each through sbatch",
-                   extra={"node_cpus": n}),
-            Figure(f"slurm.overhead_per_job{suffix}",
-                   f"Slurm executor overhead per job ({n} CPU(s))",
+                   command=command, note=f"{jobs} jobs, each through sbatch{fan_out}",
+                   extra={"node_cpus": n, **({"train_fold": folds} if folds else {})}),
+            Figure(f"{section}.overhead_per_job{suffix}",
+                   f"Slurm executor overhead per job ({what}, {n} CPU(s))",
                    (run.wall - local.wall) / jobs, "s", repeats=1, command=command,
                    note="(Slurm wall - local wall) / jobs", extra={"jobs": jobs}),
         ]
-    record("slurm", figures)
+    record(section, figures, **({"folds": args.folds} if args.folds else {}))
     return 0
 
 
-def run_on_cluster(folder: Path, cpus: int, env: dict[str, str]):
-    """The smoke pipeline through the Slurm profile on a one-node cluster of `cpus` CPUs
-    (started in `folder`/slurm-state and stopped again)."""
+def run_on_cluster(folder: Path, cpus: int, env: dict[str, str], params: Path):
+    """The pipeline of `params` through the Slurm profile on a one-node cluster of `cpus`
+    CPUs (started in `folder`/slurm-state and stopped again): its measure, and the
+    train_fold jobs' seconds from Snakemake's benchmark files (None without folds)."""
     state = folder / "slurm-state"
     subprocess.run([str(SCRIPT), "up", "--state-dir", str(state), "--cpus", str(cpus)],
                    check=True)
     try:
-        repo = copy_tracked(folder / "repo", SMOKE_PARAMS, env)
+        repo = copy_tracked(folder / "repo", params, env)
         profile = fit_profile(folder / "profile" / "slurm", cpus)
-        return measure(["snakemake", "--profile", str(profile)], repo,
-                       env | {"SLURM_CONF": str(state / "slurm.conf")}, folder / "slurm.log")
+        measured = measure(["snakemake", "--profile", str(profile)], repo,
+                           env | {"SLURM_CONF": str(state / "slurm.conf")},
+                           folder / "slurm.log")
+        return measured, read_benchmark_tsvs(repo / "logs" / "benchmarks").get("train_fold")
     finally:
         subprocess.run([str(SCRIPT), "down", "--state-dir", str(state)], check=False)
 
