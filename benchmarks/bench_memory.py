@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         peak = entry["max_rss_mib"]
         jobs = f" ({entry['jobs']} jobs, the largest)" if entry["jobs"] > 1 else ""
         figures.append(Figure(
-            key=f"memory_real.{rule}", label=f"real subjects: peak RSS of a {rule} job{jobs}",
+            key=f"memory_real.{rule}", label=f"real subjects: peak RSS of one {rule} job{jobs}",
             value=round(peak, 1), unit="MiB", reference=limit,
             reference_label="Slurm profile mem_mb", ratio=round(peak / limit, 3),
             ratio_label="of requested", target="<= requested", met=peak <= limit,

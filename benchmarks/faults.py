@@ -16,7 +16,11 @@ again and its `brainseg` process is killed with SIGKILL F of the way through; th
   must complete; Snakemake does not remake an intermediate file whose consumers are
   complete, so a file of the reference still missing then is asked for by name;
 - every output that a run gives as the same bytes (data, model, metrics, history) must be
-  the reference's bytes, and no temporary file of an atomic write may be left.
+  the reference's bytes, and no temporary file of an atomic write may be left, with one
+  exception: when DVC restores the stage from its run cache ("is cached - skipping run")
+  no `brainseg` runs, so the hidden temporary name that the killed process left beside an
+  output (`reports/.figures.tmp-<pid>`) stays until the next write of that output removes
+  it; such a name never looks complete, and these are counted apart.
 Recorded (section `faults`): kill points tried, stages killed mid-run, survived, outputs
 lost or changed (must be 0).
 """
@@ -65,10 +69,12 @@ class Outcome:
     rerun_ok: bool
     changed: list[str]  # outputs whose bytes differ from the reference (or are missing)
     leftovers: list[str]  # temporary files of atomic writes
+    restored: bool = False  # DVC restored the stage from its run cache (nothing ran)
 
     @property
     def survived(self) -> bool:
-        return (self.rerun_ok and not self.changed and not self.leftovers
+        return (self.rerun_ok and not self.changed
+                and (not self.leftovers or self.restored)
                 and not (self.killed and self.looked_complete))
 
 
@@ -179,11 +185,14 @@ def inject(runner: str, repo: Path, env: dict[str, str], stages: list[str],
             now = snapshot(repo)
             changed = sorted(k for k in reference.keys() | now.keys()
                              if reference.get(k) != now.get(k))
+            restored = "is cached - skipping run" in rerun.stdout + rerun.stderr
             outcome = Outcome(runner, stage, point, killed, looked_complete,
-                              rerun.returncode == 0, changed, leftovers(repo))
-            log.info("%s %s killed at %.0f%%: %s%s", runner, stage, point * 100,
+                              rerun.returncode == 0, changed, leftovers(repo), restored)
+            log.info("%s %s killed at %.0f%%: %s%s%s", runner, stage, point * 100,
                      "survived" if outcome.survived else "FAILED",
-                     "" if killed else " (it had ended before the kill)")
+                     "" if killed else " (it had ended before the kill)",
+                     f" (restored from DVC's run cache; left {outcome.leftovers})"
+                     if restored and outcome.leftovers else "")
             if not outcome.survived:
                 log.error("%s", outcome)
                 if rerun.returncode != 0:
@@ -237,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     killed = sum(o.killed for o in outcomes)
     survived = sum(o.survived for o in outcomes)
     lost = sum(bool(o.changed) for o in outcomes)
+    stale = sum(bool(o.leftovers) for o in outcomes if o.survived)
     command = "python -m benchmarks.faults"
     note = f"{', '.join(args.runner)}; points {' '.join(map(str, args.points))}"
     figures = [
@@ -250,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
                target="all", met=survived == tried, repeats=1, command=command),
         Figure("faults.data_lost", "outputs lost or changed", lost, "kills", target="0",
                met=lost == 0, repeats=1, command=command),
+        Figure("faults.stale_after_restore",
+               "of the survivors, hidden temporary names left by a DVC run-cache restore",
+               stale, "kills", repeats=1, command=command,
+               note="nothing ran to remove them; the next write of that output does"),
     ]
     if not args.no_record:
         record("faults", figures)
