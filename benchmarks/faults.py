@@ -10,8 +10,9 @@ point F (a fraction of that stage's own run time, measured first: 0.1, 0.5 and 0
 default: early, while it writes, just before its last rename), the stage is forced to run
 again and its `brainseg` process is killed with SIGKILL F of the way through; then:
 - what the kill left must not look complete: the runner still has the stage to run
-  (`snakemake -n` lists it, `dvc status` reports it), unless the kill came after the
-  stage had finished;
+  (`snakemake -n` lists it, `dvc status` reports it), unless it is complete: the
+  reference's bytes (a kill after the last rename, while the process logged to MLflow or
+  exited; DVC then finds every output's hash in dvc.lock);
 - the runner is run again (`snakemake --until <rule>`, `dvc repro --single-item`) and
   must complete; Snakemake does not remake an intermediate file whose consumers are
   complete, so a file of the reference still missing then is asked for by name;
@@ -66,6 +67,7 @@ class Outcome:
     point: float
     killed: bool  # the stage's process was alive when killed
     looked_complete: bool  # after the kill, the runner had nothing to rerun
+    left_complete: bool  # and what the kill left was the reference's bytes already
     rerun_ok: bool
     changed: list[str]  # outputs whose bytes differ from the reference (or are missing)
     leftovers: list[str]  # temporary files of atomic writes
@@ -75,7 +77,7 @@ class Outcome:
     def survived(self) -> bool:
         return (self.rerun_ok and not self.changed
                 and (not self.leftovers or self.restored)
-                and not (self.killed and self.looked_complete))
+                and not (self.killed and self.looked_complete and not self.left_complete))
 
 
 def snapshot(repo: Path) -> dict[str, bytes]:
@@ -174,6 +176,7 @@ def inject(runner: str, repo: Path, env: dict[str, str], stages: list[str],
         for point in points:
             killed, _ = run_and_kill(cmd["force"], repo, env, point * lifetime)
             looked_complete = not still_to_run(runner, stage, repo, env)
+            left_complete = looked_complete and snapshot(repo) == reference
             rerun = subprocess.run(cmd["rerun"], cwd=repo, env=env, capture_output=True,
                                    text=True, timeout=1800)
             missing = sorted({target(k) for k in reference if not (repo / k).exists()})
@@ -186,11 +189,12 @@ def inject(runner: str, repo: Path, env: dict[str, str], stages: list[str],
             changed = sorted(k for k in reference.keys() | now.keys()
                              if reference.get(k) != now.get(k))
             restored = "is cached - skipping run" in rerun.stdout + rerun.stderr
-            outcome = Outcome(runner, stage, point, killed, looked_complete,
+            outcome = Outcome(runner, stage, point, killed, looked_complete, left_complete,
                               rerun.returncode == 0, changed, leftovers(repo), restored)
-            log.info("%s %s killed at %.0f%%: %s%s%s", runner, stage, point * 100,
+            log.info("%s %s killed at %.0f%%: %s%s%s%s", runner, stage, point * 100,
                      "survived" if outcome.survived else "FAILED",
                      "" if killed else " (it had ended before the kill)",
+                     " (its outputs were complete at the kill)" if left_complete else "",
                      f" (restored from DVC's run cache; left {outcome.leftovers})"
                      if restored and outcome.leftovers else "")
             if not outcome.survived:
