@@ -58,9 +58,8 @@ def test_a_stopped_training_leaves_its_state_and_no_model(name, tmp_path):
     assert leftovers(root) == []
 
 
-@pytest.mark.parametrize("name", sorted(SIGNALS))
-def test_a_stopped_download_leaves_complete_subjects_and_no_worker(name, tmp_path):
-    sig, code, message = SIGNALS[name]
+def start_download(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """`brainseg download` of 60 subjects with 2 workers, once its first subject is there."""
     params = yaml.safe_load((REPO / "tests" / "params-smoke.yaml").read_text())
     params["download"]["n_subjects"] = 60
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -71,6 +70,13 @@ def test_a_stopped_download_leaves_complete_subjects_and_no_worker(name, tmp_pat
                                stderr=subprocess.PIPE, text=True)
     wait_for(lambda: out.is_dir() and any(p.name.startswith("SMOKE") for p in out.iterdir()),
              300, "the first subject")
+    return process, out
+
+
+@pytest.mark.parametrize("name", sorted(SIGNALS))
+def test_a_stopped_download_leaves_complete_subjects_and_no_worker(name, tmp_path):
+    sig, code, message = SIGNALS[name]
+    process, out = start_download(tmp_path)
     workers = children(process.pid)
     returncode, errors = stopped(process, sig)
     assert returncode == code
@@ -90,19 +96,10 @@ def test_a_killed_download_leaves_no_orphan_writing(tmp_path):
     """SIGKILL of the main process (a lost node, a fault injection): its workers get SIGTERM
     from Linux, end, and take none of the subjects queued for them; nothing is written
     after the kill but the removal of the temporary folders being written."""
-    params = yaml.safe_load((REPO / "tests" / "params-smoke.yaml").read_text())
-    params["download"]["n_subjects"] = 60
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    out = tmp_path / "raw"
-    process = subprocess.Popen([sys.executable, "-m", "brainseg", "download", "--params",
-                                "params.yaml", "--out-dir", str(out), "--jobs", "2"],
-                               cwd=tmp_path, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    wait_for(lambda: out.is_dir() and any(p.name.startswith("SMOKE") for p in out.iterdir()),
-             300, "the first subject")
+    process, out = start_download(tmp_path)
     workers = children(process.pid)
     process.kill()
-    process.wait(timeout=60)
+    process.communicate(timeout=60)
     done_at_kill = {p.name for p in out.iterdir() if not p.name.startswith(".")}
     for pid in workers:
         wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}") or
