@@ -44,16 +44,29 @@ def _row(fig: dict) -> str:
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
 
+def machines(data: dict, names: list[str]) -> str:
+    """The machine line: one machine, or each CPU with the sections measured on it (a
+    section keeps the machine it was measured on; the file's own is the last one's)."""
+    def describe(m: dict) -> str:
+        return (f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
+                f"{m.get('memory_gib', '?')} GiB, torch {m.get('torch', '?')}")
+
+    by_machine: dict[str, list[str]] = {}
+    for name in names:
+        m = data["sections"][name].get("machine") or data.get("machine", {})
+        by_machine.setdefault(describe(m), []).append(name)
+    if len(by_machine) <= 1:
+        return f"Machine: {next(iter(by_machine), describe(data.get('machine', {})))}"
+    return "Machines: " + "; ".join(f"{m} ({', '.join(n)})" for m, n in by_machine.items())
+
+
 def render(data: dict) -> str:
     """The markdown table (with its machine line) for the results `data`."""
     sections = data.get("sections", {})
     names = [n for n in ORDER if n in sections] + sorted(set(sections) - set(ORDER))
-    m = data.get("machine", {})
     lines = [START,
-             f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
-             f"{m.get('memory_gib', '?')} GiB, torch {m.get('torch', '?')}; each figure is "
-             "the median of its repeats (`make bench`, written to "
-             "`benchmarks/results/latest.json`).",
+             f"{machines(data, names)}; each figure is the median of its repeats (`make "
+             "bench`, written to `benchmarks/results/latest.json`).",
              "",
              "| Benchmark | Measured | Floor / peer | Ratio | Target | Met |",
              "| --- | --- | --- | --- | --- | --- |"]

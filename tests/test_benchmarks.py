@@ -72,3 +72,17 @@ def test_bench_memory_reads_what_the_slurm_profile_requests_per_rule():
     assert default > 0
     assert per_rule["train_fold"] >= per_rule["extract"] > 0  # a training needs the most
     assert set(per_rule) >= {"download_subject", "extract", "normalize", "train", "evaluate"}
+
+
+def test_the_machine_line_names_each_machine_with_its_sections():
+    amd = {"cpu": "AMD EPYC", "cores": 2, "memory_gib": 23.5, "torch": "2.13.0+cpu"}
+    xeon = dict(amd, cpu="Intel Xeon")
+    one = {"machine": amd, "sections": {"io": {"machine": amd, "figures": []},
+                                        "faults": {"machine": amd, "figures": []}}}
+    assert report.render(one).splitlines()[1].startswith(
+        "Machine: AMD EPYC, 2 cores, 23.5 GiB, torch 2.13.0+cpu; ")
+    two = {"machine": xeon, "sections": {"io": {"machine": amd, "figures": []},
+                                         "faults": {"machine": xeon, "figures": []}}}
+    assert report.render(two).splitlines()[1].startswith(
+        "Machines: AMD EPYC, 2 cores, 23.5 GiB, torch 2.13.0+cpu (io); "
+        "Intel Xeon, 2 cores, 23.5 GiB, torch 2.13.0+cpu (faults); ")
