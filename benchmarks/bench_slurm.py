@@ -18,11 +18,16 @@ With `--folds K` the smoke params do K-fold cross-validation (`split.folds=K`): 
 `train_fold` jobs of one thread each, which a node of N CPUs runs N at a time; recorded
 as section `slurm_folds` (the per-rule seconds of the folds from Snakemake's benchmark
 files, beside the wall times), so that the fan-out of a fold-parallel training shows.
+
+Each Slurm run's jobs, from the cluster's job-completion file (start and end, to the
+second) and the plugin's log folders (which rule), are drawn as a timeline, one row per
+job and one panel per node size: benchmarks/results/<section>_timeline.png.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import os
 import re
@@ -34,7 +39,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks.bench_pipeline import copy_tracked, measure, read_benchmark_tsvs, tool_env
-from benchmarks.common import REPO, Figure, record, setup_logging
+from benchmarks.common import REPO, RESULTS, Figure, record, setup_logging
 
 log = logging.getLogger("bench_slurm")
 
@@ -43,18 +48,22 @@ PROFILE = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
 SMOKE_PARAMS = REPO / "tests" / "params-smoke.yaml"
 
 
-def fit_profile(folder: Path, cpus: int, mem_mb: int = 4000, partition: str = "local") -> Path:
-    """The Slurm profile made to fit a one-node cluster, written to `folder`/config.yaml.
+def fit_profile(folder: Path, cpus: int, mem_mb: int = 4000, partition: str = "local",
+                gpu: bool = False) -> Path:
+    """The Slurm profile made to fit a cluster of scripts/slurm-local.sh, written to
+    `folder`/config.yaml.
 
-    Its partition, no GPU, at most `cpus` threads and `mem_mb` per rule; squeue for the job
-    status (no accounting database), the first status check 1 s after a submission, each
-    job's Slurm log kept, no retry.
+    Its partition, no GPU request unless `gpu` (the nodes then declare GPUs: `--gpus`), at
+    most `cpus` threads and `mem_mb` per rule; squeue for the job status (no accounting
+    database), the first status check 1 s after a submission, each job's Slurm log kept,
+    no retry.
 
     Args:
         folder: the profile folder to create (given to `snakemake --profile`).
-        cpus: the node's CPUs.
+        cpus: the CPUs of a node.
         mem_mb: the most memory a rule may ask for.
-        partition: the node's partition.
+        partition: the nodes' partition.
+        gpu: keep the profile's GPU requests (the training rules' `gpu: 1`).
 
     Returns:
         `folder`.
@@ -63,7 +72,8 @@ def fit_profile(folder: Path, cpus: int, mem_mb: int = 4000, partition: str = "l
     profile["default-resources"]["slurm_partition"] = partition
     profile["set-threads"] = {r: min(t, cpus) for r, t in profile["set-threads"].items()}
     for resources in profile["set-resources"].values():
-        resources.pop("gpu", None)
+        if not gpu:
+            resources.pop("gpu", None)
         resources["mem_mb"] = min(resources["mem_mb"], mem_mb)
     profile.update({"retries": 0, "latency-wait": 5, "slurm-status-command": "squeue",
                     "slurm-init-seconds-before-status-checks": 1,
@@ -130,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     figures = [Figure(f"{section}.local_wall", f"{what}, local (default profile)",
                       local.wall, "s", repeats=1, command=command, note=f"--cores {cores}",
                       extra={"train_fold": local_folds} if local_folds else {})]
-    for n, (run, folds) in slurm.items():
+    timeline = RESULTS / f"{section}_timeline.png"
+    draw_timeline({n: jobs for n, (_, _, jobs) in slurm.items()}, timeline, what)
+    for n, (run, folds, _) in slurm.items():
         jobs = count_jobs(run.output)
         suffix = "" if n == cores else f"_{n}cpu"
         fan_out = ""
@@ -143,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                    reference=local.wall, reference_label=f"local run, {cores} cores",
                    ratio=run.wall / local.wall, ratio_label="x local", repeats=1,
                    command=command, note=f"{jobs} jobs, each through sbatch{fan_out}",
-                   extra={"node_cpus": n, **({"train_fold": folds} if folds else {})}),
+                   extra={"node_cpus": n, "timeline": timeline.relative_to(REPO).as_posix(),
+                          **({"train_fold": folds} if folds else {})}),
             Figure(f"{section}.overhead_per_job{suffix}",
                    f"Slurm executor overhead per job ({what}, {n} CPU(s))",
                    (run.wall - local.wall) / jobs, "s", repeats=1, command=command,
@@ -155,8 +168,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_on_cluster(folder: Path, cpus: int, env: dict[str, str], params: Path):
     """The pipeline of `params` through the Slurm profile on a one-node cluster of `cpus`
-    CPUs (started in `folder`/slurm-state and stopped again): its measure, and the
-    train_fold jobs' seconds from Snakemake's benchmark files (None without folds)."""
+    CPUs (started in `folder`/slurm-state and stopped again): its measure, the train_fold
+    jobs' seconds from Snakemake's benchmark files (None without folds), and its jobs'
+    timeline (`job_timeline`)."""
     state = folder / "slurm-state"
     subprocess.run([str(SCRIPT), "up", "--state-dir", str(state), "--cpus", str(cpus)],
                    check=True)
@@ -166,9 +180,63 @@ def run_on_cluster(folder: Path, cpus: int, env: dict[str, str], params: Path):
         measured = measure(["snakemake", "--profile", str(profile)], repo,
                            env | {"SLURM_CONF": str(state / "slurm.conf")},
                            folder / "slurm.log")
-        return measured, read_benchmark_tsvs(repo / "logs" / "benchmarks").get("train_fold")
+        return (measured, read_benchmark_tsvs(repo / "logs" / "benchmarks").get("train_fold"),
+                job_timeline(repo, state / "jobcomp.log"))
     finally:
         subprocess.run([str(SCRIPT), "down", "--state-dir", str(state)], check=False)
+
+
+def job_timeline(repo: Path, jobcomp: Path) -> list[dict]:
+    """Each Slurm job of a run: its rule (the plugin's log folder
+    .snakemake/slurm_logs/rule_<rule>/.../<jobid>.log), start and end in seconds after the
+    first job started (the job-completion file of the cluster, to the second)."""
+    rules = {p.stem: p.relative_to(repo / ".snakemake" / "slurm_logs").parts[0][len("rule_"):]
+             for p in repo.glob(".snakemake/slurm_logs/rule_*/**/*.log")}
+    jobs = []
+    for line in jobcomp.read_text().splitlines():
+        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+        if fields.get("JobId") in rules and fields.get("JobState") == "COMPLETED":
+            jobs.append({"rule": rules[fields["JobId"]],
+                         "start": dt.datetime.fromisoformat(fields["StartTime"]),
+                         "end": dt.datetime.fromisoformat(fields["EndTime"])})
+    if not jobs:
+        raise RuntimeError(f"{jobcomp}: no completed job of {repo}'s Slurm logs")
+    first = min(j["start"] for j in jobs)
+    return sorted(({"rule": j["rule"], "start": (j["start"] - first).total_seconds(),
+                    "end": (j["end"] - first).total_seconds()} for j in jobs),
+                  key=lambda j: (j["start"], j["end"]))
+
+
+def draw_timeline(runs: dict[int, list[dict]], out: Path, what: str) -> None:
+    """One panel per node size: a bar per job from its start to its end, coloured by rule,
+    on a shared time axis (written to `out` under a temporary name, then renamed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rules = list(dict.fromkeys(j["rule"] for jobs in runs.values() for j in jobs))
+    colours = {r: plt.get_cmap("tab20")(i % 20) for i, r in enumerate(rules)}
+    fig, axes = plt.subplots(len(runs), 1, sharex=True, squeeze=False,
+                             figsize=(9, 1.2 + 0.16 * max(len(j) for j in runs.values())
+                                      * len(runs)))
+    for ax, (cpus, jobs) in zip(axes[:, 0], sorted(runs.items()), strict=True):
+        for row, job in enumerate(jobs):
+            ax.barh(row, max(job["end"] - job["start"], 0.5), left=job["start"], height=0.8,
+                    color=colours[job["rule"]])
+        ax.set_yticks([])
+        ax.invert_yaxis()
+        ax.set_ylabel(f"{cpus} CPU(s)\n{len(jobs)} jobs")
+    axes[-1, 0].set_xlabel("seconds after the first job started (Slurm's job-completion times)")
+    fig.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=colours[r]) for r in rules],
+               labels=rules, loc="lower center", ncol=min(len(rules), 6), fontsize=7,
+               frameon=False)
+    fig.suptitle(f"{what}: Slurm jobs on one node", fontsize=10)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    tmp = out.with_name(f".{out.name}.tmp")
+    fig.savefig(tmp, dpi=110, format="png", metadata={"Software": None})
+    plt.close(fig)
+    tmp.replace(out)
 
 
 if __name__ == "__main__":

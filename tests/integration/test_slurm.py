@@ -1,8 +1,11 @@
-"""The smoke pipeline on a one-node Slurm cluster (scripts/slurm-local.sh) with the Slurm profile.
+"""The smoke pipeline on a Slurm cluster of scripts/slurm-local.sh with the Slurm profile.
 
-Every job goes through sbatch (workflow/profiles/slurm fitted to the node by
-benchmarks.bench_slurm.fit_profile: its partition, no GPU, 2 threads and 4000 MB at most),
-and the outputs are the same bytes as the local run of the `snakemake_repo` fixture.
+The cluster has two nodes on this machine (`--nodes 2`, each with this machine's 2 CPUs and
+one stand-in GPU, `--gpus 1`), so that jobs spread over nodes and a training can span
+them. Every job goes through sbatch (workflow/profiles/slurm fitted to the cluster by
+benchmarks.bench_slurm.fit_profile: its partition, no GPU unless asked, 2 threads and
+4000 MB at most), and the outputs are the same bytes as the local run of the
+`snakemake_repo` fixture.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from benchmarks.bench_slurm import fit_profile
 from tests.conftest import REPO, digest
@@ -24,6 +28,7 @@ from tests.integration.conftest import copy_repo, tool_env
 pytestmark = pytest.mark.integration
 SCRIPT = REPO / "scripts" / "slurm-local.sh"
 NODE_CPUS = 2  # at most 2 threads a job: the machine the tests run on may have no more
+NODES = ("node1", "node2")  # slurm-local.sh --nodes 2
 # outputs that a run gives as the same bytes whatever runs its jobs
 SAME_BYTES = ["data/raw", "data/extracted", "data/slices", "data/splits.csv",
               "data/predictions", "models/model.pt", "reports/train_history.csv",
@@ -87,7 +92,8 @@ def slurm_cluster(tmp_path_factory):
     # a cluster that was killed rather than brought down leaves its /etc/slurm/slurm.conf
     # link behind, which job steps read: `up` must point it at the new cluster
     stale = plant_stale_link(tmp_path_factory.mktemp("old-slurm-state"), root)
-    up = subprocess.run([*root, str(SCRIPT), "up", "--state-dir", str(state)],
+    up = subprocess.run([*root, str(SCRIPT), "up", "--state-dir", str(state), "--nodes",
+                         str(len(NODES)), "--cpus", str(NODE_CPUS), "--gpus", "1"],
                         capture_output=True, text=True, timeout=900)
     try:
         assert up.returncode == 0, f"slurm-local.sh up failed:\n{up.stdout}{up.stderr}"
@@ -99,8 +105,10 @@ def slurm_cluster(tmp_path_factory):
         down = subprocess.run([*root, str(SCRIPT), "down", "--state-dir", str(state)],
                               capture_output=True, text=True, timeout=120)
         assert down.returncode == 0, f"slurm-local.sh down failed:\n{down.stdout}{down.stderr}"
+        assert sorted(p.name for p in state.glob("*.pid")) == [], "daemons left running"
         for name in ("munged", "slurmctld", "slurmd"):
-            assert not (state / f"{name}.pid").exists(), f"{name} left running"
+            left = subprocess.run(["pgrep", "-f", f"{name}.*{state}"], capture_output=True)
+            assert left.returncode == 1, f"{name} of {state} left running"
         assert not SYSTEM_CONF.is_symlink(), f"{SYSTEM_CONF} left linked"
 
 
@@ -206,3 +214,80 @@ def test_training_under_torchrun_with_two_processes_is_one_slurm_job(slurm_run, 
     assert record and "JobState=COMPLETED" in record[0] and "ProcCnt=2" in record[0], record
     log = (repo / "logs" / "train.log").read_text()
     assert "2 process(es)" in log, log[-2000:]
+
+
+def yaml_of(profile: Path) -> dict:
+    return yaml.safe_load((profile / "config.yaml").read_text())
+
+
+def job_details(job: str, env: dict[str, str]) -> str:
+    """`scontrol show job -d` of a job (slurmctld keeps a finished one for MinJobAge)."""
+    return subprocess.run(["scontrol", "show", "job", "-d", job], env=env, capture_output=True,
+                          text=True, check=True).stdout
+
+
+def retrain(repo: Path, profile: Path, env: dict[str, str], *extra: str) -> tuple[str, str]:
+    """Run `train` again through Slurm: Snakemake's output and the one Slurm job's id."""
+    result = subprocess.run(
+        ["snakemake", "models/model.pt", "--profile", str(profile), "--forcerun", "train",
+         *extra], cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    job = re.findall(r"has been submitted with SLURM jobid (\d+)", output)
+    assert len(job) == 1, output[-3000:]
+    return output, job[0]
+
+
+def test_a_training_asks_slurm_for_the_gpu_of_the_profile(slurm_run, slurm_cluster,
+                                                           snakemake_repo, tmp_path):
+    """The profile's `gpu: 1` as committed: sbatch --gpus=1, granted a GPU of the node."""
+    repo = slurm_run[0]
+    profile = fit_profile(tmp_path / "profile" / "slurm", NODE_CPUS, gpu=True)
+    assert yaml_of(profile)["set-resources"]["train"]["gpu"] == 1
+    env = tool_env() | {"SLURM_CONF": str(slurm_cluster / "slurm.conf")}
+    _, job = retrain(repo, profile, env)
+    details = job_details(job, env)
+    assert "JobState=COMPLETED" in details, details
+    assert "TresPerJob=gres:gpu:1" in details, details
+    assert "JOB_GRES=gpu:1" in details, details
+    # no CUDA behind the stand-in GPU: the same CPU training, the same bytes as locally
+    assert digest(repo / "models/model.pt") == digest(snakemake_repo / "models/model.pt")
+
+
+def test_a_training_over_two_nodes_runs_one_torchrun_per_node(slurm_run, slurm_cluster,
+                                                               tmp_path):
+    """`nodes: 2` (with `tasks: 2`, `mpi: srun`): one Slurm job on both nodes, whose srun
+    starts a torchrun on each; rank 0 on the first node hosts the rendezvous."""
+    repo = slurm_run[0]
+    profile = fit_profile(tmp_path / "profile" / "slurm", NODE_CPUS)
+    # in the profile: a command-line --set-resources would replace the profile's whole list
+    config = yaml_of(profile)
+    config["set-resources"]["train"].update(nodes=2, tasks=2, mpi="srun", gres="gpu:1")
+    (profile / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    env = tool_env() | {"SLURM_CONF": str(slurm_cluster / "slurm.conf")}
+    output, job = retrain(repo, profile, env)
+    assert "srun --nodes 2 --ntasks-per-node 1" in output, output[-3000:]
+    details = job_details(job, env)
+    assert "JobState=COMPLETED" in details and "NumNodes=2" in details, details
+    assert "TresPerNode=gres:gpu:1" in details and "JOB_GRES=gpu:2" in details, details
+    log = (repo / "logs" / "train.log").read_text()
+    placed = set(re.findall(r"process (\d) of 2 \(local rank 0\) on node (\w+)", log))
+    assert placed == {("0", NODES[0]), ("1", NODES[1])}, log[-3000:]
+    assert "2 process(es)" in log, log[-2000:]
+    assert (repo / "models" / "model.pt").stat().st_size > 0
+
+
+def test_nodes_without_tasks_and_mpi_end_clearly(slurm_run, slurm_cluster, tmp_path):
+    """`nodes: 2` alone would run the training under the job step's srun: refused first."""
+    repo = slurm_run[0]
+    profile = fit_profile(tmp_path / "profile" / "slurm", NODE_CPUS)
+    env = tool_env() | {"SLURM_CONF": str(slurm_cluster / "slurm.conf")}
+    result = subprocess.run(
+        ["snakemake", "models/model.pt", "--profile", str(profile), "--forcerun", "train",
+         "--set-resources", "train:nodes=2"], cwd=repo, env=env, capture_output=True,
+        text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert "training on nodes=2 needs tasks=2 (one per node) and mpi=srun" in output, \
+        output[-3000:]
+    assert "has been submitted with SLURM jobid" not in output

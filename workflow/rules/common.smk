@@ -70,9 +70,33 @@ def train_launch(wildcards, threads, resources):
     """How a training job starts: `brainseg train`, or with a `processes` resource of N > 1
     (`set-resources: train: processes: 4` in a profile, or `--set-resources
     train:processes=4`) `torchrun` with N data-parallel processes on the job's node (one per
-    GPU; gloo on CPU), each given threads // N of the job's threads."""
+    GPU; gloo on CPU), each given threads // N of the job's threads.
+
+    With a `nodes` resource of M > 1 (a Slurm job over M nodes; it also needs `tasks: M`
+    and `mpi: srun`, so that the job runs this command once, not under srun), `srun`
+    starts one `torchrun` per node, each with N processes: M x N in all, rank 0's node
+    (the batch host, node rank 0) hosting the rendezvous on a port of the job's id."""
     processes = int(getattr(resources, "processes", 1))
+    nodes = int(getattr(resources, "nodes", 1))
     per_process = max(1, threads // processes)
+    if nodes > 1:
+        mpi, tasks = getattr(resources, "mpi", None), getattr(resources, "tasks", None)
+        if not mpi or tasks is None or int(tasks) != nodes:
+            raise WorkflowError(
+                f"training on nodes={nodes} needs tasks={nodes} (one per node) and "
+                f"mpi=srun among its resources, set with nodes in the profile's "
+                f"set-resources (got tasks={tasks}, mpi={mpi})"
+            )
+        # every node's torchrun: its node rank and the rendezvous address from srun's
+        # environment, so the command is one string for all nodes (sh -c, single quotes)
+        return (
+            f"{mpi} --nodes {nodes} --ntasks-per-node 1 --cpus-per-task {threads}"
+            f" --kill-on-bad-exit=1 sh -c '"
+            f'exec torchrun --nnodes {nodes} --node_rank "$SLURM_NODEID"'
+            f' --nproc_per_node {processes} --master_addr "$SLURM_LAUNCH_NODE_IPADDR"'
+            f" --master_port $((29500 + SLURM_JOB_ID % 20000))"
+            f' -m brainseg train --threads {per_process} "$@"\' torchrun'
+        )
     if processes <= 1:
         return f"brainseg train --threads {per_process}"
     return (

@@ -23,6 +23,8 @@ rule train_fold:
     threads: FOLD_THREADS
     resources:
         processes=1,  # > 1: torchrun, data-parallel (see train_launch)
+        # Slurm: no --ntasks-per-gpu from `tasks` (a job over nodes has one task per node)
+        tasks_per_gpu=0,
     params:
         file=PARAMS,
         base=config["base"],
@@ -52,6 +54,7 @@ rule train:
     # combines them (the processes resource of train_fold applies to each fold)
     resources:
         processes=1,
+        tasks_per_gpu=0,
     params:
         file=PARAMS,
         base=config["base"],

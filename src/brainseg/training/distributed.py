@@ -6,12 +6,16 @@ without them training runs in one process. The backend is gloo on CPU and nccl o
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,9 @@ def setup(device: str) -> Context:
         device = f"cuda:{local}"
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    # where each rank runs, for the log only (under Slurm its node's name)
+    node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+    log.info("process %d of %d (local rank %d) on node %s", rank, world, local, node)
     return Context(rank=rank, world=world, device=device)
 
 
