@@ -18,6 +18,7 @@ from brainseg.data.preprocess import (
     SliceGeometry,
     extract_slices,
     normalize_slices,
+    stack_context,
     to_original_grid,
 )
 from brainseg.errors import BrainsegError
@@ -210,17 +211,30 @@ def load_model(ref: str, device: str = "cpu",
 
 def prepare_volume(config: dict[str, Any], image: np.ndarray | Sequence[np.ndarray]
                    ) -> tuple[np.ndarray, SliceGeometry]:
-    """Normalized slices (s, m, h, w) of a volume (m, x, y, z) and their geometry.
+    """The model's input (s, m * (2n + 1), h, w) for a volume (m, x, y, z), and its geometry.
 
     Exactly the preprocessing of the training data (`extract_slices`, `normalize_slices`,
-    with the params stored in the checkpoint).
+    with the params stored in the checkpoint), and its 2.5D stacking of n =
+    `model_context(config)` neighbouring slices each side (`stack_context`; n = 0: the
+    normalized slices (s, m, h, w) themselves).
     """
     ext, norm = config["extract"], config["normalize"]
     slices, _, brain, geo = extract_slices(
         image, None, ext["image_size"], ext["margin"], ext["min_brain_pixels"]
     )
     normed, _ = normalize_slices(slices, brain, tuple(norm["clip_percentiles"]))
-    return normed, geo
+    return stack_context(normed, model_context(config), geo.z), geo
+
+
+def model_context(config: dict[str, Any]) -> int:
+    """The 2.5D context n of a checkpoint config (`train.model.context_slices`): the model
+    takes n slices each side of its target; a config written without it: 0."""
+    return int(config["model"].get("context_slices", 0))
+
+
+def input_channels(config: dict[str, Any]) -> int:
+    """The channels of the model's input: its modalities times 2n + 1 (`model_context`)."""
+    return len(model_modalities(config)) * (2 * model_context(config) + 1)
 
 
 def model_modalities(config: dict[str, Any]) -> tuple[str, ...]:
