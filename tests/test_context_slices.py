@@ -17,6 +17,7 @@ from brainseg.data.preprocess import context_indices, stack_context
 from brainseg.errors import BrainsegError
 from brainseg.evaluation.export import run_export
 from brainseg.evaluation.inference import (
+    check_config,
     input_channels,
     load_model,
     model_context,
@@ -24,6 +25,7 @@ from brainseg.evaluation.inference import (
     prepare_volume,
 )
 from brainseg.evaluation.predict import run_predict
+from brainseg.models.ensemble import build_network
 from brainseg.params import validate_params
 from brainseg.training.data import SliceDataset, build_augmentation, load_subject_inputs
 from brainseg.training.train import run_train
@@ -160,3 +162,35 @@ def test_onnx_and_checkpoint_agree_with_context(trained_n1, tmp_path):
                                   ).dataobj) for m in (ckpt, graph)]
     near = np.abs(probs[0] - 0.5).min(axis=0) < 1e-3  # a float difference may flip these
     assert np.array_equal(labels[0][~near], labels[1][~near])
+
+
+def context_config(n: int, folds: int = 0) -> dict:
+    model = {"arch": "unet", "base_channels": 4, "depth": 2, "norm": "batch", "dropout": 0.0,
+             "output": "regions", "in_channels": 4 * (2 * n + 1), "out_channels": 3,
+             "context_slices": n}
+    config = {"model": model, "extract": {"image_size": 32, "margin": 2, "min_brain_pixels": 8},
+              "normalize": {"clip_percentiles": [0.5, 99.5]},
+              "modalities": ["t1", "t1ce", "t2", "flair"], "regions": ["WT", "TC", "ET"]}
+    return {**config, "ensemble": {"folds": list(range(folds))}} if folds else config
+
+
+def test_a_fold_ensemble_takes_the_stacked_input(tmp_path):
+    torch.manual_seed(0)
+    config = context_config(2, folds=2)
+    check_config(config, "ensemble")
+    model = build_network(config).eval()
+    image = load_subject(write_subject(tmp_path, "E-001", seed=2)).image
+    probs = predict_probabilities(model, config, image, 8)
+    assert probs.shape == (3, 32, 32, 12) and np.isfinite(probs).all()
+
+
+def test_in_channels_that_do_not_fit_the_context_are_refused():
+    config = context_config(1)
+    config["model"]["in_channels"] = 4
+    with pytest.raises(BrainsegError, match=r"m\.pt: model\.in_channels 4 .*context_slices 1 "
+                                            r"\(12 channels\)"):
+        check_config(config, "m.pt")
+    config["model"]["context_slices"] = -1
+    with pytest.raises(BrainsegError, match=r"m\.pt: model config: context_slices should be an "
+                                            r"integer >= 0, got -1"):
+        check_config(config, "m.pt")

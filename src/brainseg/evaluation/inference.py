@@ -86,7 +86,8 @@ CONFIG_KEYS: dict[str, tuple[str, ...]] = {
 
 
 def check_config(config: Any, source: str) -> None:
-    """Refuse a model config lacking what prediction needs (see `CONFIG_KEYS`)."""
+    """Refuse a model config lacking what prediction needs (see `CONFIG_KEYS`), or whose
+    `in_channels` are not its modalities times 2n + 1 (`input_channels`)."""
     if not isinstance(config, dict):
         raise BrainsegError(f"{source}: model config is not a mapping")
     for section, keys in CONFIG_KEYS.items():
@@ -94,6 +95,15 @@ def check_config(config: Any, source: str) -> None:
         missing = [k for k in keys if not isinstance(got, dict) or k not in got]
         if missing:
             raise BrainsegError(f"{source}: model config lacks {section}.{missing[0]}")
+    have = config["model"].get("in_channels")
+    try:
+        want = input_channels(config)
+    except BrainsegError as exc:
+        raise BrainsegError(f"{source}: {exc}") from exc
+    if have is not None and have != want:
+        raise BrainsegError(f"{source}: model.in_channels {have} is not the input of its "
+                            f"{len(model_modalities(config))} modalities with context_slices "
+                            f"{model_context(config)} ({want} channels)")
 
 
 def _build(config: dict[str, Any], source: str) -> torch.nn.Module:
@@ -228,8 +238,15 @@ def prepare_volume(config: dict[str, Any], image: np.ndarray | Sequence[np.ndarr
 
 def model_context(config: dict[str, Any]) -> int:
     """The 2.5D context n of a checkpoint config (`train.model.context_slices`): the model
-    takes n slices each side of its target; a config written without it: 0."""
-    return int(config["model"].get("context_slices", 0))
+    takes n slices each side of its target; a config written without it: 0.
+
+    Raises:
+        BrainsegError: the value is not an integer >= 0.
+    """
+    n = config["model"].get("context_slices", 0)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise BrainsegError(f"model config: context_slices should be an integer >= 0, got {n!r}")
+    return n
 
 
 def input_channels(config: dict[str, Any]) -> int:
