@@ -141,9 +141,16 @@ def trained_n1(tmp_path_factory):
 
 def test_the_checkpoint_carries_the_context_and_predict_needs_nothing_else(trained_n1,
                                                                          tmp_path):
-    _, ckpt, _ = trained_n1
+    from mlflow.tracking import MlflowClient
+
+    from brainseg.tracking import read_run_info
+
+    root, ckpt, _ = trained_n1
     config = torch.load(ckpt, map_location="cpu", weights_only=True)["config"]
     assert config["model"]["context_slices"] == 1 and config["model"]["in_channels"] == 12
+    run = MlflowClient(f"sqlite:///{root / 'mlflow.db'}").get_run(
+        read_run_info(root / "models" / "run.json")["run_id"])
+    assert run.data.params["train.model.context_slices"] == "1"
     folder = write_subject(tmp_path / "in", "NEW-001", seed=3)
     out = run_predict(model=str(ckpt), inputs=[folder], output=tmp_path / "pred.nii.gz")[0]
     pred, scan = nib.load(out), nib.load(folder / "NEW-001_t1.nii.gz")
