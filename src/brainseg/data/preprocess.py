@@ -192,3 +192,65 @@ def to_original_grid(probs: np.ndarray, geo: SliceGeometry) -> np.ndarray:
                                interpolation=cv2.INTER_LINEAR)
             out[ch, sx, sy, z] = plane[dx, dy]
     return out
+
+
+def context_indices(z: Sequence[int], n: int) -> np.ndarray:
+    """Stack indices int64 (s, 2n + 1) of the neighbours of each kept slice, for 2.5D input.
+
+    Row k holds, for the offsets -n..n in order, the index into the slice stack of the
+    slice at volume position z[k] + offset. Edge replication: beyond the first or last
+    kept slice the nearest kept one is repeated. A gap in `z` (a slice not kept between
+    two kept ones) is an edge too, so every neighbour is a true neighbour in the volume
+    or a repeat of the slice nearest to it on the target's side.
+
+    Args:
+        z: the kept slices' axial positions, ascending (`SliceGeometry.z`).
+        n: context slices on each side (0: each slice alone).
+    """
+    z = np.asarray(z, dtype=np.int64)
+    k = np.arange(len(z))
+    run = np.concatenate([[0], np.cumsum(np.diff(z) != 1)]) if len(z) else k
+    first = np.searchsorted(run, run, side="left")  # first and last stack index of each run
+    last = np.searchsorted(run, run, side="right") - 1
+    offsets = np.arange(-n, n + 1)
+    return np.clip(k[:, None] + offsets[None, :], first[:, None], last[:, None])
+
+
+def stack_context(slices: np.ndarray, n: int, z: Sequence[int] | None = None,
+                  index: int | None = None) -> np.ndarray:
+    """The 2.5D input of slices (s, m, h, w): each modality at the n neighbours each side.
+
+    The one stacking of context slices, used by training, validation and every prediction.
+    Channel order is modality-major: channel c * (2n + 1) + (n + d) is modality c at
+    offset d in -n..n (n = 1: t1[z-1], t1[z], t1[z+1], t1ce[z-1], ...). n = 0 returns
+    `slices` itself (or `slices[index]`), unchanged.
+
+    Args:
+        slices: a subject's stack (s, m, h, w), in memory or memory-mapped.
+        n: context slices on each side (`train.model.context_slices`).
+        z: the axial position of each slice (`SliceGeometry.z`); None: 0..s-1 (contiguous).
+            Neighbours follow `context_indices`.
+        index: one slice only: returns its (m * (2n + 1), h, w) input, reading only the
+            2n + 1 slices it needs.
+
+    Returns:
+        (s, m * (2n + 1), h, w), or (m * (2n + 1), h, w) for `index`, of `slices`' dtype.
+
+    Raises:
+        BrainsegError: z does not give one position per slice.
+    """
+    if z is None:
+        z = range(len(slices))
+    if len(z) != len(slices):
+        raise BrainsegError(f"{len(z)} slice positions for {len(slices)} slices")
+    if n == 0:
+        return slices if index is None else slices[index]
+    idx = context_indices(z, n)
+    if index is not None:
+        picked = np.asarray(slices[idx[index]])  # (2n + 1, m, h, w)
+        return picked.transpose(1, 0, 2, 3).reshape(-1, *picked.shape[2:])
+    s, m, h, w = slices.shape
+    out = np.empty((s, m, 2 * n + 1, h, w), dtype=slices.dtype)
+    for j in range(2 * n + 1):
+        out[:, :, j] = slices[idx[:, j]]
+    return out.reshape(s, m * (2 * n + 1), h, w)

@@ -1,8 +1,9 @@
 """`brainseg export`: a trained checkpoint as an ONNX model for ONNX Runtime deployments.
 
 The graph is the checkpoint's network (a fold ensemble: one graph that averages its
-members' probabilities, as `Ensemble.forward` does) from normalized slices to logits,
-with a dynamic batch, height and width. Its `metadata_props` carry what prediction
+members' probabilities, as `Ensemble.forward` does) from normalized slices (with 2.5D
+context: the stacked channels of `stack_context`) to logits, with a dynamic batch,
+height and width. Its `metadata_props` carry what prediction
 needs besides the weights: the checkpoint's config as JSON (`brainseg_config`:
 preprocessing, output mode, modalities, regions), the brainseg version and the
 checkpoint's SHA-256. `brainseg predict --model model.onnx` reads them and runs the
@@ -21,7 +22,7 @@ import torch
 
 from brainseg import __version__
 from brainseg.errors import BrainsegError
-from brainseg.evaluation.inference import CONFIG_ATTRIBUTE, load_checkpoint, model_modalities
+from brainseg.evaluation.inference import CONFIG_ATTRIBUTE, input_channels, load_checkpoint
 from brainseg.evaluation.onnx_graph import (
     PRECISIONS,
     OnnxNetwork,
@@ -52,10 +53,11 @@ def model_metadata(config: dict[str, Any], checkpoint: Path) -> dict[str, str]:
 
 def example_input(config: dict[str, Any], n: int = 2, shrink: int = 0,
                   seed: int = 0) -> torch.Tensor:
-    """Random normalized slices (n, c, s - shrink, s - shrink) of the model's c modalities
-    at its slice size s (`extract.image_size`)."""
+    """Random normalized slices (n, c, s - shrink, s - shrink) of the model's c input
+    channels (`input_channels`: modalities, times 2k + 1 with 2.5D context k) at its slice
+    size s (`extract.image_size`)."""
     size = config["extract"]["image_size"] - shrink
-    channels = len(model_modalities(config))
+    channels = input_channels(config)
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(n, channels, size, size, generator=generator)
 

@@ -18,6 +18,7 @@ from brainseg.data.preprocess import (
     SliceGeometry,
     extract_slices,
     normalize_slices,
+    stack_context,
     to_original_grid,
 )
 from brainseg.errors import BrainsegError
@@ -85,7 +86,8 @@ CONFIG_KEYS: dict[str, tuple[str, ...]] = {
 
 
 def check_config(config: Any, source: str) -> None:
-    """Refuse a model config lacking what prediction needs (see `CONFIG_KEYS`)."""
+    """Refuse a model config lacking what prediction needs (see `CONFIG_KEYS`), or whose
+    `in_channels` are not its modalities times 2n + 1 (`input_channels`)."""
     if not isinstance(config, dict):
         raise BrainsegError(f"{source}: model config is not a mapping")
     for section, keys in CONFIG_KEYS.items():
@@ -93,6 +95,15 @@ def check_config(config: Any, source: str) -> None:
         missing = [k for k in keys if not isinstance(got, dict) or k not in got]
         if missing:
             raise BrainsegError(f"{source}: model config lacks {section}.{missing[0]}")
+    have = config["model"].get("in_channels")
+    try:
+        want = input_channels(config)
+    except BrainsegError as exc:
+        raise BrainsegError(f"{source}: {exc}") from exc
+    if have is not None and have != want:
+        raise BrainsegError(f"{source}: model.in_channels {have} is not the input of its "
+                            f"{len(model_modalities(config))} modalities with context_slices "
+                            f"{model_context(config)} ({want} channels)")
 
 
 def _build(config: dict[str, Any], source: str) -> torch.nn.Module:
@@ -210,17 +221,37 @@ def load_model(ref: str, device: str = "cpu",
 
 def prepare_volume(config: dict[str, Any], image: np.ndarray | Sequence[np.ndarray]
                    ) -> tuple[np.ndarray, SliceGeometry]:
-    """Normalized slices (s, m, h, w) of a volume (m, x, y, z) and their geometry.
+    """The model's input (s, m * (2n + 1), h, w) for a volume (m, x, y, z), and its geometry.
 
     Exactly the preprocessing of the training data (`extract_slices`, `normalize_slices`,
-    with the params stored in the checkpoint).
+    with the params stored in the checkpoint), and its 2.5D stacking of n =
+    `model_context(config)` neighbouring slices each side (`stack_context`; n = 0: the
+    normalized slices (s, m, h, w) themselves).
     """
     ext, norm = config["extract"], config["normalize"]
     slices, _, brain, geo = extract_slices(
         image, None, ext["image_size"], ext["margin"], ext["min_brain_pixels"]
     )
     normed, _ = normalize_slices(slices, brain, tuple(norm["clip_percentiles"]))
-    return normed, geo
+    return stack_context(normed, model_context(config), geo.z), geo
+
+
+def model_context(config: dict[str, Any]) -> int:
+    """The 2.5D context n of a checkpoint config (`train.model.context_slices`): the model
+    takes n slices each side of its target; a config written without it: 0.
+
+    Raises:
+        BrainsegError: the value is not an integer >= 0.
+    """
+    n = config["model"].get("context_slices", 0)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise BrainsegError(f"model config: context_slices should be an integer >= 0, got {n!r}")
+    return n
+
+
+def input_channels(config: dict[str, Any]) -> int:
+    """The channels of the model's input: its modalities times 2n + 1 (`model_context`)."""
+    return len(model_modalities(config)) * (2 * model_context(config) + 1)
 
 
 def model_modalities(config: dict[str, Any]) -> tuple[str, ...]:

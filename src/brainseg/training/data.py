@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from brainseg.data.labels import REGIONS, check_regions, common_regions
 from brainseg.data.modalities import MODALITIES
+from brainseg.data.preprocess import stack_context
 from brainseg.errors import BrainsegError
 from brainseg.training.transforms import (
     BrainBrightnessContrast,
@@ -54,30 +55,37 @@ def _spatial(cfg: dict[str, Any]) -> list[A.BasicTransform]:
     ]
 
 
-def build_augmentation(cfg: dict[str, Any], seed: int,
-                       save_applied_params: bool = False) -> A.Compose:
+def build_augmentation(cfg: dict[str, Any], seed: int, save_applied_params: bool = False,
+                       context_slices: int = 0) -> A.Compose:
     """Every transform of `train.augment`, in order: spatial, gamma, brightness/contrast,
     noise, blur (a transform with p = 0 is never applied).
 
-    Images are float32 (h, w, 4) z-scores, masks uint8 (h, w) BraTS labels: spatial
+    Images are float32 (h, w, c) z-scores, masks uint8 (h, w) BraTS labels: spatial
     transforms move both alike (nearest neighbour for the mask, so labels stay in
-    {0, 1, 2, 4}); intensity transforms never clip (see `brainseg.training.transforms`).
+    {0, 1, 2, 4}), and every channel alike; intensity transforms never clip (see
+    `brainseg.training.transforms`). With 2.5D input the c = m * (2n + 1) channels are
+    the n context slices each side of every modality (`stack_context`): an intensity
+    change is drawn per modality and applied to all its slices.
 
     Args:
         cfg: the `train.augment` params, validated (the schema holds the ranges
             albumentations accepts).
         seed: seed of the transforms' random stream (one stream shared by all of them).
         save_applied_params: record what was applied in the output's `applied_transforms`.
+        context_slices: n of `train.model.context_slices` (0: one slice per modality).
     """
+    context = 2 * context_slices + 1
     compose = A.Compose(
         [
             *_spatial(cfg),
-            BrainGamma(gamma_range=tuple(cfg["gamma"]["range"]), p=cfg["gamma"]["p"]),
+            BrainGamma(gamma_range=tuple(cfg["gamma"]["range"]), p=cfg["gamma"]["p"],
+                       context=context),
             BrainBrightnessContrast(brightness=cfg["brightness_contrast"]["brightness"],
                                     contrast=cfg["brightness_contrast"]["contrast"],
-                                    p=cfg["brightness_contrast"]["p"]),
+                                    p=cfg["brightness_contrast"]["p"], context=context),
             BrainGaussianNoise(std_range=tuple(cfg["noise"]["std"]), p=cfg["noise"]["p"]),
-            FloatGaussianBlur(sigma_range=tuple(cfg["blur"]["sigma"]), p=cfg["blur"]["p"]),
+            FloatGaussianBlur(sigma_range=tuple(cfg["blur"]["sigma"]), p=cfg["blur"]["p"],
+                              context=context),
         ],
         save_applied_params=save_applied_params,
     )
@@ -137,8 +145,47 @@ def load_subject_slices(folder: Path, mmap: bool = True) -> tuple[np.ndarray, np
     return image, label
 
 
+def slice_positions(folder: Path, count: int) -> tuple[int, ...]:
+    """The axial position in the volume of each of a subject's `count` stored slices.
+
+    Read from `meta.json` (geometry z, written by `normalize`); a store without it: the
+    slices are taken as contiguous (0..count-1).
+
+    Raises:
+        BrainsegError: meta.json unreadable, or its z does not list `count` positions.
+    """
+    path = folder / "meta.json"
+    try:
+        meta = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError) as exc:
+        raise BrainsegError(f"{path}: cannot read: {exc}") from exc
+    z = meta.get("geometry", {}).get("z")
+    if z is None:
+        return tuple(range(count))
+    if len(z) != count:
+        raise BrainsegError(f"{path}: geometry.z lists {len(z)} slices, image.npy holds {count}")
+    return tuple(int(v) for v in z)
+
+
+def load_subject_inputs(folder: Path, context_slices: int = 0, mmap: bool = True
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """The model inputs (s, m * (2n + 1), h, w) and labels (s, h, w) of one subject.
+
+    `load_subject_slices` stacked with `context_slices` = n neighbours each side
+    (`stack_context`; n = 0: the stored slices themselves).
+    """
+    image, label = load_subject_slices(folder, mmap)
+    if context_slices == 0:
+        return image, label
+    return stack_context(image, context_slices, slice_positions(folder, len(image))), label
+
+
 class SliceDataset(Dataset):
     """All axial slices of a list of subjects, as (image, BraTS labels) tensors.
+
+    With `context_slices` = n > 0 an image is the 2.5D input of its slice: each modality
+    at the n neighbouring slices each side (`stack_context`: modality-major, edges
+    repeated), m * (2n + 1) channels, augmented with one spatial transform for all.
 
     An item is `dataset[index]` (the transform draws from its own running stream) or
     `dataset[(index, sample_seed)]` (the transform is reseeded from `sample_seed` first,
@@ -149,8 +196,12 @@ class SliceDataset(Dataset):
         has_tumor: bool (len(self),): the slice holds a label > 0.
     """
 
-    def __init__(self, folders: list[Path], transform: A.Compose | None = None) -> None:
+    def __init__(self, folders: list[Path], transform: A.Compose | None = None,
+                 context_slices: int = 0) -> None:
         self.arrays = [load_subject_slices(f) for f in folders]
+        self.context_slices = context_slices
+        self.positions = [slice_positions(f, len(img))
+                          for f, (img, _) in zip(folders, self.arrays, strict=True)]
         self.index = [(i, k) for i, (img, _) in enumerate(self.arrays) for k in range(len(img))]
         self.transform = transform
         # labels are uint8, so "any label > 0" is "any non-zero"; one pass over label.npy
@@ -162,12 +213,13 @@ class SliceDataset(Dataset):
         return len(self.index)
 
     def sample(self, item: int | tuple[int, int]) -> dict[str, Any]:
-        """The (possibly augmented) arrays of one item: `image` float32 (h, w, 4), `mask`
+        """The (possibly augmented) arrays of one item: `image` float32 (h, w, c), `mask`
         uint8 (h, w), and `applied_transforms` when the transform records them."""
         idx, seed = (item[0], item[1]) if isinstance(item, tuple | list) else (item, None)
         idx, seed = int(idx), None if seed is None else int(seed)
         i, k = self.index[idx]
-        data = {"image": np.asarray(self.arrays[i][0][k], dtype=np.float32).transpose(1, 2, 0),
+        image = stack_context(self.arrays[i][0], self.context_slices, self.positions[i], k)
+        data = {"image": np.asarray(image, dtype=np.float32).transpose(1, 2, 0),
                 "mask": np.asarray(self.arrays[i][1][k])}
         if self.transform is None:
             return data
@@ -176,7 +228,8 @@ class SliceDataset(Dataset):
         return self.transform(**data)
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Image float32 (4, h, w) and labels int64 (h, w) with BraTS values 0/1/2/4."""
+        """Image float32 (c, h, w) and labels int64 (h, w) with BraTS values 0/1/2/4
+        (c = m * (2n + 1) channels: m modalities, n context slices)."""
         data = self.sample(item)
         image = np.ascontiguousarray(data["image"].transpose(2, 0, 1), dtype=np.float32)
         label = np.ascontiguousarray(data["mask"], dtype=np.int64)

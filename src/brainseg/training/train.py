@@ -38,7 +38,12 @@ from brainseg.runtime import (
     set_threads,
 )
 from brainseg.training import distributed
-from brainseg.training.data import SliceDataset, build_augmentation, slice_channels
+from brainseg.training.data import (
+    SliceDataset,
+    build_augmentation,
+    load_subject_inputs,
+    slice_channels,
+)
 from brainseg.training.losses import SegmentationLoss
 from brainseg.training.mlflow_run import TrainingRun
 from brainseg.training.optim import build_optimizer, build_scheduler, clip_gradients
@@ -53,12 +58,14 @@ def model_config(params: dict[str, Any], modalities: tuple[str, ...] = MODALITIE
                  regions: tuple[str, ...] = REGIONS) -> dict[str, Any]:
     """What a checkpoint stores to rebuild the model, preprocess new scans and read its output.
 
-    `modalities` are the input channels, in order (`in_channels` is their number): a scan
-    to segment must have each of them. `regions` are those it was trained on (WT alone
+    `modalities` are the input modalities, in order: a scan to segment must have each of
+    them. `in_channels` is their number times 2n + 1 with n = `context_slices` (2.5D input,
+    `brainseg.data.preprocess.stack_context`). `regions` are those it was trained on (WT alone
     for whole-tumour-only labels): the others are neither predicted nor scored.
     """
     cfg = params["train"]
-    return {"model": {**cfg["model"], "in_channels": len(modalities),
+    context = 2 * cfg["model"]["context_slices"] + 1
+    return {"model": {**cfg["model"], "in_channels": len(modalities) * context,
                       "out_channels": out_channels(cfg["model"]["output"])},
             "extract": params["extract"], "normalize": params["normalize"],
             "modalities": list(modalities), "regions": list(regions)}
@@ -75,7 +82,9 @@ class Trainer:
             raise BrainsegError("train.precision fp16 needs a CUDA device; use bf16 on CPU")
         seed_everything(self.seed)
         train = [slices_dir / s for s in subjects_in_split(splits_path, "train", fold)]
-        self.dataset = SliceDataset(train, build_augmentation(cfg["augment"], self.seed))
+        self.context_slices = cfg["model"]["context_slices"]
+        self.dataset = SliceDataset(train, build_augmentation(
+            cfg["augment"], self.seed, context_slices=self.context_slices), self.context_slices)
         self.val_folders = [slices_dir / s for s in subjects_in_split(splits_path, "val", fold)]
         modalities, self.regions = slice_channels(train + self.val_folders)
         if self.regions != REGIONS:
@@ -146,11 +155,11 @@ class Trainer:
         with autocast(self.cfg["precision"], self.ctx.device):
             return validate(self.model, self.val_folders, self.loss_fn,
                             self.cfg["model"]["output"], self.cfg["batch_size"],
-                            self.ctx.device, self.memory, self.regions)
+                            self.ctx.device, self.memory, self.regions, self.context_slices)
 
     def example(self) -> np.ndarray:
-        """One validation slice (1, m, h, w) float32: the MLflow model's input example."""
-        image = np.load(self.val_folders[0] / "image.npy", mmap_mode="r")
+        """One validation slice (1, c, h, w) float32: the MLflow model's input example."""
+        image, _ = load_subject_inputs(self.val_folders[0], self.context_slices)
         return np.asarray(image[len(image) // 2: len(image) // 2 + 1], dtype=np.float32)
 
 

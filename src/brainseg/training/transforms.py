@@ -35,6 +35,16 @@ def _channels(params: dict[str, Any]) -> int:
     return shape[2] if len(shape) == 3 else 1
 
 
+def _draws(params: dict[str, Any], context: int) -> int:
+    """Values to draw: one per modality (the image's channels are `context` slices of each)."""
+    return max(_channels(params) // context, 1)
+
+
+def _per_channel(values: np.ndarray | list[float], context: int) -> list[float]:
+    """Per-modality values repeated for each of its `context` slices (modality-major)."""
+    return np.repeat(np.asarray(values, dtype=float), context).tolist()
+
+
 def _as_hwc(img: np.ndarray) -> np.ndarray:
     return img[..., None] if img.ndim == 2 else img
 
@@ -51,11 +61,15 @@ class BrainGamma(ImageOnlyTransform):
     Args:
         gamma_range: (low, high), positive.
         p: probability of applying the transform.
+        context: the image's channels are `context` consecutive slices of each modality
+            (2.5D input, modality-major): one value is drawn per modality, for all its slices.
     """
 
-    def __init__(self, gamma_range: tuple[float, float] = (0.7, 1.5), p: float = 0.5):
+    def __init__(self, gamma_range: tuple[float, float] = (0.7, 1.5), p: float = 0.5,
+                 context: int = 1):
         super().__init__(p=p)
         self.gamma_range = (float(gamma_range[0]), float(gamma_range[1]))
+        self.context = int(context)
 
     def _draw(self) -> float:
         low, high = self.gamma_range
@@ -65,7 +79,8 @@ class BrainGamma(ImageOnlyTransform):
 
     def get_params_dependent_on_data(self, params: dict[str, Any],
                                      data: dict[str, Any]) -> dict[str, Any]:
-        return {"gamma": [self._draw() for _ in range(_channels(params))]}
+        gamma = [self._draw() for _ in range(_draws(params, self.context))]
+        return {"gamma": gamma if self.context == 1 else _per_channel(gamma, self.context)}
 
     def apply(self, img: np.ndarray, gamma: list[float], **params: Any) -> np.ndarray:
         out = _as_hwc(img).copy()
@@ -93,19 +108,25 @@ class BrainBrightnessContrast(ImageOnlyTransform):
         contrast: the factor is uniform on [1 - contrast, 1 + contrast] (a multiplicative
             change around the z-score origin, the brain's mean).
         p: probability of applying the transform.
+        context: the image's channels are `context` consecutive slices of each modality
+            (2.5D input, modality-major): one value is drawn per modality, for all its slices.
     """
 
-    def __init__(self, brightness: float = 0.1, contrast: float = 0.1, p: float = 0.5):
+    def __init__(self, brightness: float = 0.1, contrast: float = 0.1, p: float = 0.5,
+                 context: int = 1):
         super().__init__(p=p)
         self.brightness = float(brightness)
         self.contrast = float(contrast)
+        self.context = int(context)
 
     def get_params_dependent_on_data(self, params: dict[str, Any],
                                      data: dict[str, Any]) -> dict[str, Any]:
-        n = _channels(params)
+        n, context = _draws(params, self.context), self.context
         rng = self.random_generator
-        return {"brightness": rng.uniform(-self.brightness, self.brightness, n).tolist(),
-                "contrast": rng.uniform(1 - self.contrast, 1 + self.contrast, n).tolist()}
+        brightness = rng.uniform(-self.brightness, self.brightness, n)
+        contrast = rng.uniform(1 - self.contrast, 1 + self.contrast, n)
+        return {"brightness": _per_channel(brightness, context),
+                "contrast": _per_channel(contrast, context)}
 
     def apply(self, img: np.ndarray, brightness: list[float], contrast: list[float],
               **params: Any) -> np.ndarray:
@@ -150,16 +171,20 @@ class FloatGaussianBlur(ImageOnlyTransform):
     Args:
         sigma_range: (low, high) of the blur's standard deviation in pixels.
         p: probability of applying the transform.
+        context: the image's channels are `context` consecutive slices of each modality
+            (2.5D input, modality-major): one value is drawn per modality, for all its slices.
     """
 
-    def __init__(self, sigma_range: tuple[float, float] = (0.5, 1.0), p: float = 0.5):
+    def __init__(self, sigma_range: tuple[float, float] = (0.5, 1.0), p: float = 0.5,
+                 context: int = 1):
         super().__init__(p=p)
         self.sigma_range = (float(sigma_range[0]), float(sigma_range[1]))
+        self.context = int(context)
 
     def get_params_dependent_on_data(self, params: dict[str, Any],
                                      data: dict[str, Any]) -> dict[str, Any]:
-        n = _channels(params)
-        return {"sigma": self.random_generator.uniform(*self.sigma_range, n).tolist()}
+        sigma = self.random_generator.uniform(*self.sigma_range, _draws(params, self.context))
+        return {"sigma": _per_channel(sigma, self.context)}
 
     def apply(self, img: np.ndarray, sigma: list[float], **params: Any) -> np.ndarray:
         out = _as_hwc(img)

@@ -11,7 +11,7 @@ from brainseg.data.labels import REGIONS, labels_to_regions
 from brainseg.evaluation.metrics import dice
 from brainseg.models.logits import iter_logits
 from brainseg.models.outputs import region_probabilities
-from brainseg.training.data import load_subject_slices
+from brainseg.training.data import load_subject_inputs
 
 # The history columns `validate` fills (NaN in the epochs that are not validated).
 VAL_COLUMNS = ("val_loss", *(f"val_dice_{r}" for r in REGIONS), "val_dice_mean")
@@ -21,12 +21,13 @@ VAL_COLUMNS = ("val_loss", *(f"val_dice_{r}" for r in REGIONS), "val_dice_mean")
 def validate(model: torch.nn.Module, folders: list[Path], loss_fn: torch.nn.Module, output: str,
              batch_size: int, device: str,
              memory: torch.memory_format = torch.channels_last,
-             regions: tuple[str, ...] = REGIONS) -> dict[str, float]:
+             regions: tuple[str, ...] = REGIONS, context_slices: int = 0) -> dict[str, float]:
     """Mean validation loss, and mean over subjects of the 3D Dice (slice space) per region.
 
     Args:
         regions: the regions the labels annotate; the others' Dice is NaN (not
             available), and "val_dice_mean" is the mean over `regions`.
+        context_slices: the model's 2.5D context (`load_subject_inputs`).
 
     Returns:
         {"val_loss", "val_dice_WT", "val_dice_TC", "val_dice_ET", "val_dice_mean"}.
@@ -35,7 +36,7 @@ def validate(model: torch.nn.Module, folders: list[Path], loss_fn: torch.nn.Modu
     scores: dict[str, list[float]] = {r: [] for r in REGIONS}
     losses = []
     for folder in folders:
-        image, label = load_subject_slices(folder, mmap=False)
+        image, label = load_subject_inputs(folder, context_slices, mmap=False)
         probs, loss_sum = [], 0.0
         for start, logits in iter_logits(model, image, batch_size, device, memory):
             y = torch.from_numpy(label[start:start + len(logits)].astype(np.int64)).to(device)
