@@ -1,4 +1,5 @@
-"""Run one function per subject, in a process pool, with a progress bar."""
+"""Run one function per subject, in a process pool, with a progress bar; read the next
+subject while the current one is worked on."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import ctypes
 import functools
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, wait
+from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
+
+Item = TypeVar("Item")
+Loaded = TypeVar("Loaded")
 
 
 def default_jobs(jobs: int) -> int:
@@ -71,6 +75,31 @@ def map_subjects(
             pool.shutdown(wait=True)
     bar.close()
     return results
+
+
+def read_ahead(load: Callable[[Item], Loaded], items: Sequence[Item]
+               ) -> Iterator[tuple[Item, Callable[[], Loaded]]]:
+    """Each item with a getter of `load(item)`, loaded one item ahead in a thread.
+
+    While the caller works on item k (a forward pass that releases the GIL), item k + 1 is
+    read and decoded beside it; at most two items are held at once. The getter returns
+    what `load` returned or raises what it raised, so a caller handles one item's failure
+    as if it had called `load` itself. Results do not depend on the overlap: `load` runs
+    once per item, in order.
+    """
+    if not items:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as pool:
+        ahead = pool.submit(load, items[0])
+        try:
+            for k, item in enumerate(items):
+                current = ahead
+                wait([current])  # item k read before k + 1 starts: two items at most
+                if k + 1 < len(items):
+                    ahead = pool.submit(load, items[k + 1])
+                yield item, current.result
+        finally:  # the caller stopped early: nothing more is read
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 # the main process that started this worker (set by `_worker_start`)

@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from brainseg.data.labels import NOT_AVAILABLE, REGIONS
-from brainseg.data.loading import load_subject
+from brainseg.data.loading import Subject, load_subject
 from brainseg.data.split import n_folds, read_splits
 from brainseg.evaluation.folds import fold_models
 from brainseg.evaluation.inference import (
@@ -51,6 +51,7 @@ from brainseg.evaluation.lesions import (
 from brainseg.evaluation.metrics import METRICS, region_metrics
 from brainseg.io.atomic import atomic_dir, write_text
 from brainseg.io.nifti import save_nifti
+from brainseg.parallel import read_ahead
 from brainseg.runtime import add_runtime_arguments, resolve_device, set_threads
 from brainseg.tracking import log_to_run, tag_model_version
 
@@ -161,10 +162,12 @@ def run_evaluate(*, params: dict[str, Any], model: Path, splits: Path, raw_dir: 
     rows = []
     with atomic_dir(pred_dir) as tmp:
         for fold, member, subjects in scoring_plan(net, table):
-            for subject in tqdm(subjects, desc="evaluate", unit="subject"):
-                row = {"subject": subject, **({"fold": fold} if cv else {})}
-                row.update(score_subject(member, config, raw_dir / subject, settings,
-                                         cfg["batch_size"], device, tmp, rules))
+            # the next subject is read while the network runs on this one
+            for subject, loaded in tqdm(read_ahead(read_native, [raw_dir / s for s in subjects]),
+                                        total=len(subjects), desc="evaluate", unit="subject"):
+                row = {"subject": subject.name, **({"fold": fold} if cv else {})}
+                row.update(score_subject(member, config, subject, settings, cfg["batch_size"],
+                                         device, tmp, rules, loaded()))
                 rows.append(row)
     per_subject = pd.DataFrame(rows)
     write_text(per_subject_out, per_subject.to_csv(index=False, lineterminator="\n",
@@ -186,13 +189,20 @@ def run_evaluate(*, params: dict[str, Any], model: Path, splits: Path, raw_dir: 
     return metrics
 
 
+def read_native(folder: Path) -> Subject:
+    """A raw subject as scoring reads it: native volumes (only read by extract_slices)."""
+    return load_subject(folder, native=True)
+
+
 def score_subject(model: torch.nn.Module, config: dict[str, Any], folder: Path,
                   settings: PostprocessSettings, batch_size: int, device: str,
-                  pred_dir: Path, rules: LesionRules = DEFAULT_RULES) -> dict[str, float]:
+                  pred_dir: Path, rules: LesionRules = DEFAULT_RULES,
+                  loaded: Subject | None = None) -> dict[str, float]:
     """Segment one raw subject, write `<pred_dir>/<subject>_seg.nii.gz`, return its
     whole-volume and lesion-wise metrics (`rules`), NaN for a region it does not annotate
-    or the model was not trained on."""
-    loaded = load_subject(folder, native=True)  # only read by extract_slices
+    or the model was not trained on. `loaded`: the folder already read by `read_native`."""
+    if loaded is None:
+        loaded = read_native(folder)
     image = model_inputs(config, loaded.image, loaded.modalities, folder)
     probs = predict_probabilities(model, config, image, batch_size, device, settings.flip_tta)
     labels = apply(probs, settings, loaded.spacing)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -35,6 +36,7 @@ from brainseg.evaluation.labelmaps import PostprocessSettings, apply, read_setti
 from brainseg.io.listing import subject_folders, visible
 from brainseg.io.nifti import SUFFIXES, save_nifti, voxel_spacing
 from brainseg.io.orientation import Reorientation
+from brainseg.parallel import read_ahead
 from brainseg.runtime import add_device_arguments, resolve_device, set_threads
 from brainseg.tracking import add_tracking_argument
 
@@ -54,7 +56,29 @@ class Predictor:
     device: str = "cpu"
 
 
-def predict_subject(predictor: Predictor, inputs: SubjectFiles, output: Path) -> Path:
+@dataclass(frozen=True)
+class SubjectVolume:
+    """One subject's inputs, read and turned to the model's axes (`read_subject`)."""
+
+    inputs: SubjectFiles
+    image: np.ndarray  # float32 (m, x', y', z'), the model's axis order
+    ref: nib.Nifti1Image  # the first file: the grid the prediction is written on
+    turn: Reorientation
+
+
+def read_subject(inputs: SubjectFiles) -> SubjectVolume:
+    """Read a subject's modality files and turn them to the model's axes.
+
+    Raises:
+        BrainsegError: an input file is missing, unreadable or on another grid.
+    """
+    image, ref = load_modalities(inputs)
+    turn = Reorientation.of(ref.affine)
+    return SubjectVolume(inputs, np.stack([turn.apply(channel) for channel in image]), ref, turn)
+
+
+def predict_subject(predictor: Predictor, inputs: SubjectFiles | SubjectVolume,
+                    output: Path) -> Path:
     """Segment one subject and write its label map atomically to `output`.
 
     Returns:
@@ -64,20 +88,19 @@ def predict_subject(predictor: Predictor, inputs: SubjectFiles, output: Path) ->
     Raises:
         BrainsegError: an input file is missing, unreadable or on another grid.
     """
-    image, ref = load_modalities(inputs)
-    turn = Reorientation.of(ref.affine)
-    model_axes = np.stack([turn.apply(channel) for channel in image])  # (m, x', y', z')
-    probs = predict_probabilities(predictor.model, predictor.config, model_axes,
+    volume = inputs if isinstance(inputs, SubjectVolume) else read_subject(inputs)
+    probs = predict_probabilities(predictor.model, predictor.config, volume.image,
                                   predictor.batch_size, predictor.device,
                                   predictor.settings.flip_tta)
+    ref, turn = volume.ref, volume.turn
     # only the voxel volume enters the post-processing: the axis order does not matter
     labels = apply(probs, predictor.settings, voxel_spacing(ref.header))
-    labels = from_internal_labels(turn.undo(labels), inputs.layout)
+    labels = from_internal_labels(turn.undo(labels), volume.inputs.layout)
     header = ref.header.copy()
     header["cal_min"], header["cal_max"] = 0, 0  # the scan's display range is not a label's
     save_nifti(output, labels, ref.affine, header)
-    log.debug("%s: axes %s, %s labels -> %s", inputs.subject, "".join(turn.source),
-              inputs.layout, output)
+    log.debug("%s: axes %s, %s labels -> %s", volume.inputs.subject, "".join(turn.source),
+              volume.inputs.layout, output)
     return output
 
 
@@ -92,18 +115,25 @@ def _has_nifti(folder: Path) -> bool:
 def predict_batch(predictor: Predictor, root: Path, out_dir: Path, layout: str) -> list[Path]:
     """Segment every subject folder of `root` into `<out_dir>/<subject>_seg.nii.gz`.
 
-    A subject that fails is logged by name and skipped; the others are still written.
+    A subject that fails is logged by name and skipped; the others are still written. The
+    next subject is read (`read_ahead`) while the network runs on the current one.
 
     Raises:
         BrainsegError: after all subjects, naming those that failed.
     """
     folders = subject_folders(root)
+    modalities = model_modalities(predictor.config)
+
+    def read(folder: Path) -> SubjectVolume:
+        return read_subject(folder_files(folder, layout, modalities))
+
     written, failed = [], []
-    for folder in tqdm(folders, desc="predict", unit="subject"):
+    # the next subject is read while the network runs on this one
+    for folder, volume in tqdm(read_ahead(read, folders), total=len(folders), desc="predict",
+                               unit="subject"):
         try:
             target = out_dir / f"{folder.name}_seg.nii.gz"
-            files = folder_files(folder, layout, model_modalities(predictor.config))
-            written.append(predict_subject(predictor, files, target))
+            written.append(predict_subject(predictor, volume(), target))
         except BrainsegError as exc:
             log.error("%s: failed: %s", folder.name, exc)
             failed.append(folder.name)
