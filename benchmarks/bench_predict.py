@@ -15,7 +15,9 @@ the output (`run_predict`, model loading included); the first call is reported a
 times one `run_predict` over a folder of N subject folders (copies of the case; the
 next subject is read while the network runs on the current one) in seconds per subject
 (target <= 1.5 s), against the floor of the forward passes alone (the preprocessed slices
-through the network, no reading, mapping back or writing).
+through the network, no reading, mapping back or writing), in fp32 and with `--precision
+bf16`, and how many voxels of the bf16 labels are the fp32 ones (`--checkpoint`: a trained
+model; `--batch-input`: real subjects instead of copies).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import torch
 
 from benchmarks.common import Figure, record, setup_logging
@@ -39,6 +43,7 @@ from brainseg.evaluation.predict import read_subject, run_predict
 from brainseg.models.logits import predict_slices
 from brainseg.models.unet import build_model
 from brainseg.params import load_params
+from brainseg.runtime import autocast, native_bf16
 
 log = logging.getLogger("bench_predict")
 REPO = Path(__file__).resolve().parents[1]
@@ -69,6 +74,12 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
     parser.add_argument("--cli", action="store_true",
                         help="also time `brainseg predict` as a fresh command, and its start-up")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="a trained checkpoint for --batch (default: random weights; the "
+                             "bf16 agreement is only meaningful for a trained model)")
+    parser.add_argument("--batch-input", type=Path, default=None, metavar="DIR",
+                        help="a folder of subject folders for --batch (default: N copies of "
+                             "--input)")
     parser.add_argument("--batch", type=int, default=0, metavar="N",
                         help="also time one command over N subjects, against the forward "
                              "passes alone (0: not)")
@@ -111,7 +122,9 @@ def main() -> None:
         if args.cli:
             figures.append(startup_figure(args.repeats))
         if args.batch:
-            figures += batch_figures(ckpt, args.input, args.batch, Path(tmp), args.repeats)
+            model = args.checkpoint or ckpt
+            figures += batch_figures(model, args.input, args.batch, Path(tmp), args.repeats,
+                                     args.batch_input)
         record("predict", figures)
 
 
@@ -128,35 +141,63 @@ def startup_figure(repeats: int) -> Figure:
                   extra={"times": times})
 
 
-def batch_figures(ckpt: Path, case: Path, n: int, tmp: Path, repeats: int) -> list[Figure]:
-    """One `run_predict` over a folder of n copies of `case`, and the forward-pass floor."""
-    root, out = tmp / "batch", tmp / "batch-out"
-    root.mkdir()
-    for k in range(n):
-        (root / f"S{k:03d}").symlink_to(case.resolve(), target_is_directory=True)
-    run_predict(model=str(ckpt), inputs=[root], output=out)  # warm-up
-    per_subject = [timed(lambda: run_predict(model=str(ckpt), inputs=[root], output=out)) / n
-                   for _ in range(repeats)]
+def batch_figures(ckpt: Path, case: Path, n: int, tmp: Path, repeats: int,
+                  root: Path | None = None) -> list[Figure]:
+    """One `run_predict` over a folder of subjects (`root`, else n copies of `case`), in
+    fp32 and in bf16, and the forward-pass floor of each; the bf16 labels against fp32."""
+    if root is None:
+        root = tmp / "batch"
+        root.mkdir()
+        for k in range(n):
+            (root / f"S{k:03d}").symlink_to(case.resolve(), target_is_directory=True)
+    n = len([p for p in root.iterdir() if p.is_dir()])
     model, config = load_model(str(ckpt))
     normed, _ = prepare_volume(config, read_subject(folder_files(case)).image)
-    predict_slices(model, normed, 32, "cpu", output_mode(config))  # warm-up
-    floor = statistics.median(
-        timed(lambda: predict_slices(model, normed, 32, "cpu", output_mode(config)))
-        for _ in range(repeats))
-    value = statistics.median(per_subject)
     command = f"python -m benchmarks.bench_predict --batch {n}"
-    return [
-        Figure("predict.forward_floor", "forward passes alone, one 240x240x155 subject", floor,
-               "s/subject", repeats=repeats, command=command,
-               note=f"{len(normed)} preprocessed slices through the network, batch 32"),
-        Figure("predict.batch", f"brainseg predict, a folder of {n} subjects, no TTA", value,
-               "s/subject", reference=floor, reference_label="forward passes alone",
-               ratio=value / floor, ratio_label="x floor", target="<= 1.5 s",
-               met=value <= 1.5, repeats=repeats, command=command,
-               note="one command, model loading included; the next subject read while the "
-                    "network runs; the same case's files n times (page-cached)",
-               extra={"per_subject": per_subject}),
-    ]
+    figures, outputs = [], {}
+    for precision in ("fp32", "bf16"):
+        out = outputs[precision] = tmp / f"batch-{precision}"
+
+        def batch(out: Path = out, precision: str = precision) -> None:
+            run_predict(model=str(ckpt), inputs=[root], output=out, precision=precision)
+
+        def forward(precision: str = precision) -> None:
+            with autocast(precision, "cpu"):
+                predict_slices(model, normed, 32, "cpu", output_mode(config))
+
+        batch()  # warm-up
+        per_subject = [timed(batch) / n for _ in range(repeats)]
+        forward()
+        floor = statistics.median(timed(forward) for _ in range(repeats))
+        value = statistics.median(per_subject)
+        native = "native" if native_bf16("cpu") else "emulated: no AMX or AVX-512 BF16"
+        tag = "" if precision == "fp32" else f", bf16 autocast ({native})"
+        figures += [
+            Figure(f"predict.forward_floor{'' if precision == 'fp32' else '_bf16'}",
+                   f"forward passes alone, one 240x240x155 subject{tag}", floor, "s/subject",
+                   repeats=repeats, command=command,
+                   note=f"{len(normed)} preprocessed slices through the network, batch 32"),
+            Figure(f"predict.batch{'' if precision == 'fp32' else '_bf16'}",
+                   f"brainseg predict, a folder of {n} subjects, no TTA{tag}", value,
+                   "s/subject", reference=floor, reference_label="forward passes alone",
+                   ratio=value / floor, ratio_label="x floor",
+                   target="<= 1.5 s" if precision == "fp32" else "",
+                   met=value <= 1.5 if precision == "fp32" else None, repeats=repeats,
+                   command=command,
+                   note="one command, model loading included; the next subject read while "
+                        f"the network runs; subjects from {root.name}",
+                   extra={"per_subject": per_subject}),
+        ]
+    same = total = 0
+    for a in sorted(outputs["fp32"].iterdir()):
+        x = np.asarray(nib.load(a).dataobj)
+        y = np.asarray(nib.load(outputs["bf16"] / a.name).dataobj)
+        same, total = same + int((x == y).sum()), total + x.size
+    figures.append(Figure(
+        "predict.bf16_agreement", "bf16 labels identical to fp32", 100 * same / total, "% voxels",
+        target=">= 99.99 %", met=same / total >= 0.9999, command=command,
+        note=f"every voxel of the {n} label maps; the model of --checkpoint"))
+    return figures
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from brainseg.parallel import default_jobs
 from brainseg.tracking import add_tracking_argument
 
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+# inference precision of `predict`: fp32, bf16 autocast, or auto (bf16 where native)
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "auto")
 
 
 def resolve_device(name: str) -> str:
@@ -53,6 +55,29 @@ def autocast(precision: str, device: str) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
+
+
+def native_bf16(device: str) -> bool:
+    """Whether `device` computes bf16 in hardware: a CUDA GPU that supports it, or a CPU
+    with AMX tiles or AVX-512 BF16 (without them, bf16 convolutions are emulated and run
+    several times slower than fp32)."""
+    if device.startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def resolve_precision(name: str, device: str) -> str:
+    """`fp32` or `bf16` for a `--precision` value; `auto` is bf16 where `native_bf16`.
+
+    Raises:
+        BrainsegError: an unknown name.
+    """
+    if name == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if name not in ("fp32", "bf16"):
+        raise BrainsegError(f"unknown precision '{name}' ({' | '.join(PRECISIONS)})")
+    return name
 
 
 def seed_everything(seed: int) -> None:

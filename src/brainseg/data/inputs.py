@@ -159,12 +159,15 @@ def listed_files(paths: list[Path], layout: str = "auto",
     return SubjectFiles(subject, {m: files[m] for m in modalities}, layout)
 
 
-def load_modalities(inputs: SubjectFiles) -> tuple[np.ndarray, nib.Nifti1Image]:
+def load_modalities(inputs: SubjectFiles, native: bool = False
+                    ) -> tuple[np.ndarray | tuple[np.ndarray, ...], nib.Nifti1Image]:
     """Read the modality files, checking they share one grid.
 
     Returns:
-        The image float32 (m, x, y, z) in the order of `inputs.files`, and the first
-        file's image (its affine and header describe the grid the prediction is written on).
+        The image float32 (m, x, y, z) in the order of `inputs.files` (with `native`: the
+        tuple of the m (x, y, z) volumes as decoded, integer data in its own dtype, no
+        stacked copy; what `extract_slices` reads), and the first file's image (its affine
+        and header describe the grid the prediction is written on).
 
     Raises:
         BrainsegError: a file unreadable, not 3D, not finite, or on another grid than the first.
@@ -173,10 +176,10 @@ def load_modalities(inputs: SubjectFiles) -> tuple[np.ndarray, nib.Nifti1Image]:
     ref_path = inputs.files[keys[0]]
     volumes, ref_img = [], None
     for key in keys:
-        data, img = load_nifti(inputs.files[key])
+        data, img = load_nifti(inputs.files[key], native=native)
         if ref_img is None:
             ref_img = img
         check_same_grid(inputs.files[key], img, ref_path, ref_img)
         volumes.append(data)
     assert ref_img is not None
-    return np.stack(volumes), ref_img
+    return (tuple(volumes) if native else np.stack(volumes)), ref_img

@@ -58,6 +58,11 @@ class Reorientation:
         """Volume (x, y, z) in the input's axes -> the same voxels in the model's axes."""
         return np.ascontiguousarray(orientations.apply_orientation(volume, self.forward))
 
+    def view(self, volume: np.ndarray) -> np.ndarray:
+        """`apply` without the copy: a view of `volume` in the model's axes (flips and axis
+        swaps only), in whatever memory order that leaves."""
+        return orientations.apply_orientation(volume, self.forward)
+
     def undo(self, volume: np.ndarray) -> np.ndarray:
         """Volume (x, y, z) in the model's axes -> the input's axes (exact inverse of apply)."""
         return np.ascontiguousarray(orientations.apply_orientation(volume, self.backward))
