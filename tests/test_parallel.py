@@ -70,7 +70,7 @@ def test_read_ahead_raises_an_items_error_at_its_getter_and_goes_on():
         return k
 
     got, failed = [], []
-    for item, loaded in read_ahead(load, [0, 1, 2]):
+    for _item, loaded in read_ahead(load, [0, 1, 2]):
         try:
             got.append(loaded())
         except BrainsegError as exc:
