@@ -1,6 +1,10 @@
 # brainseg: NIfTI -> slices -> 2D U-Net -> 3D metrics -> figures.
 # The same `brainseg <stage>` commands run under DVC (dvc.yaml); params.yaml feeds both.
-from snakemake.utils import min_version, validate
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version
+
+from brainseg.errors import BrainsegError
+from brainseg.params import validate_params
 
 min_version("9.0")
 
@@ -8,8 +12,13 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
-# set_default=False: a missing key is an error here too, not filled from the schema.
-validate(config, "workflow/schemas/params.schema.yaml", set_default=False)
+# The validation every brainseg command applies (workflow/schemas/params.schema.yaml, read
+# with libyaml, plus the combinations a schema cannot express): a missing key is an error,
+# not filled from the schema, and the message names the first offending key.
+try:
+    validate_params(config, "params (params.yaml or --configfile)")
+except BrainsegError as exc:
+    raise WorkflowError(str(exc)) from None
 
 
 report: "workflow/report/workflow.rst"

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from brainseg.data.labels import REGIONS, regions_to_labels
 from brainseg.errors import BrainsegError
@@ -153,6 +152,8 @@ def remove_small_components(mask: np.ndarray, min_mm3: float, voxel_mm3: float) 
 
     A component of n voxels has volume n * voxel_mm3; exactly `min_mm3` is kept.
     """
+    from scipy import ndimage  # only here: a prediction without clean-up never imports it
+
     labelled, n = ndimage.label(mask, structure=CONNECTIVITY)
     if n == 0:
         return mask.copy()
