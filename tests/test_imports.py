@@ -3,8 +3,8 @@
 Each case runs a real `brainseg` command in a fresh interpreter and lists the heavy
 packages it loaded. `brainseg predict` of a checkpoint must not load pandas,
 scikit-learn, MLflow or matplotlib (about 2 s of a fresh command on this kind of
-machine; see docs/performance.md), nor ONNX Runtime, nor scipy.ndimage without clean-up; `brainseg download --help` not even
-torch.
+machine; see docs/performance.md), nor ONNX Runtime, nor scipy.ndimage without
+clean-up; `brainseg download --help` not even torch.
 """
 
 from __future__ import annotations
