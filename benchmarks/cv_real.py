@@ -50,6 +50,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "regions-tumor50": {**REGIONS_OUTPUT, "train.tumor_fraction": 0.5},
     "tumor50": {"train.tumor_fraction": 0.5},
     "size160-epochs6": {"extract.image_size": 160, "train.epochs": 6},
+    "context1": {"train.model.context_slices": 1},
     "lr1e-3": {"train.optimizer.lr": 0.001},
     "lr4e-3": {"train.optimizer.lr": 0.004},
     "no-augment": {f"train.augment.{t}.p": 0.0 for t in
@@ -163,21 +164,21 @@ def summarize(name: str, per_subject: pd.DataFrame, train_s: list[float],
     }
 
 
-def record(result: dict[str, Any]) -> None:
-    with FileLock(str(RESULTS.with_suffix(".lock"))):  # harnesses may run side by side
-        _record(result)
+def record(result: dict[str, Any], path: Path = RESULTS) -> None:
+    with FileLock(str(path.with_suffix(".lock"))):  # harnesses may run side by side
+        _record(result, path)
 
 
-def _record(result: dict[str, Any]) -> None:
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+def _record(result: dict[str, Any], path: Path) -> None:
+    results = json.loads(path.read_text()) if path.is_file() else {}
     results[result["config"]] = result
-    tmp = RESULTS.with_suffix(".tmp")
+    tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(results, indent=1) + "\n")
-    tmp.replace(RESULTS)
+    tmp.replace(path)
 
 
-def table() -> str:
-    results = json.loads(RESULTS.read_text())
+def table(path: Path = RESULTS) -> str:
+    results = json.loads(path.read_text())
     lines = ["| configuration | overrides | WT | TC | ET | mean | train (all folds) |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in sorted(results.values(), key=lambda r: -r["dice_mean"]):
@@ -197,18 +198,22 @@ def main() -> None:
                         help="configuration to cross-validate (repeatable)")
     parser.add_argument("--threads", default="2", help="torch threads per command (default 2)")
     parser.add_argument("--table", action="store_true", help="print the results table")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="results file (default benchmarks/results/cv_real.json); another "
+                             "one keeps configurations compared on another machine apart, "
+                             "since weights depend on the CPU")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     global THREADS
     THREADS = args.threads
     if args.table:
-        print(table())  # noqa: T201
+        print(table(args.results))  # noqa: T201
         return
     if not args.data or not args.config:
         parser.error("--data and --config are required (or --table)")
     for name in args.config:
         result = run_config(name, args.data.resolve(), args.work.resolve())
-        record(result)
+        record(result, args.results)
         log.info("%s: CV Dice %s, train %.1f min", name,
                  {r: round(result["dice"][r]["mean"], 3) for r in REGIONS},
                  sum(result["train_s"]) / 60)
