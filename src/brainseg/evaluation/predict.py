@@ -28,6 +28,7 @@ from brainseg.data.modalities import MODALITIES
 from brainseg.errors import BrainsegError
 from brainseg.evaluation.inference import (
     MLFLOW_SCHEMES,
+    is_onnx,
     load_model,
     model_modalities,
     predict_probabilities,
@@ -86,7 +87,7 @@ def read_subject(inputs: SubjectFiles) -> SubjectVolume:
     """
     volumes, ref = load_modalities(inputs, native=True)
     turn = Reorientation.of(ref.affine)
-    return SubjectVolume(inputs, tuple(turn.view(v) for v in volumes), ref, turn)
+    return SubjectVolume(inputs, tuple(turn.apply(v) for v in volumes), ref, turn)
 
 
 def predict_subject(predictor: Predictor, inputs: SubjectFiles | SubjectVolume,
@@ -214,7 +215,7 @@ def run_predict(*, model: str, inputs: list[Path], output: Path, layout: str = "
         except BrainsegError:  # looked for again with the model's modalities, which names a
             subject = None     # missing one (a model of fewer modalities needs no others)
     precision = resolve_precision(precision, device)
-    if precision != "fp32" and model.lower().endswith(".onnx"):
+    if precision != "fp32" and is_onnx(model):
         raise BrainsegError(f"--precision {precision}: {model} is an ONNX model, run by ONNX "
                             "Runtime in the precision it was exported in (use fp32, or a "
                             "checkpoint)")
@@ -279,7 +280,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision", default="fp32", choices=PRECISIONS,
         help="fp32 (default: the labels `evaluate` writes); bf16: the forward passes under "
-        "bf16 autocast, about 2.7x faster on a CPU with AMX or AVX-512 BF16 (and on GPUs), "
+        "bf16 autocast, 2-3x faster on a CPU with AMX or AVX-512 BF16 (and on GPUs), "
         "several times slower without, labels identical on all but about 0.01%% of voxels; "
         "auto: bf16 where the device has it in hardware, else fp32. Checkpoints only")
     add_device_arguments(parser)

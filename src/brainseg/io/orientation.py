@@ -55,12 +55,8 @@ class Reorientation:
         )
 
     def apply(self, volume: np.ndarray) -> np.ndarray:
-        """Volume (x, y, z) in the input's axes -> the same voxels in the model's axes."""
-        return np.ascontiguousarray(orientations.apply_orientation(volume, self.forward))
-
-    def view(self, volume: np.ndarray) -> np.ndarray:
-        """`apply` without the copy: a view of `volume` in the model's axes (flips and axis
-        swaps only), in whatever memory order that leaves."""
+        """Volume (x, y, z) in the input's axes -> the same voxels in the model's axes: a
+        view (flips and axis swaps only, no copy), in whatever memory order that leaves."""
         return orientations.apply_orientation(volume, self.forward)
 
     def undo(self, volume: np.ndarray) -> np.ndarray:
