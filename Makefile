@@ -10,7 +10,7 @@ PROFILE := workflow/profiles/default
 export PATH := $(BIN):$(PATH)
 
 .PHONY: install run run-real test lint unit integration lock clean help bench faults bench-peers \
-	bench-memory bench-peers-install bench-peers-lock brats-eval-install brats-eval-lock
+	bench-memory bench-peers-real bench-peers-install bench-peers-lock brats-eval-install brats-eval-lock
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -88,6 +88,13 @@ bench-memory: install  ## peak RSS of every rule on real BraTS scans vs the Slur
 
 bench-peers: bench-peers-install  ## train MONAI's and smp's U-Nets through our loop vs ours (~28 min)
 	$(BIN)/python -m benchmarks.run --only peers_training
+
+REAL_DATA_DEFAULT := ../shared/fixtures/brats18
+
+bench-peers-real: bench-peers-install  ## nnU-Net v2 2d vs our real preset on real scans, same folds and training time (FOLDS="0 1": quick mode)
+	$(BIN)/python -m benchmarks.bench_peers_real --data '$(or $(REAL_DATA),$(REAL_DATA_DEFAULT))' \
+	  $(if $(FOLDS),--folds $(FOLDS))
+	$(BIN)/python -m benchmarks.report
 
 bench-peers-lock:  ## re-resolve benchmarks/requirements-peers.lock from the `peers` extra (needs network; uses uv)
 	$(BIN)/python -m pip install --quiet uv

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
-import os
 import shutil
 import statistics
 import subprocess
@@ -40,17 +39,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
-import numpy as np
-
+from benchmarks import nnunet_peer as nnunet
 from benchmarks.common import LATEST, REPO, Figure, make_cohort, record, setup_logging
 
 log = logging.getLogger("benchmarks.peers")
 
 SMOKE_PARAMS = REPO / "tests" / "params-smoke.yaml"
-DATASET_ID, DATASET_NAME = 987, "BrainsegSyn"
-MODALITIES = ("t1", "t1ce", "t2", "flair")  # nnU-Net channels 0000..0003
-NNUNET_LABELS = {0: 0, 1: 1, 2: 2, 4: 3}  # BraTS values -> nnU-Net's consecutive labels
+DATASET_ID = 987
+DATASET = f"Dataset{DATASET_ID}_BrainsegSyn"
 PREPROCESS_TARGET = 5.0
 REGIONS = ("WT", "TC", "ET")
 
@@ -65,66 +61,14 @@ def brainseg(*args: str | Path) -> None:
 # --- nnU-Net preprocessing -------------------------------------------------------------------
 
 
-def subjects_of(raw_dir: Path) -> list[str]:
-    """Subject folders of a raw folder (the ones with a segmentation), sorted."""
-    names = sorted(p.name for p in raw_dir.iterdir() if (p / f"{p.name}_seg.nii.gz").is_file())
-    if not names:
-        raise SystemExit(f"{raw_dir}: no <subject>/<subject>_seg.nii.gz in this raw folder")
-    return names
-
-
-def to_nnunet_raw(raw_dir: Path, nnunet_raw: Path) -> Path:
-    """Write Dataset<ID>_<NAME> (imagesTr linked, labelsTr 0..3, dataset.json); its folder."""
-    import json
-
-    folder = nnunet_raw / f"Dataset{DATASET_ID}_{DATASET_NAME}"
-    (folder / "imagesTr").mkdir(parents=True)
-    (folder / "labelsTr").mkdir()
-    lut = np.zeros(max(NNUNET_LABELS) + 1, np.uint8)
-    for value, new in NNUNET_LABELS.items():
-        lut[value] = new
-    subjects = subjects_of(raw_dir)
-    for subject in subjects:
-        src = raw_dir / subject
-        for k, modality in enumerate(MODALITIES):
-            link = folder / "imagesTr" / f"{subject}_{k:04d}.nii.gz"
-            link.symlink_to((src / f"{subject}_{modality}.nii.gz").resolve())
-        seg = nib.load(src / f"{subject}_seg.nii.gz")
-        labels = lut[np.asarray(seg.dataobj).astype(np.intp)]
-        out = nib.Nifti1Image(labels, seg.affine, seg.header)
-        out.set_data_dtype(np.uint8)
-        nib.save(out, folder / "labelsTr" / f"{subject}.nii.gz")
-    meta = {"channel_names": {str(k): m.upper() for k, m in enumerate(MODALITIES)},
-            "labels": {"background": 0, "necrosis": 1, "edema": 2, "enhancing": 3},
-            "numTraining": len(subjects), "file_ending": ".nii.gz", "name": DATASET_NAME}
-    (folder / "dataset.json").write_text(json.dumps(meta, indent=1) + "\n")
-    return folder
-
-
-def nnunet_executable() -> str:
-    """`nnUNetv2_plan_and_preprocess` next to this interpreter, else on PATH."""
-    here = str(Path(sys.executable).parent)
-    found = shutil.which("nnUNetv2_plan_and_preprocess", path=here + os.pathsep
-                         + os.environ.get("PATH", ""))
-    if found is None:
-        raise SystemExit("nnUNetv2_plan_and_preprocess not found: install the peers with "
-                         "`make bench-peers-install`")
-    return found
-
-
-def run_nnunet(exe: str, nnunet_raw: Path, work: Path) -> float:
+def run_nnunet(exe: list[str], work: Path) -> float:
     """Wall seconds of plan_and_preprocess into fresh preprocessed/results folders."""
     pre, results = work / "nnUNet_preprocessed", work / "nnUNet_results"
     shutil.rmtree(pre, ignore_errors=True)
     shutil.rmtree(results, ignore_errors=True)
-    env = {**os.environ, "nnUNet_raw": str(nnunet_raw), "nnUNet_preprocessed": str(pre),
-           "nnUNet_results": str(results)}
-    cmd = [exe, "-d", str(DATASET_ID), "-c", "2d", "-np", "2", "-npfp", "2"]
-    log.info("$ %s", " ".join(cmd))
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-    seconds = time.perf_counter() - start
-    stored = sorted((pre / f"Dataset{DATASET_ID}_{DATASET_NAME}").glob("nnUNetPlans_2d/*"))
+    seconds = nnunet.run([*exe, "-d", str(DATASET_ID), "-c", "2d", "-np", "2", "-npfp", "2"],
+                         work).seconds
+    stored = sorted((pre / DATASET).glob("nnUNetPlans_2d/*"))
     if not stored:
         raise SystemExit(f"{pre}: nnU-Net wrote no 2d preprocessed data")
     return seconds
@@ -146,13 +90,12 @@ def run_ours(params: Path, raw_dir: Path, work: Path) -> float:
 def bench_preprocess(params: Path, raw_dir: Path | None, repeats: int, nnunet_repeats: int,
                      work: Path) -> list[Figure]:
     """Ours vs nnU-Net's plan_and_preprocess on one raw folder (see the module docstring)."""
-    exe = nnunet_executable()
+    exe = nnunet.executable("nnUNetv2_plan_and_preprocess")
     raw_dir = raw_dir or make_cohort(work, params)
-    n = len(subjects_of(raw_dir))
-    nnunet_raw = work / "nnUNet_raw"
-    to_nnunet_raw(raw_dir, nnunet_raw)
+    n = len(nnunet.subjects_of(raw_dir))
+    nnunet.to_raw(raw_dir, work / "nnUNet_raw", DATASET)
     ours = [run_ours(params, raw_dir, work) for _ in range(repeats)]
-    theirs = [run_nnunet(exe, nnunet_raw, work) for _ in range(nnunet_repeats)]
+    theirs = [run_nnunet(exe, work) for _ in range(nnunet_repeats)]
     ours_s, theirs_s = statistics.median(ours), statistics.median(theirs)
     ratio = theirs_s / ours_s
     note = (f"{n} subjects; nnU-Net timed {nnunet_repeats}x"
@@ -177,41 +120,6 @@ def monai_basic_unet(config: dict[str, Any]) -> Any:
 
     return BasicUNet(spatial_dims=2, in_channels=config["in_channels"],
                      out_channels=config["out_channels"])
-
-
-def declare_torchvision_ops() -> None:
-    """Let a CUDA build of torchvision import on a CPU build of torch (smp needs its models).
-
-    PyPI's torchvision 0.28.0 (the release for torch 2.13.0) is built for CUDA torch: on the
-    CPU torch of requirements.lock its C operators cannot load, and its module
-    `_meta_registrations` then fails on registering fake kernels of `torchvision::nms` and
-    `torchvision::qnms`, which do not exist. Declaring those two schemas first lets the Python
-    part import; the C operators (nms, roi_align, ...) stay unavailable, and neither smp's
-    Unet nor its resnet18 encoder uses them. Called before anything imports torchvision
-    (MONAI and MLflow may try to).
-    """
-    import importlib.util
-
-    import torch
-
-    spec = importlib.util.find_spec("torchvision")
-    if spec is None or spec.origin is None or hasattr(torch.ops.torchvision, "nms"):
-        return  # no torchvision, or its operators are there already
-    for library in Path(spec.origin).parent.glob("_C*.so"):
-        try:
-            torch.ops.load_library(library)  # what torchvision does: works for a matching build
-            return
-        except OSError:
-            pass
-    lib = torch.library.Library("torchvision", "FRAGMENT")
-    for op in ("nms", "qnms"):
-        lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    _KEEP.append(lib)
-    log.info("torchvision is a CUDA build on CPU torch: its C operators are unavailable "
-             "(declared nms/qnms so that its Python part imports)")
-
-
-_KEEP: list[Any] = []  # the Library above must outlive the call that made it
 
 
 def smp_unet_resnet18(config: dict[str, Any]) -> Any:
@@ -332,7 +240,7 @@ def bench_training(params_path: Path, work: Path, device: str) -> list[Figure]:
     from brainseg.models.unet import register_arch
     from brainseg.params import load_params
 
-    declare_torchvision_ops()
+    nnunet.declare_torchvision_ops()
     for arch, (_, factory) in PEERS.items():
         register_arch(arch, factory)
     params = load_params(params_path)

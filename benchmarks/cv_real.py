@@ -97,6 +97,19 @@ def prepare(params: dict[str, Any], work: Path) -> tuple[Path, Path, Path]:
 
 
 def run_config(name: str, data: Path, work: Path) -> dict[str, Any]:
+    """Cross-validate configuration `name` on every fold; its summary (see `summarize`)."""
+    per_subject, train_s, eval_s, _ = run_folds(name, data, work)
+    return summarize(name, per_subject, train_s, eval_s)
+
+
+def run_folds(name: str, data: Path, work: Path, folds: list[int] | None = None
+              ) -> tuple[pd.DataFrame, list[float], list[float], Path]:
+    """Train and score configuration `name` on `folds` (default: all).
+
+    Returns:
+        (every column of the folds' per_subject.csv with a `fold` column, training
+        seconds per fold, evaluation seconds per fold, the run folder: fold<f>/model.pt).
+    """
     params = config_params(name, data)
     raw, slices, splits_path = prepare(params, work)
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
@@ -105,10 +118,11 @@ def run_config(name: str, data: Path, work: Path) -> dict[str, Any]:
     pfile = out / "params.yaml"
     pfile.write_text(yaml.safe_dump(params, sort_keys=False))
     splits = pd.read_csv(splits_path)
-    k = int(splits["fold"].max()) + 1
+    if folds is None:
+        folds = list(range(int(splits["fold"].max()) + 1))
     uri = f"sqlite:///{work / 'mlflow.db'}"
     rows, train_s, eval_s = [], [], []
-    for fold in range(k):
+    for fold in folds:
         fdir = out / f"fold{fold}"
         fdir.mkdir(exist_ok=True)
         model = fdir / "model.pt"
@@ -134,8 +148,7 @@ def run_config(name: str, data: Path, work: Path) -> dict[str, Any]:
         rows.append(table)
         log.info("%s fold %d: train %.0f s, Dice %s", name, fold, train_s[-1],
                  {r: round(table[f"dice_{r}"].mean(), 3) for r in REGIONS})
-    per_subject = pd.concat(rows, ignore_index=True)
-    return summarize(name, per_subject, train_s, eval_s)
+    return pd.concat(rows, ignore_index=True), train_s, eval_s, out
 
 
 def summarize(name: str, per_subject: pd.DataFrame, train_s: list[float],

@@ -19,7 +19,7 @@ from benchmarks.common import LATEST, REPO, load_latest
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 DOC = REPO / "docs" / "performance.md"
 ORDER = ("io", "peers_preprocess", "training", "loader", "predict", "metrics", "synthetic",
-         "e2e", "scaling", "memory_real", "noop", "peers_training", "gpu")
+         "e2e", "scaling", "memory_real", "noop", "peers_training", "peers_real", "gpu")
 STAGE_PREFIX = "e2e.stage."  # per-rule figures: a table of their own
 log = logging.getLogger("benchmarks.report")
 
@@ -97,19 +97,66 @@ def render(data: dict) -> str:
     return "\n".join(lines)
 
 
-def replace_table(text: str, table: str, path: Path = DOC) -> str:
+PEERS_START, PEERS_END = "<!-- peers-real:start -->", "<!-- peers-real:end -->"
+PEER_METRICS = (("dice", "Dice"), ("hd95", "HD95 (mm)"), ("lesionwise_dice", "lesion-wise Dice"))
+
+
+def render_peers_real(data: dict) -> str:
+    """The real-scan comparison with nnU-Net (section peers_real): per metric and region the
+    mean ± std over folds of both tools and the ratio; then time and memory."""
+    section = data.get("sections", {}).get("peers_real")
+    if section is None:
+        return f"{PEERS_START}\n(not measured yet: `make bench-peers-real`)\n{PEERS_END}"
+    figs = {f["key"]: f for f in section["figures"]}
+    m = section.get("machine", {})
+    lines = [PEERS_START,
+             f"Measured {section['measured']} on {m.get('cpu', '?')} ({m.get('cores', '?')} "
+             f"cores), folds {section.get('folds')}, {section.get('subjects')} held-out "
+             f"subjects: `{section['command']}`.", "",
+             "| Metric | Region | brainseg (mean ± std over folds) | nnU-Net v2 2d | "
+             "ours / nnU-Net |", "| --- | --- | --- | --- | --- |"]
+    for metric, name in PEER_METRICS:
+        for region in ("WT", "TC", "ET"):
+            f = figs.get(f"peers_real.{metric}.{region}")
+            if f is None:
+                continue
+            e = f.get("extra", {})
+            lines.append(f"| {name} | {region} | {_num(f['value'])} ± {_num(e.get('ours_std'))}"
+                         f" | {_num(f['reference'])} ± {_num(e.get('nnunet_std'))} | "
+                         f"{_num(f['ratio'])} |")
+    lines += ["", "| Time and memory | brainseg | nnU-Net v2 2d | Ratio |",
+              "| --- | --- | --- | --- |"]
+    for key in ("train_s", "predict_fresh", "predict_fresh_no_tta", "predict_batch",
+                "max_rss"):
+        f = figs.get(f"peers_real.{key}")
+        if f is not None:
+            lines.append(f"| {f['label']} | {_num(f['value'], f['unit'])} | "
+                         f"{_num(f['reference'], f['unit'])} | {_num(f['ratio'])} "
+                         f"{f.get('ratio_label', '')} |".replace("  |", " |"))
+    if "peers_real.train_s" in figs:
+        lines += ["", f"nnU-Net's budget: {figs['peers_real.train_s'].get('note', '')}."]
+    lines.append(PEERS_END)
+    return "\n".join(lines)
+
+
+def replace_table(text: str, table: str, path: Path = DOC, start: str = START,
+                  end: str = END) -> str:
     """`text` with the part between the markers (markers included) replaced by `table`."""
-    if START not in text or END not in text:
-        raise SystemExit(f"{path}: markers {START} / {END} not found")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
+    if start not in text or end not in text:
+        raise SystemExit(f"{path}: markers {start} / {end} not found")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
     return head + table + tail
 
 
 def update(results: Path = LATEST, doc_path: Path = DOC, check: bool = False) -> int:
     """Rewrite (or with `check`, compare) the performance table; 0 when up to date."""
     text = doc_path.read_text()
-    updated = replace_table(text, render(load_latest(results)), doc_path)
+    data = load_latest(results)
+    updated = replace_table(text, render(data), doc_path)
+    if PEERS_START in text:
+        updated = replace_table(updated, render_peers_real(data), doc_path, PEERS_START,
+                                PEERS_END)
     if check:
         if updated != text:
             log.error("%s: performance table differs from %s; run `python -m benchmarks.report`",

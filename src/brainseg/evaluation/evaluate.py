@@ -207,7 +207,23 @@ def score_subject(model: torch.nn.Module, config: dict[str, Any], folder: Path,
     probs = predict_probabilities(model, config, image, batch_size, device, settings.flip_tta)
     labels = apply(probs, settings, loaded.spacing)
     save_nifti(pred_dir / f"{folder.name}_seg.nii.gz", labels, loaded.affine, loaded.header)
-    regions = scored_regions(config, loaded.regions)
+    return score_labels(labels, loaded, scored_regions(config, loaded.regions), rules)
+
+
+def score_labels(labels: np.ndarray, loaded: Subject, regions: tuple[str, ...],
+                 rules: LesionRules = DEFAULT_RULES) -> dict[str, float]:
+    """A subject's row of per_subject.csv for a predicted label map on its grid.
+
+    Args:
+        labels: predicted BraTS labels (x, y, z) on the grid of `loaded` (values 0/1/2/4).
+        loaded: the subject with its reference (`read_native`).
+        regions: the regions to score; every metric of the others is NaN.
+        rules: how lesions are matched and scored.
+
+    Returns:
+        {"<metric>_<region>": value} for every whole-volume and lesion-wise metric, and
+        "dice_mean" over `regions`.
+    """
     scores = region_metrics(labels, loaded.seg, loaded.spacing, regions)
     lesions = region_lesion_metrics(labels, loaded.seg, loaded.spacing, regions, rules)
     row = {f"{m}_{r}": scores[r][m] for m in METRICS for r in REGIONS}
