@@ -190,6 +190,18 @@ def test_fit_cli_on_the_real_tune_half(tmp_path):
         stats["intensity.t1ce.brain.q50"]["mean"]
 
 
+@needs_brats18
+def test_committed_real_summary_is_fitted_on_the_tune_half():
+    summary = read_summary(REPO / "workflow" / "real_stats" / "brats18_tune.json")
+    names = sorted(p.name for p in BRATS18.iterdir() if p.is_dir())
+    prov = summary["provenance"]
+    assert prov["subjects"] == names[:10] and prov["held_out"] == names[10:]
+    manifest = BRATS18 / "MANIFEST.tsv"
+    from brainseg.io.hashing import file_digests
+
+    assert prov["manifest_sha256"] == file_digests(manifest, "sha256")[0]
+
+
 def test_bad_fit_folder_exits_non_zero_with_one_line(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "brainseg", "cohort-stats", "--params",
