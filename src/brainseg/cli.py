@@ -66,6 +66,10 @@ COMMANDS: dict[str, Command] = {
     "realism": Command(
         "brainseg.reporting.realism",
         "compare the synthetic cohort with a real scan; score the model on it"),
+    "cohort-stats": Command(
+        "brainseg.data.cohort_stats",
+        "summarize a real cohort's intensity, texture and tumour-shape statistics (the "
+        "reference of realism's gap table)"),
     "compare": Command(
         "brainseg.reporting.compare",
         "two evaluations of the same subjects paired: mean difference, bootstrap CI, "

@@ -85,6 +85,7 @@ rule realism:
         raw=all_raw,
         model="models/model.pt",
         real=REAL_DIR,
+        real_stats="workflow/real_stats/brats18_tune.json",
     output:
         summary="reports/realism.json",
         histograms=report(
@@ -102,6 +103,18 @@ rule realism:
             caption="../report/realism.rst",
             category="Realism",
         ),
+        gaps_csv="reports/realism/cohort_gaps.csv",
+        gaps_json="reports/realism/cohort_gaps.json",
+        intensity=report(
+            "reports/realism/cohort_intensity.png",
+            caption="../report/cohort_intensity.rst",
+            category="Realism",
+        ),
+        gaps=report(
+            "reports/realism/cohort_gaps.png",
+            caption="../report/cohort_gaps.rst",
+            category="Realism",
+        ),
     log:
         "logs/realism.log",
     benchmark:
@@ -115,5 +128,6 @@ rule realism:
         normalize=config["normalize"],
     shell:
         "brainseg realism --params {params.file} --raw-dir data/raw --real {input.real}"
+        " --real-stats {input.real_stats}"
         " --model {input.model} --out-dir reports/realism"
         " --summary-out {output.summary} > {log} 2>&1"

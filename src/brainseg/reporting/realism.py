@@ -7,6 +7,9 @@ of them such as the 20 real subjects of the manifest source); the synthetic
 whole-tumour volumes against BraTS's range; and shows slices side by side. Given the
 trained model, it also segments every real subject and scores it: the Dice a model
 trained on synthetic data alone reaches on real scans (per subject, mean and spread).
+Given a real-cohort summary (`brainseg cohort-stats --fit`), it also computes the same
+statistics (intensity, texture, tumour shape) on the synthetic subjects and tabulates the
+standardized gap of each (`brainseg.reporting.cohort_gaps`).
 Intensities are compared for the modalities both sides have (no T2 in the LGG layout);
 a region the real labels do not annotate, or the model was not trained on, is not scored.
 """
@@ -126,8 +129,49 @@ def score_real(model_path: Path, reals: list[Subject], params: dict[str, Any]
     return out
 
 
+def compare_cohorts(params: dict[str, Any], raw_dir: Path, chosen: list[str],
+                    real: dict[str, Any], modalities: tuple[str, ...], out_dir: Path
+                    ) -> dict[str, Any]:
+    """The synthetic subjects' statistics against the real summary `real` (of
+    `read_summary`): writes the table (cohort_gaps.csv, cohort_gaps.json) and the figures
+    (cohort_intensity.png, cohort_gaps.png) into `out_dir`; returns the distances and
+    the 5 largest gaps."""
+    from brainseg.data.cohort_stats import cohort_stats, summarize
+    from brainseg.reporting.cohort_gaps import (
+        distances,
+        gap_table,
+        plot_gaps,
+        plot_intensities,
+        top_gaps,
+        write_csv,
+    )
+
+    fitted = real["provenance"].get("preprocessing", {})
+    matches = fitted == {"extract": dict(params["extract"]),
+                         "normalize": dict(params["normalize"])}
+    if not matches:
+        log.warning("the real summary was fitted with other extract/normalize params (%s): "
+                    "the gaps compare differently preprocessed volumes", fitted)
+    synthetic = summarize(cohort_stats([raw_dir / s for s in chosen], params))
+    rows = gap_table(synthetic, real["stats"])
+    gaps = {"real_source": real["provenance"].get("source"),
+            "real_subjects": real["n_subjects"], "preprocessing_matches": matches,
+            "distance": distances(rows),
+            "top": [{"statistic": r["statistic"], "gap": r["gap"]} for r in top_gaps(rows)]}
+    write_csv(rows, out_dir / "cohort_gaps.csv")
+    write_text(out_dir / "cohort_gaps.json",
+               json.dumps({**gaps, "table": rows}, indent=1) + "\n")
+    dpi = params["figures"]["dpi"]
+    plot_intensities(synthetic, real["stats"], modalities, out_dir / "cohort_intensity.png", dpi)
+    plot_gaps(rows, out_dir / "cohort_gaps.png", dpi)
+    log.info("synthetic vs real %s: distance %s; largest gaps %s", gaps["real_source"],
+             gaps["distance"]["all"], [(t["statistic"], t["gap"]) for t in gaps["top"]])
+    return gaps
+
+
 def run_realism(*, params: dict[str, Any], raw_dir: Path, real: Path, out_dir: Path,
-                summary_out: Path, model: Path | None = None) -> dict[str, Any]:
+                summary_out: Path, model: Path | None = None,
+                real_stats: Path | None = None) -> dict[str, Any]:
     """Compare up to `realism.max_subjects` synthetic subjects with real subjects.
 
     Args:
@@ -137,9 +181,13 @@ def run_realism(*, params: dict[str, Any], raw_dir: Path, real: Path, out_dir: P
         out_dir: the figure folder (replaced atomically).
         summary_out: the JSON summary.
         model: a trained checkpoint: every real subject is also segmented and scored.
+        real_stats: a real-cohort summary (`brainseg cohort-stats --fit`): the synthetic
+            subjects' statistics are compared with it (`compare_cohorts`).
     """
+    from brainseg.data.cohort_stats import read_summary
     from brainseg.reporting.plots import plot_histograms, plot_side_by_side, plot_volumes
 
+    real_summary = None if real_stats is None else read_summary(real_stats)  # checked first
     manifest = read_manifest(raw_dir / "manifest.csv")
     chosen = manifest.sort_values("wt_cm3")["subject"].tolist()
     step = max(1, len(chosen) // params["realism"]["max_subjects"])
@@ -174,6 +222,9 @@ def run_realism(*, params: dict[str, Any], raw_dir: Path, real: Path, out_dir: P
         plot_volumes(wt, BRATS_WT_RANGE_CM3, tmp / "tumour_volumes.png", dpi)
         plot_side_by_side(load_subject(raw_dir / median_subject["subject"]), reals[0],
                           tmp / "synthetic_vs_real.png", dpi)
+        if real_summary is not None:
+            summary["cohort_gaps"] = compare_cohorts(params, raw_dir, chosen, real_summary,
+                                                     modalities, tmp)
     write_text(summary_out, json.dumps(summary, indent=1) + "\n")
     return summary
 
@@ -186,11 +237,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         "(tests/data/real; ../shared/fixtures/brats18 for 20 real subjects)")
     parser.add_argument("--model", type=Path, default=None,
                         help="trained checkpoint: also segment and score every real subject")
+    parser.add_argument("--real-stats", type=Path, default=None,
+                        help="a real-cohort summary (`brainseg cohort-stats --fit`; "
+                        "workflow/real_stats/brats18_tune.json): tabulate the synthetic "
+                        "cohort's gap to it")
     parser.add_argument("--out-dir", required=True, type=Path, help="figure folder")
     parser.add_argument("--summary-out", required=True, type=Path, help="JSON summary")
 
 
 def main(args: argparse.Namespace, params: dict[str, Any]) -> None:
     run_realism(params=params, raw_dir=args.raw_dir, real=args.real, out_dir=args.out_dir,
-                summary_out=args.summary_out, model=args.model)
+                summary_out=args.summary_out, model=args.model, real_stats=args.real_stats)
 
