@@ -47,7 +47,7 @@ def test_region_conversion_follows_nnunet_brats_and_maps_back(tmp_path):
 
 def test_a_raw_folder_without_labels_is_refused(tmp_path):
     (tmp_path / "raw" / "S1").mkdir(parents=True)
-    with pytest.raises(SystemExit, match="no <subject>/<subject>_seg.nii.gz"):
+    with pytest.raises(SystemExit, match=r"no <subject>/<subject>_seg\.nii\.gz"):
         nnunet_peer.to_raw(tmp_path / "raw", tmp_path / "nn", "Dataset988_X")
 
 
