@@ -65,7 +65,7 @@ def generate_subject(
     lesions = plan_lesions(rng, config, transform[2], lower_grade)
     box, tissues, centres = resample_anatomy(rng, config, transform, lesions)
     seg_box = paint_tumors(rng, lesions, centres, (tissues[0], tissues[2]), config, lower_grade)
-    tumor = tumor_weights(seg_box)
+    tumor = tumor_weights(seg_box, config.edema_falloff)
     out: dict[str, np.ndarray] = {}
     for modality in MODALITIES:
         img = synthesize_contrast(rng, modality, tissues, tumor, config, lower_grade)
