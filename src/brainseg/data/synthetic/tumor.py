@@ -216,9 +216,12 @@ def tumor_weights(seg: np.ndarray) -> tuple[tuple[slice, ...], list[np.ndarray]]
     """Partial-volume weights of edema, label 1 and enhancing tumour around the lesions.
 
     Returns:
-        (slices bounding the tumours with a margin, [w2, w1, w4] float32 of that shape).
+        (slices bounding the tumours with a margin, [w2, w1, w4] float32 of that shape);
+        without any tumour, a one-voxel box of zero weights.
     """
     tloc = bounding_box(seg > 0, 4)
+    if tloc is None:  # a tumour-free brain: one voxel of zero weights
+        tloc = (slice(0, 1),) * seg.ndim
     sub = seg[tloc]
     return tloc, [
         ndi.gaussian_filter((sub == lab).astype(F32), 0.8, truncate=3.0) for lab in (2, 1, 4)
