@@ -18,7 +18,7 @@ from brainseg.data.extract import run_extract
 from brainseg.data.normalize import run_normalize
 from brainseg.data.split import read_splits, run_split
 from brainseg.params import validate_params
-from brainseg.reporting.anomaly import anomaly_rounds
+from brainseg.reporting.anomaly import Round, anomaly_rounds
 from tests.conftest import digest, write_subject
 
 
@@ -73,6 +73,20 @@ def test_the_stage_trains_scores_the_test_subjects_and_is_reproducible(tmp_path,
     assert saved["modalities"] == ["t1", "t1ce", "t2", "flair"]
     assert saved["config"]["in_channels"] == 4 and len(saved["models"]) == 1
     assert "INFO" in first.stderr and "anomaly test: AUROC" in first.stderr
+    # each run is recorded in MLflow (the default store: mlflow.db where it runs)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(params["train"]["experiment"])
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 2 and {r.data.tags["stage"] for r in runs} == {"anomaly"}
+    run = runs[0]
+    assert run.data.metrics["test_auroc_pooled"] == pytest.approx(
+        metrics["test"]["auroc"]["pooled"])
+    assert run.data.params["anomaly.patch_size"] == "[16, 16, 16]"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "anomaly")}
+    assert "anomaly/anomaly.json" in artifacts and "anomaly/figures" in artifacts
 
 
 def test_with_folds_every_subject_is_scored_once_by_a_model_that_never_saw_it(tmp_path,
@@ -116,3 +130,19 @@ def test_help_names_every_output(command, tmp_path):
     for option in ("--slices-dir", "--splits", "--model-out", "--metrics-out",
                    "--per-subject-out", "--figures-dir", "--threads"):
         assert option in result.stdout
+
+
+def test_rounds_follow_evaluate_a_test_set_beside_folds_is_scored_once_more():
+    splits = pd.DataFrame({
+        "subject": [f"S{i}" for i in range(8)],
+        "split": ["train"] * 6 + ["test"] * 2,
+        "fold": [0, 0, 1, 1, 2, 2, -1, -1]})
+    rounds = anomaly_rounds(splits)
+    assert [r.fold for r in rounds] == [0, 1, 2, -1]
+    assert rounds[0].scored == ["S0", "S1"] and rounds[0].val == ["S2", "S3"]
+    assert rounds[0].train == ["S4", "S5"]
+    assert rounds[2].val == ["S0", "S1"]  # fold 2 is tuned on fold 0 (mod k)
+    assert rounds[-1].scored == ["S6", "S7"] and rounds[-1].val == ["S0", "S1"]
+    assert rounds[-1].train == ["S2", "S3", "S4", "S5"]
+    plain = pd.DataFrame({"subject": ["A", "B", "C"], "split": ["train", "val", "test"]})
+    assert anomaly_rounds(plain) == [Round(None, ["A"], ["B"], ["C"])]

@@ -40,7 +40,9 @@ from brainseg.errors import BrainsegError
 from brainseg.evaluation.anomaly import choose_threshold, error_map, map_scores, reconstruct
 from brainseg.io.atomic import atomic_dir, atomic_file, write_bytes, write_text
 from brainseg.reporting.anomaly_figures import plot_reconstruction, plot_roc
+from brainseg.reporting.anomaly_tracking import log_anomaly_run
 from brainseg.runtime import add_device_arguments, resolve_device, set_threads
+from brainseg.tracking import add_tracking_argument, tracking_uri
 from brainseg.training.anomaly import (
     Volume,
     as_volume,
@@ -154,8 +156,11 @@ def _finite(value: float) -> float | None:
 
 def run_anomaly(*, params: dict[str, Any], slices_dir: str | Path, splits: str | Path,
                 model_out: str | Path, metrics_out: str | Path, per_subject_out: str | Path,
-                figures_dir: str | Path, device: str = "cpu") -> dict[str, Any]:
-    """Train, tune and score the anomaly autoencoder; returns the metrics JSON content."""
+                figures_dir: str | Path, device: str = "cpu", tracking_uri: str | None = None
+                ) -> dict[str, Any]:
+    """Train, tune and score the anomaly autoencoder; returns the metrics JSON content.
+
+    With `tracking_uri`, the run is also recorded in MLflow (`log_anomaly_run`)."""
     slices_dir, figures_dir = Path(slices_dir), Path(figures_dir)
     table = read_splits(splits)
     cfg, dpi = params["anomaly"], params["figures"]["dpi"]
@@ -196,6 +201,9 @@ def run_anomaly(*, params: dict[str, Any], slices_dir: str | Path, splits: str |
         plot_roc(curves, metrics[key]["auroc"]["pooled"] or float("nan"), fig_dir / "roc.png",
                  dpi)
     _save_models(models, volumes.names, cfg, model_out)
+    if tracking_uri is not None:
+        log_anomaly_run(tracking_uri, params, slices_dir, models, metrics,
+                        [Path(metrics_out), Path(per_subject_out), Path(model_out), figures_dir])
     return metrics
 
 
@@ -250,6 +258,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--figures-dir", required=True, type=Path,
                         help="reconstructions of a few scored subjects and the ROC curve "
                         "(reports/anomaly)")
+    add_tracking_argument(parser)
     add_device_arguments(parser)
 
 
@@ -258,4 +267,5 @@ def main(args: argparse.Namespace, params: dict[str, Any]) -> None:
     run_anomaly(params=params, slices_dir=args.slices_dir, splits=args.splits,
                 model_out=args.model_out, metrics_out=args.metrics_out,
                 per_subject_out=args.per_subject_out, figures_dir=args.figures_dir,
-                device=resolve_device(args.device))
+                device=resolve_device(args.device),
+                tracking_uri=tracking_uri(args.tracking_uri))
