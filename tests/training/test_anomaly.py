@@ -35,7 +35,7 @@ def test_the_masked_loss_ignores_the_voxels_outside_the_mask():
     loss2.backward()
     assert not recon2.grad[:, :, 1:3, 1:3, 1:3].any()
     assert recon2.grad[:, :, 0].abs().min() > 0
-    assert float(masked_mse(recon2, target, torch.zeros_like(mask))) == 0.0
+    assert masked_mse(recon2, target, torch.zeros_like(mask)).item() == 0.0
 
 
 def tiny_volume(tumour_box=(slice(3, 5),) * 3, shape=(8, 8, 8)) -> Volume:

@@ -15,12 +15,23 @@ written as null), its Dice is 1 when nothing is above the threshold, else 0.
 
 from __future__ import annotations
 
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
 import numpy as np
+import pandas as pd
 import torch
 from scipy import ndimage as ndi
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from brainseg.io.atomic import atomic_file, write_text
 from brainseg.models.autoencoder import Autoencoder3d, pad_to
+
+log = logging.getLogger(__name__)
+METRICS = ("auroc", "average_precision", "dice_WT")
 
 #: quantiles of the validation subjects' brain errors tried as thresholds (fine at the top,
 #: where a tumour of a few percent of the brain lies)
@@ -101,3 +112,81 @@ def map_scores(values: np.ndarray, tumour: np.ndarray, threshold: float) -> dict
         else float("nan"),
         "dice_WT": float(dice_curve(values, tumour, np.array([threshold]))[0]),
     }
+
+
+def summarize(rows: pd.DataFrame, pooled: dict[str, float]) -> dict[str, Any]:
+    """Per-subject mean, std and median (NaN left out) and the pooled value of each metric."""
+    out: dict[str, Any] = {"n_subjects": len(rows)}
+    for metric in METRICS:
+        values = rows[metric].dropna()
+        out[metric] = {"mean": float(values.mean()) if len(values) else None,
+                       "std": float(values.std(ddof=0)) if len(values) else None,
+                       "median": float(values.median()) if len(values) else None,
+                       "pooled": _finite(pooled[metric])}
+    return out
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
+
+
+class Scores:
+    """The scored subjects' rows and brain-voxel arrays, in the order they were scored."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # values, WT, above
+
+    def add(self, subject: str, fold: int | None, values: np.ndarray, tumour: np.ndarray,
+            threshold: float) -> None:
+        """Score one subject's brain-voxel map `values` (n,) against `tumour` (n,)."""
+        self.rows.append({"subject": subject, **({} if fold is None else {"fold": fold}),
+                          **map_scores(values, tumour, threshold), "threshold": threshold,
+                          "tumour_voxels": int(tumour.sum()), "brain_voxels": len(values)})
+        self.arrays.append((values, tumour, values > threshold))
+
+    def pooled(self, chosen: list[int]) -> dict[str, float]:
+        """The metrics of rows `chosen` with all their voxels pooled (each at its own
+        training's threshold)."""
+        values, tumour, above = (np.concatenate([self.arrays[i][k] for i in chosen])
+                                 for k in range(3))
+        scores = map_scores(values, tumour, 0.0)
+        scores["dice_WT"] = float(2 * (above & tumour).sum() / max(above.sum() + tumour.sum(), 1))
+        return scores
+
+    def curves(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per subject and pooled: (values, tumour), for `plot_roc`."""
+        out = {row["subject"]: arrays[:2]
+               for row, arrays in zip(self.rows, self.arrays, strict=True)}
+        out["pooled"] = (np.concatenate([a[0] for a in self.arrays]),
+                         np.concatenate([a[1] for a in self.arrays]))
+        return out
+
+    def metrics(self, models: list[dict[str, Any]]) -> dict[str, Any]:
+        """The anomaly.json content: `cv` (out-of-fold rows) and `test`, as evaluate's,
+        and each training's threshold."""
+        folds = [row.get("fold", -2) for row in self.rows]
+        metrics: dict[str, Any] = {}
+        for key, chosen in (("cv", [i for i, f in enumerate(folds) if f >= 0]),
+                            ("test", [i for i, f in enumerate(folds) if f < 0])):
+            if chosen:
+                rows = pd.DataFrame([self.rows[i] for i in chosen])
+                metrics[key] = summarize(rows, self.pooled(chosen))
+        metrics["thresholds"] = [{"fold": m["fold"], "threshold": m["threshold"],
+                                  "val_dice_WT": m["val_dice_WT"]} for m in models]
+        return metrics
+
+    def write(self, models: list[dict[str, Any]], per_subject_out: str | Path,
+              metrics_out: str | Path) -> dict[str, Any]:
+        """anomaly_subjects.csv (sorted by subject) and anomaly.json; returns the metrics."""
+        frame = pd.DataFrame(self.rows).sort_values("subject", kind="stable")
+        with atomic_file(per_subject_out) as tmp:
+            frame.to_csv(tmp, index=False, lineterminator="\n", float_format="%.6g")
+        metrics = self.metrics(models)
+        write_text(metrics_out, json.dumps(metrics, indent=1) + "\n")
+        for key in ("cv", "test"):
+            if key in metrics:
+                log.info("anomaly %s: AUROC %s (pooled %s), WT Dice %s", key,
+                         metrics[key]["auroc"]["mean"], metrics[key]["auroc"]["pooled"],
+                         metrics[key]["dice_WT"]["mean"])
+        return metrics

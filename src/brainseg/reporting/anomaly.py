@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,8 +35,8 @@ from brainseg.data.healthy import healthy_slices
 from brainseg.data.modalities import MODALITIES
 from brainseg.data.split import held_out, n_folds, read_splits
 from brainseg.errors import BrainsegError
-from brainseg.evaluation.anomaly import choose_threshold, error_map, map_scores, reconstruct
-from brainseg.io.atomic import atomic_dir, atomic_file, write_bytes, write_text
+from brainseg.evaluation.anomaly import Scores, choose_threshold, error_map, reconstruct
+from brainseg.io.atomic import atomic_dir, write_bytes
 from brainseg.reporting.anomaly_figures import plot_reconstruction, plot_roc
 from brainseg.reporting.anomaly_tracking import log_anomaly_run
 from brainseg.runtime import add_device_arguments, resolve_device, set_threads
@@ -56,7 +54,6 @@ from brainseg.training.data import slice_channels
 
 log = logging.getLogger(__name__)
 N_FIGURES = 3  # scored subjects drawn (the first ones by id)
-METRICS = ("auroc", "average_precision", "dice_WT")
 
 
 @dataclass(frozen=True)
@@ -138,20 +135,19 @@ def _threshold(model, rnd: Round, volumes: Volumes, sigma: float) -> tuple[float
                             [volumes[s].brain for s in rnd.val])
 
 
-def summarize(rows: pd.DataFrame, pooled: dict[str, float]) -> dict[str, Any]:
-    """Per-subject mean, std and median (NaN left out) and the pooled value of each metric."""
-    out: dict[str, Any] = {"n_subjects": len(rows)}
-    for metric in METRICS:
-        values = rows[metric].dropna()
-        out[metric] = {"mean": float(values.mean()) if len(values) else None,
-                       "std": float(values.std(ddof=0)) if len(values) else None,
-                       "median": float(values.median()) if len(values) else None,
-                       "pooled": _finite(pooled[metric])}
-    return out
-
-
-def _finite(value: float) -> float | None:
-    return None if math.isnan(value) else float(value)
+def _score_round(model, rnd: Round, volumes: Volumes, scores: Scores, threshold: float,
+                 drawn: set[str], fig_dir: Path, params: dict[str, Any]) -> None:
+    """Score the round's subjects; draw those of `drawn` (FLAIR, else the first channel)."""
+    c = volumes.names.index("flair") if "flair" in volumes.names else 0
+    for subject in tqdm(rnd.scored, desc="anomaly score", unit="subject"):
+        volume = volumes[subject]
+        recon, error = _map(model, volume, params["anomaly"]["smoothing_sigma"])
+        scores.add(subject, rnd.fold, error[volume.brain], volume.tumour[volume.brain],
+                   threshold)
+        if subject in drawn:
+            plot_reconstruction(volume.image[c], recon[c], error, volume.tumour, volume.brain,
+                                volumes.names[c], subject, fig_dir / f"{subject}.png",
+                                params["figures"]["dpi"])
 
 
 def run_anomaly(*, params: dict[str, Any], slices_dir: str | Path, splits: str | Path,
@@ -160,79 +156,43 @@ def run_anomaly(*, params: dict[str, Any], slices_dir: str | Path, splits: str |
                 ) -> dict[str, Any]:
     """Train, tune and score the anomaly autoencoder; returns the metrics JSON content.
 
-    With `tracking_uri`, the run is also recorded in MLflow (`log_anomaly_run`)."""
+    Args:
+        params: validated params (`anomaly`, `base.seed`, `figures.dpi`; for the healthy
+            synthetic subjects `download.synthetic`, `extract`, `normalize`).
+        slices_dir: the training store (data/slices).
+        splits: data/splits.csv (a train/val/test split or cross-validation folds).
+        model_out, metrics_out, per_subject_out, figures_dir: the outputs (module docstring).
+        device: torch device.
+        tracking_uri: also record the run in MLflow there (`log_anomaly_run`); None: not.
+
+    Raises:
+        BrainsegError: a store, a split or a modality that cannot give a training.
+    """
     slices_dir, figures_dir = Path(slices_dir), Path(figures_dir)
     table = read_splits(splits)
-    cfg, dpi = params["anomaly"], params["figures"]["dpi"]
     volumes = Volumes(params, slices_dir, sorted(table["subject"]))
     healthy = volumes.healthy()
-    rows, pooled, models = [], {"values": [], "tumour": [], "above": []}, []
-    drawn = set(sorted(s for r in anomaly_rounds(table) for s in r.scored)[:N_FIGURES])
-    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    rounds = anomaly_rounds(table)
+    drawn = set(sorted(s for r in rounds for s in r.scored)[:N_FIGURES])
+    scores, models = Scores(), []
     with atomic_dir(figures_dir) as fig_dir:
-        for rnd in anomaly_rounds(table):
+        for rnd in rounds:
             model, history = _train(rnd, volumes, healthy, params, device)
-            threshold, val_dice = _threshold(model, rnd, volumes, cfg["smoothing_sigma"])
+            threshold, val_dice = _threshold(model, rnd, volumes,
+                                             params["anomaly"]["smoothing_sigma"])
             log.info("anomaly: threshold %.4g (mean val WT Dice %.3f)", threshold, val_dice)
             models.append({"fold": rnd.fold, "threshold": threshold, "val_dice_WT": val_dice,
                            "train": rnd.train, "history": history,
                            "state_dict": model.state_dict()})
-            for subject in tqdm(rnd.scored, desc="anomaly score", unit="subject"):
-                volume = volumes[subject]
-                recon, error = _map(model, volume, cfg["smoothing_sigma"])
-                values, tumour = error[volume.brain], volume.tumour[volume.brain]
-                rows.append({"subject": subject, **({} if rnd.fold is None else
-                                                    {"fold": rnd.fold}),
-                             **map_scores(values, tumour, threshold), "threshold": threshold,
-                             "tumour_voxels": int(tumour.sum()),
-                             "brain_voxels": int(volume.brain.sum())})
-                for key, part in (("values", values), ("tumour", tumour),
-                                  ("above", values > threshold)):
-                    pooled[key].append(part)
-                curves[subject] = (values, tumour)
-                if subject in drawn:
-                    c = volumes.names.index("flair") if "flair" in volumes.names else 0
-                    plot_reconstruction(volume.image[c], recon[c], error, volume.tumour,
-                                        volume.brain, volumes.names[c], subject,
-                                        fig_dir / f"{subject}.png", dpi)
-        metrics = _write_tables(rows, pooled, models, table, per_subject_out, metrics_out)
-        key = "cv" if "cv" in metrics else "test"
-        curves["pooled"] = (np.concatenate(pooled["values"]), np.concatenate(pooled["tumour"]))
-        plot_roc(curves, metrics[key]["auroc"]["pooled"] or float("nan"), fig_dir / "roc.png",
-                 dpi)
-    _save_models(models, volumes.names, cfg, model_out)
+            _score_round(model, rnd, volumes, scores, threshold, drawn, fig_dir, params)
+        metrics = scores.write(models, per_subject_out, metrics_out)
+        pooled = metrics["cv" if "cv" in metrics else "test"]["auroc"]["pooled"]
+        plot_roc(scores.curves(), float("nan") if pooled is None else pooled,
+                 fig_dir / "roc.png", params["figures"]["dpi"])
+    _save_models(models, volumes.names, params["anomaly"], model_out)
     if tracking_uri is not None:
         log_anomaly_run(tracking_uri, params, slices_dir, models, metrics,
                         [Path(metrics_out), Path(per_subject_out), Path(model_out), figures_dir])
-    return metrics
-
-
-def _write_tables(rows, pooled, models, table, per_subject_out, metrics_out) -> dict[str, Any]:
-    """anomaly_subjects.csv and anomaly.json (metrics of the out-of-fold and test rows)."""
-    frame = pd.DataFrame(rows).sort_values("subject", kind="stable").reset_index(drop=True)
-    with atomic_file(per_subject_out) as tmp:
-        frame.to_csv(tmp, index=False, lineterminator="\n", float_format="%.6g")
-    fold = frame["fold"] if "fold" in frame else pd.Series(-2, index=frame.index)
-    metrics: dict[str, Any] = {}
-    order = [r["subject"] for r in rows]  # pooled arrays follow the rows as scored
-    for key, chosen in (("cv", fold >= 0), ("test", fold < 0)):
-        names = set(frame.loc[chosen, "subject"])
-        if not names:
-            continue
-        idx = [i for i, s in enumerate(order) if s in names]
-        values, tumour, above = (np.concatenate([pooled[k][i] for i in idx])
-                                 for k in ("values", "tumour", "above"))
-        scores = map_scores(values, tumour, 0.0)
-        scores["dice_WT"] = float(2 * (above & tumour).sum() / max(above.sum() + tumour.sum(), 1))
-        metrics[key] = summarize(frame[chosen], scores)
-    metrics["thresholds"] = [{"fold": m["fold"], "threshold": m["threshold"],
-                              "val_dice_WT": m["val_dice_WT"]} for m in models]
-    write_text(metrics_out, json.dumps(metrics, indent=1) + "\n")
-    for key in ("cv", "test"):
-        if key in metrics:
-            log.info("anomaly %s: AUROC %s (pooled %s), WT Dice %s", key,
-                     metrics[key]["auroc"]["mean"], metrics[key]["auroc"]["pooled"],
-                     metrics[key]["dice_WT"]["mean"])
     return metrics
 
 
