@@ -160,8 +160,8 @@ def test_anomaly_runs_follow_the_switch(params):
         validate_params(params)
     params["anomaly"]["runs"] = ["autoencoder"]
     validate_params(params)
-    params["anomaly"].update(depth=3, patch_size=[32, 20, 32])  # sides divisible by 8 needed
-    with pytest.raises(BrainsegError, match=r"anomaly\.patch_size.*2\^depth = 8"):
+    params["anomaly"].update(levels=3, patch_size=[32, 20, 32])  # sides divisible by 8 needed
+    with pytest.raises(BrainsegError, match=r"anomaly\.patch_size.*2\^levels = 8"):
         validate_params(params)
     on = yaml.safe_load(run_params(REPO / "params.yaml", ["anomaly.enabled=true"], None))
     assert on["anomaly"]["runs"] == ["autoencoder"]

@@ -191,18 +191,18 @@ ANOMALY_RUNS = ["autoencoder"]  # anomaly.runs when anomaly.enabled (one DVC sta
 
 
 def _check_anomaly(anomaly: Mapping[str, Any], source: str) -> None:
-    """anomaly.runs follows anomaly.enabled; the patch halves depth times."""
+    """anomaly.runs follows anomaly.enabled; the patch halves `levels` times."""
     runs = ANOMALY_RUNS if anomaly["enabled"] else []
     if anomaly["runs"] != runs:
         raise BrainsegError(
             f"{source}: invalid key 'anomaly.runs': {anomaly['runs']} should be {runs} with "
             f"anomaly.enabled: {str(anomaly['enabled']).lower()} (DVC runs one anomaly stage "
             "per entry; `brainseg params --set anomaly.enabled=true` sets both)")
-    step = 2 ** anomaly["depth"]
+    step = 2 ** anomaly["levels"]
     if any(side % step for side in anomaly["patch_size"]):
         raise BrainsegError(
             f"{source}: invalid key 'anomaly.patch_size': {anomaly['patch_size']} is not "
-            f"divisible by 2^depth = {step} (anomaly.depth is {anomaly['depth']})")
+            f"divisible by 2^levels = {step} (anomaly.levels is {anomaly['levels']})")
 
 
 def _follow(params: dict[str, Any], assignments: list[str]) -> None:

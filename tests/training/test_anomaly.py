@@ -77,7 +77,7 @@ def test_channel_indices_name_what_is_missing():
 
 
 def test_two_trainings_give_the_same_weights_and_another_seed_does_not(params):
-    cfg = {**params["anomaly"], "epochs": 2, "patches_per_epoch": 4}
+    cfg = {**params["anomaly"], "training_epochs": 2, "patches_per_epoch": 4}
     volumes = [tiny_volume(), tiny_volume(tumour_box=(slice(0, 0),) * 3)]
     masks = [training_mask(v, 1) for v in volumes]
     torch.set_num_threads(1)

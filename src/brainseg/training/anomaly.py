@@ -136,9 +136,10 @@ def _batch(volumes: list[np.ndarray], masks: list[np.ndarray], corners, patch
 
 
 def autoencoder_config(cfg: dict[str, Any], in_channels: int) -> dict[str, Any]:
-    """What `build_autoencoder` needs: the `anomaly` sizes and the input channels."""
-    return {"in_channels": in_channels, "base_channels": cfg["base_channels"],
-            "depth": cfg["depth"], "latent_channels": cfg["latent_channels"]}
+    """What `build_autoencoder` needs: the `anomaly` sizes (width, levels, latent channels)
+    and the input channels."""
+    return {"in_channels": in_channels, "base_channels": cfg["width"], "depth": cfg["levels"],
+            "latent_channels": cfg["latent_channels"]}
 
 
 def train_autoencoder(volumes: list[Volume], masks: list[np.ndarray], cfg: dict[str, Any],
@@ -162,16 +163,16 @@ def train_autoencoder(volumes: list[Volume], masks: list[np.ndarray], cfg: dict[
     weights = [padded(m, patch) for m in masks]
     seed_everything(seed)
     model = build_autoencoder(autoencoder_config(cfg, volumes[0].image.shape[0])).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
-    steps = -(-cfg["patches_per_epoch"] // cfg["batch_size"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["learning_rate"])
+    steps = -(-cfg["patches_per_epoch"] // cfg["patch_batch"])
     history = []
-    for epoch in range(1, cfg["epochs"] + 1):
+    for epoch in range(1, cfg["training_epochs"] + 1):
         rng = np.random.default_rng([seed, epoch])
-        corners = patch_corners(weights, patch, steps * cfg["batch_size"], rng)
+        corners = patch_corners(weights, patch, steps * cfg["patch_batch"], rng)
         model.train()
         total = 0.0
         for step in tqdm(range(steps), desc=f"{desc} epoch {epoch}", unit="batch", leave=False):
-            chunk = corners[step * cfg["batch_size"]:(step + 1) * cfg["batch_size"]]
+            chunk = corners[step * cfg["patch_batch"]:(step + 1) * cfg["patch_batch"]]
             x, m = (t.to(device) for t in _batch(images, weights, chunk, patch))
             loss = masked_mse(model(x), x, m)
             optimizer.zero_grad(set_to_none=True)
@@ -179,6 +180,6 @@ def train_autoencoder(volumes: list[Volume], masks: list[np.ndarray], cfg: dict[
             optimizer.step()
             total += loss.item()
         history.append({"epoch": epoch, "loss": total / steps})
-        log.info("%s epoch %d/%d: masked reconstruction loss %.4f", desc, epoch, cfg["epochs"],
-                 total / steps)
+        log.info("%s epoch %d/%d: masked reconstruction loss %.4f", desc, epoch,
+                 cfg["training_epochs"], total / steps)
     return model.cpu().eval(), history
