@@ -223,9 +223,12 @@ def tumor_weights(
     the outermost edema is nearly normal tissue, as infiltrative edema is on real scans.
 
     Returns:
-        (slices bounding the tumours with a margin, [w2, w1, w4] float32 of that shape).
+        (slices bounding the tumours with a margin, [w2, w1, w4] float32 of that shape);
+        without any tumour, a one-voxel box of zero weights.
     """
     tloc = bounding_box(seg > 0, 4)
+    if tloc is None:  # a tumour-free brain: one voxel of zero weights
+        tloc = (slice(0, 1),) * seg.ndim
     sub = seg[tloc]
     weights = [
         ndi.gaussian_filter((sub == lab).astype(F32), 0.8, truncate=3.0) for lab in (2, 1, 4)
