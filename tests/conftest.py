@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,19 @@ from brainseg.data.modalities import MODALITIES
 
 REPO = Path(__file__).resolve().parents[1]
 AFFINE = np.array([[-1.0, 0, 0, 0], [0, -1.0, 0, 31], [0, 0, 1.0, 0], [0, 0, 0, 1]])
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_uri_not_leaked():
+    """`mlflow.set_tracking_uri` also sets $MLFLOW_TRACKING_URI for child processes: put the
+    variable back after every test, so that a later test's subprocess does not inherit an
+    earlier test's (deleted) store."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 def wait_for(condition, seconds: float, what: str) -> None:

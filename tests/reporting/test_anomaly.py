@@ -46,7 +46,10 @@ def anomaly(folder: Path, out: str) -> subprocess.CompletedProcess:
          "--slices-dir", "data/slices", "--splits", "data/splits.csv",
          "--model-out", f"{out}/autoencoder.pt", "--metrics-out", f"{out}/anomaly.json",
          "--per-subject-out", f"{out}/anomaly_subjects.csv", "--figures-dir", f"{out}/figures",
-         "--threads", "1", "--device", "cpu"],
+         "--threads", "1", "--device", "cpu",
+         # the store named, not inherited: an in-process MLflow test may have left
+         # MLFLOW_TRACKING_URI in this process's environment
+         "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"],
         cwd=folder, capture_output=True, text=True, timeout=600)
 
 
@@ -73,7 +76,7 @@ def test_the_stage_trains_scores_the_test_subjects_and_is_reproducible(tmp_path,
     assert saved["modalities"] == ["t1", "t1ce", "t2", "flair"]
     assert saved["config"]["in_channels"] == 4 and len(saved["models"]) == 1
     assert "INFO" in first.stderr and "anomaly test: AUROC" in first.stderr
-    # each run is recorded in MLflow (the default store: mlflow.db where it runs)
+    # each run is recorded in MLflow (the store given by --tracking-uri)
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
