@@ -25,6 +25,7 @@ from brainseg.training.transforms import (
     BrainBrightnessContrast,
     BrainGamma,
     brain_of,
+    draw_gamma,
 )
 
 
@@ -96,13 +97,6 @@ def affine(image: np.ndarray, label: np.ndarray, cfg: dict[str, Any],
     return img[0].numpy(), lab[0, 0].numpy().astype(np.uint8)
 
 
-def _gamma(rng: np.random.Generator, low: float, high: float) -> float:
-    """A gamma below or above 1 with equal chance when [low, high] spans 1 (as `BrainGamma`)."""
-    if low < 1 < high and rng.random() < 0.5:
-        return float(rng.uniform(low, 1.0))
-    return float(rng.uniform(max(low, 1.0) if high > 1 else low, high))
-
-
 def intensity(image: np.ndarray, cfg: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
     """Gamma, brightness/contrast, noise and blur of `train.augment`, one draw per modality.
 
@@ -115,7 +109,7 @@ def intensity(image: np.ndarray, cfg: dict[str, Any], rng: np.random.Generator) 
     out = np.ascontiguousarray(np.moveaxis(image, 0, -1))  # (d, h, w, c) as the 2D transforms
     c = out.shape[-1]
     if rng.random() < cfg["gamma"]["p"]:
-        gamma = [_gamma(rng, *cfg["gamma"]["range"]) for _ in range(c)]
+        gamma = [draw_gamma(rng, *cfg["gamma"]["range"]) for _ in range(c)]
         out = BrainGamma(p=1.0).apply(out, gamma=gamma)
     bc = cfg["brightness_contrast"]
     if rng.random() < bc["p"]:
