@@ -28,6 +28,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/anomaly.smk"
 
 
 onstart:
@@ -42,3 +43,4 @@ rule all:
         onnx="models/model.onnx",
         figures=FIGURES,
         realism=REALISM,
+        anomaly=ANOMALY,

@@ -23,6 +23,12 @@ On the real folder `--data` (any supported layout) and the real preset's split
   (sliding window with Gaussian weighting; no mirroring, as our plain evaluation has no
   flip TTA) then segments the fold's held-out subjects, and those label maps are scored by
   our evaluation (whole-volume Dice and HD95, lesion-wise Dice per region).
+- **MONAI BasicUNet (2D)** through our training loop (`--peers monai`), as `make bench-peers`
+  trains it on the synthetic cohort: the preset's params with only the network changed, its
+  10 epochs and schedule kept, and the slices per epoch set so that its training takes ours'
+  time of that fold (two short timed probes give its seconds per slice and per epoch
+  overhead, in CPU seconds of its process, robust to other load with `--threads 1`); scored
+  by the same `evaluate` on the fold's held-out subjects.
 - **prediction time and memory**: one held-out subject of the first fold as a fresh command
   (`brainseg predict` against `nnUNetv2_predict`, with its default mirroring and without),
   and per subject in one command over a fold's held-out subjects.
@@ -51,7 +57,7 @@ import pandas as pd
 
 from benchmarks import cv_real
 from benchmarks import nnunet_peer as nnunet
-from benchmarks.common import Figure, record, setup_logging
+from benchmarks.common import LATEST, Figure, record, setup_logging
 
 log = logging.getLogger("benchmarks.peers_real")
 
@@ -203,6 +209,112 @@ def predict_ours(raw: Path, subjects: list[str], model: Path, work: Path,
             "ours_max_rss_mib": max(fresh.max_rss_mib, batch_run.max_rss_mib)}
 
 
+# --- MONAI through our loop -----------------------------------------------------------------
+
+MONAI_ARCH = "monai_basicunet"
+MONAI_PROBE_SLICES = (64, 192)  # two one-epoch probes: their difference gives s per slice
+
+
+def monai_params(params: dict[str, Any], slices_per_epoch: int, epochs: int | None = None
+                 ) -> dict[str, Any]:
+    """The preset's params with MONAI's BasicUNet (no deep supervision: one output) and
+    `slices_per_epoch` slices per epoch (and `epochs`, default the preset's)."""
+    from benchmarks.bench_peers import peer_params
+
+    out = peer_params(params, MONAI_ARCH, epochs or params["train"]["epochs"])
+    out["train"]["slices_per_epoch"] = slices_per_epoch
+    out["train"]["model"]["deep_supervision"] = 0
+    return out
+
+
+def monai_slices(budget: float, epochs: int, validations: int, probes: dict[int, float],
+                 batch: int) -> tuple[int, float, float]:
+    """(slices per epoch filling `budget` seconds, seconds per slice, overhead seconds per
+    validated epoch) from one-epoch probes {slices: seconds} (each validated once)."""
+    (n1, t1), (n2, t2) = sorted(probes.items())
+    per_slice = max((t2 - t1) / (n2 - n1), 1e-6)
+    overhead = max(t1 - n1 * per_slice, 0.0)
+    slices = (budget - validations * overhead) / (epochs * per_slice)
+    return max(batch, round(slices / batch) * batch), per_slice, overhead
+
+
+def run_monai(params: dict[str, Any], raw: Path, slices: Path, splits_path: Path,
+              folds: list[int], budgets: dict[int, float], work: Path,
+              threads: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """MONAI's BasicUNet trained per fold for `budgets[fold]` seconds by our loop, scored by
+    our `evaluate` on the fold's held-out subjects; (per-subject scores, timings).
+
+    Its probes and training are timed in CPU seconds of this process (one torch thread:
+    about ours' wall seconds on an idle core), so that other load on the machine neither
+    shrinks its budget nor counts against it."""
+    import time
+
+    from benchmarks.bench_peers import PEERS, warm_tracking
+    from brainseg.evaluation.evaluate import run_evaluate
+    from brainseg.models.unet import register_arch
+    from brainseg.runtime import set_threads
+    from brainseg.training.train import run_train
+
+    nnunet.declare_torchvision_ops()
+    register_arch(MONAI_ARCH, PEERS[MONAI_ARCH][1])
+    set_threads(threads)
+    splits = pd.read_csv(splits_path)
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    warm_tracking(uri)
+    epochs = int(params["train"]["epochs"])
+    validations = len({*range(params["train"]["val_every"] - 1, epochs,
+                              params["train"]["val_every"]), epochs - 1})
+
+    def train(p: dict[str, Any], out: Path, fold: int) -> float:
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        start = time.process_time()  # CPU seconds: a loaded machine does not shrink them
+        run_train(params=p, slices_dir=slices, splits=splits_path, model_out=out / "model.pt",
+                  history_out=out / "history.csv", run_info_out=out / "run_info.json",
+                  tracking_uri=uri, fold=fold)
+        return time.process_time() - start
+
+    rows, timing = [], {"slices_per_epoch": {}, "train_s": {}, "per_slice_s": {},
+                        "overhead_s": {}, "epochs": epochs}
+    for fold in folds:
+        fdir = work / "monai" / f"fold{fold}"
+        probes = {n: train(monai_params(params, n, epochs=1), fdir / f"probe{n}", fold)
+                  for n in MONAI_PROBE_SLICES}
+        n, per_slice, overhead = monai_slices(budgets[fold], epochs, validations, probes,
+                                              int(params["train"]["batch_size"]))
+        log.info("MONAI fold %d: %.3f s per slice, %.1f s per validated epoch -> %d slices "
+                 "per epoch for %.0f s", fold, per_slice, overhead, n, budgets[fold])
+        seconds = train(monai_params(params, n), fdir / "run", fold)
+        held = cv_real.held_out_splits(splits, fold, fdir / "splits.csv")
+        run_evaluate(params=monai_params(params, n), model=fdir / "run" / "model.pt",
+                     splits=held, raw_dir=raw, pred_dir=fdir / "pred",
+                     per_subject_out=fdir / "per_subject.csv",
+                     metrics_out=fdir / "metrics.json", device="cpu")
+        table = pd.read_csv(fdir / "per_subject.csv").assign(fold=fold)
+        rows.append(table)
+        for key, value in (("slices_per_epoch", n), ("train_s", seconds),
+                           ("per_slice_s", per_slice), ("overhead_s", overhead)):
+            timing[key][fold] = value
+        log.info("MONAI fold %d: training %.0f s (ours %.0f s), Dice %s", fold, seconds,
+                 budgets[fold], {r: round(table[f"dice_{r}"].mean(), 3) for r in REGIONS})
+    return pd.concat(rows, ignore_index=True), timing
+
+
+def recorded_ours(folds: list[int]) -> dict[str, Any]:
+    """Ours' per-subject scores and training seconds of `folds` from the recorded peers_real
+    section (`--reuse-ours`), refused unless it holds exactly those folds."""
+    from benchmarks.common import load_latest
+
+    section = load_latest().get("sections", {}).get("peers_real")
+    if section is None or sorted(section.get("folds", [])) != sorted(folds):
+        raise SystemExit(f"--reuse-ours: {LATEST}: no peers_real section of folds {folds} "
+                         "(run without --reuse-ours)")
+    timing = next(f["extra"] for f in section["figures"] if f["key"] == "peers_real.train_s")
+    return {"per_subject": pd.DataFrame(section["per_subject"]["brainseg"]),
+            "train_s": dict(zip(section["folds"], timing["ours_train_s"], strict=True)),
+            "machine": section["machine"], "measured": section["measured"]}
+
+
 # --- figures --------------------------------------------------------------------------------
 
 
@@ -212,32 +324,61 @@ def stats(values: list[float]) -> dict[str, float]:
     return {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if len(x) > 1 else 0.0}
 
 
-def figures(ours: pd.DataFrame, theirs: pd.DataFrame, folds: list[int], timing: dict,
-            command: str) -> list[Figure]:
-    """Dice (mean over folds of the fold means, ± std over folds) per region; HD95 and
-    lesion-wise Dice; training and prediction time; the targets of the comparison."""
+def score_figures(ours: pd.DataFrame, theirs: pd.DataFrame, folds: list[int], section: str,
+                  peer: str, command: str) -> list[Figure]:
+    """Per metric and region: ours' mean over folds of the fold means (± std over folds)
+    against the peer's, keys `<section>.<metric>.<region>`."""
     out = []
     quick = "" if len(folds) >= 5 else f" (quick mode: folds {folds})"
+    short = peer.split()[0]
     for metric in METRICS:
         for region in REGIONS:
             col = f"{metric}_{region}"
-            a = ours.groupby("fold")[col].mean().tolist()
+            a = ours[ours["fold"].isin(folds)].groupby("fold")[col].mean().tolist()
             b = theirs.groupby("fold")[col].mean().tolist()
             sa, sb = stats(a), stats(b)
             higher = metric != "hd95"
             met = (sa["mean"] >= sb["mean"]) if higher else (sa["mean"] <= sb["mean"])
             out.append(Figure(
-                key=f"peers_real.{metric}.{region}",
-                label=f"{metric} {region}: brainseg real preset vs nnU-Net v2 2d" + quick,
+                key=f"{section}.{metric}.{region}",
+                label=f"{metric} {region}: brainseg real preset vs {peer}" + quick,
                 value=sa["mean"], unit="mm" if metric == "hd95" else "", reference=sb["mean"],
-                reference_label="nnU-Net v2 2d", ratio=sa["mean"] / sb["mean"]
-                if sb["mean"] else None, ratio_label="ours / nnU-Net",
-                target=">= nnU-Net" if higher else "<= nnU-Net", met=met, repeats=len(folds),
+                reference_label=peer, ratio=sa["mean"] / sb["mean"]
+                if sb["mean"] else None, ratio_label=f"ours / {short}",
+                target=f">= {short}" if higher else f"<= {short}", met=met, repeats=len(folds),
                 command=command,
                 note=f"mean over folds ± std: ours {sa['mean']:.3f} ± {sa['std']:.3f}, "
-                     f"nnU-Net {sb['mean']:.3f} ± {sb['std']:.3f}",
-                extra={"ours_folds": a, "nnunet_folds": b, "ours_std": sa["std"],
-                       "nnunet_std": sb["std"]}))
+                     f"{short} {sb['mean']:.3f} ± {sb['std']:.3f}",
+                extra={"ours_folds": a, "peer_folds": b, "ours_std": sa["std"],
+                       "peer_std": sb["std"]}))
+    return out
+
+
+def monai_figures(ours: dict[str, Any], theirs: pd.DataFrame, folds: list[int],
+                  timing: dict[str, Any], command: str) -> list[Figure]:
+    """MONAI's scores against ours, and the training time each got."""
+    out = score_figures(ours["per_subject"], theirs, folds, "peers_real_monai",
+                        "MONAI BasicUNet 2d", command)
+    ours_s = statistics.mean(ours["train_s"][f] for f in folds)
+    theirs_s = statistics.mean(timing["train_s"].values())
+    out.append(Figure(
+        key="peers_real_monai.train_s", label="training per fold: brainseg vs MONAI BasicUNet "
+        "(our loop)", value=ours_s, unit="s", reference=theirs_s,
+        reference_label="MONAI BasicUNet 2d", ratio=theirs_s / ours_s,
+        ratio_label="MONAI / ours (1: equal budget)", repeats=len(folds), command=command,
+        note=f"MONAI: {timing['epochs']} epochs of "
+             f"{sorted(set(timing['slices_per_epoch'].values()))} slices (ours: "
+             f"{ours.get('slices_per_epoch', '?')}), "
+             f"{statistics.mean(timing['per_slice_s'].values()):.3f} s per slice",
+        extra=timing))
+    return out
+
+
+def figures(ours: pd.DataFrame, theirs: pd.DataFrame, folds: list[int], timing: dict,
+            command: str) -> list[Figure]:
+    """Dice (mean over folds of the fold means, ± std over folds) per region; HD95 and
+    lesion-wise Dice; training and prediction time; the targets of the comparison."""
+    out = score_figures(ours, theirs, folds, "peers_real", "nnU-Net v2 2d", command)
     ours_train = statistics.mean(timing["ours_train_s"])
     nn_train = statistics.mean(timing["nnunet_train_s"])
     out.append(Figure(
@@ -289,6 +430,14 @@ def main() -> None:
     parser.add_argument("--per-iteration", type=float, nargs=2, metavar=("S", "STARTUP"),
                         help="nnU-Net's seconds per iteration and start-up seconds, from an "
                              "earlier probe on this machine (skips the probe)")
+    parser.add_argument("--peers", nargs="+", choices=("nnunet", "monai"),
+                        default=["nnunet", "monai"],
+                        help="the peers to run (default: both; each is recorded in its own "
+                             "section, peers_real and peers_real_monai)")
+    parser.add_argument("--reuse-ours", action="store_true",
+                        help="with --peers monai: take ours' scores and training seconds of "
+                             "these folds from the recorded peers_real section instead of "
+                             "training the preset again (same folds required)")
     parser.add_argument("--no-record", action="store_true",
                         help="print the figures, do not write benchmarks/results/latest.json")
     args = parser.parse_args()
@@ -297,11 +446,36 @@ def main() -> None:
         parser.error(f"--data {args.data}: no such folder")
     work = args.work.resolve()
     cv_real.THREADS = str(args.threads)
+    if args.reuse_ours and "nnunet" in args.peers:
+        parser.error("--reuse-ours needs --peers monai: the nnU-Net arm times our model's "
+                     "prediction, so it trains ours")
     params = cv_real.config_params("preset", args.data.resolve())
-    raw, _, splits_path = cv_real.prepare(params, work / "cv")
+    raw, slices, splits_path = cv_real.prepare(params, work / "cv")
     splits = pd.read_csv(splits_path)
     folds = args.folds or list(range(int(splits["fold"].max()) + 1))
-    ours = run_brainseg(args.data.resolve(), work, folds)
+    ours = recorded_ours(folds) if args.reuse_ours else run_brainseg(args.data.resolve(), work,
+                                                                     folds)
+    ours["slices_per_epoch"] = params["train"]["slices_per_epoch"]
+    command = "python -m benchmarks.bench_peers_real " + " ".join(sys.argv[1:])
+    if "monai" in args.peers:
+        theirs, timing = run_monai(params, raw, slices, splits_path, folds, ours["train_s"],
+                                   work, args.threads)
+        figs = monai_figures(ours, theirs, folds, timing, command)
+        cols = ["subject", "fold", *(f"{m}_{r}" for m in METRICS for r in REGIONS)]
+        if args.no_record:
+            for fig in figs:
+                log.info("%s", fig)
+        else:
+            record("peers_real_monai", figs, folds=folds, subjects=len(theirs),
+                   ours_measured=ours.get("measured", "this run"),
+                   per_subject={"monai": theirs[cols].round(4).to_dict("records")})
+    if "nnunet" in args.peers:
+        run_nnunet(args, work, raw, splits, folds, ours, command)
+
+
+def run_nnunet(args: argparse.Namespace, work: Path, raw: Path, splits: pd.DataFrame,
+               folds: list[int], ours: dict[str, Any], command: str) -> None:
+    """The nnU-Net arm: preprocess, budget, train, predict and score per fold; record."""
     nn_work = work / "nnunet"
     preprocess_s = prepare_nnunet(raw, splits, nn_work)
     plans = nnunet.write_plans(nn_work / "nnUNet_preprocessed" / DATASET, args.nnunet_batch)
@@ -341,7 +515,6 @@ def main() -> None:
         "per_iteration_s": per_iteration, "startup_s": startup,
         "nnunet_preprocess_s": preprocess_s, "threads": args.threads, "predict": predict,
     }
-    command = "python -m benchmarks.bench_peers_real " + " ".join(sys.argv[1:])
     figs = figures(ours["per_subject"], theirs, folds, timing, command)
     if args.no_record:
         for fig in figs:

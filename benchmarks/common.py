@@ -153,6 +153,15 @@ def load_latest(path: Path = LATEST) -> dict:
     return {"machine": {}, "sections": {}}
 
 
+def invocation() -> str:
+    """This command line as a user types it: `python -m benchmarks.<module> ...` for a
+    benchmark module (sys.argv holds its file's absolute path)."""
+    script = Path(sys.argv[0])
+    if script.suffix == ".py" and script.parent.name == "benchmarks":
+        return " ".join(["python", "-m", f"benchmarks.{script.stem}", *sys.argv[1:]])
+    return " ".join(sys.argv)
+
+
 def record(section: str, figures: list[Figure], path: Path = LATEST, **details) -> dict:
     """Print `figures` and merge them into the results file under `section`.
 
@@ -166,7 +175,7 @@ def record(section: str, figures: list[Figure], path: Path = LATEST, **details) 
     info = machine()
     data["machine"] = info
     data.setdefault("sections", {})[section] = {
-        "measured": info["date"], "machine": info, "command": " ".join(sys.argv),
+        "measured": info["date"], "machine": info, "command": invocation(),
         "figures": [{k: _finite(v) for k, v in asdict(fig).items()} for fig in figures],
         **details,
     }

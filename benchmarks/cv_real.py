@@ -102,6 +102,15 @@ def run_config(name: str, data: Path, work: Path) -> dict[str, Any]:
     return summarize(name, per_subject, train_s, eval_s)
 
 
+def held_out_splits(splits: pd.DataFrame, fold: int, path: Path) -> Path:
+    """Write the fold's held-out subjects as the test split of a plain (fold-less) splits
+    table at `path` (what `evaluate` scores); returns `path`."""
+    held = splits.drop(columns="fold")
+    held["split"] = np.where(splits["fold"] == fold, "test", "train")
+    held.to_csv(path, index=False)
+    return path
+
+
 def run_folds(name: str, data: Path, work: Path, folds: list[int] | None = None
               ) -> tuple[pd.DataFrame, list[float], list[float], Path]:
     """Train and score configuration `name` on `folds` (default: all).
@@ -135,10 +144,7 @@ def run_folds(name: str, data: Path, work: Path, folds: list[int] | None = None
                 str(fdir / "run.json"), "--tracking-uri", uri, "--threads", THREADS)
             timing.write_text(f"{seconds:.1f}\n")
         train_s.append(float(timing.read_text()))
-        # the fold's held-out subjects as the test split of a plain (fold-less) splits table
-        held = splits.drop(columns="fold")
-        held["split"] = np.where(splits["fold"] == fold, "test", "train")
-        held.to_csv(fdir / "splits.csv", index=False)
+        held_out_splits(splits, fold, fdir / "splits.csv")
         eval_s.append(brainseg(
             "evaluate", "--params", str(pfile), "--model", str(model), "--splits",
             str(fdir / "splits.csv"), "--raw-dir", str(raw), "--pred-dir", str(fdir / "pred"),

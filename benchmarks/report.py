@@ -20,7 +20,8 @@ from benchmarks.common import LATEST, REPO, load_latest
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 DOC = REPO / "docs" / "performance.md"
 ORDER = ("io", "peers_preprocess", "training", "loader", "predict", "metrics", "synthetic",
-         "e2e", "scaling", "memory_real", "noop", "peers_training", "peers_real", "gpu")
+         "e2e", "scaling", "memory_real", "noop", "peers_training", "peers_real",
+         "peers_real_monai", "gpu")
 STAGE_PREFIX = "e2e.stage."  # per-rule figures: a table of their own
 log = logging.getLogger("benchmarks.report")
 
@@ -102,29 +103,56 @@ PEERS_START, PEERS_END = "<!-- peers-real:start -->", "<!-- peers-real:end -->"
 PEER_METRICS = (("dice", "Dice"), ("hd95", "HD95 (mm)"), ("lesionwise_dice", "lesion-wise Dice"))
 
 
-def render_peers_real(data: dict) -> str:
-    """The real-scan comparison with nnU-Net (section peers_real): per metric and region the
-    mean ± std over folds of both tools and the ratio; then time and memory."""
-    section = data.get("sections", {}).get("peers_real")
-    if section is None:
-        return f"{PEERS_START}\n(not measured yet: `make bench-peers-real`)\n{PEERS_END}"
-    figs = {f["key"]: f for f in section["figures"]}
+def _peer_header(section: dict) -> str:
     m = section.get("machine", {})
-    lines = [PEERS_START,
-             f"Measured {section['measured']} on {m.get('cpu', '?')} ({m.get('cores', '?')} "
-             f"cores), folds {section.get('folds')}, {section.get('subjects')} held-out "
-             f"subjects: `{section['command']}`.", "",
-             "| Metric | Region | brainseg (mean ± std over folds) | nnU-Net v2 2d | "
-             "ours / nnU-Net |", "| --- | --- | --- | --- | --- |"]
+    return (f"Measured {section['measured']} on {m.get('cpu', '?')} ({m.get('cores', '?')} "
+            f"cores), folds {section.get('folds')}, {section.get('subjects')} held-out "
+            f"subjects: `{section['command']}`.")
+
+
+def _peer_scores(figs: dict[str, dict], prefix: str, peer: str, short: str) -> list[str]:
+    """Per metric and region: both tools' mean ± std over folds and the ratio."""
+    lines = [f"| Metric | Region | brainseg (mean ± std over folds) | {peer} | "
+             f"ours / {short} |", "| --- | --- | --- | --- | --- |"]
     for metric, name in PEER_METRICS:
         for region in ("WT", "TC", "ET"):
-            f = figs.get(f"peers_real.{metric}.{region}")
+            f = figs.get(f"{prefix}.{metric}.{region}")
             if f is None:
                 continue
             e = f.get("extra", {})
             lines.append(f"| {name} | {region} | {_num(f['value'])} ± {_num(e.get('ours_std'))}"
-                         f" | {_num(f['reference'])} ± {_num(e.get('nnunet_std'))} | "
+                         f" | {_num(f['reference'])} ± {_num(e.get('peer_std'))} | "
                          f"{_num(f['ratio'])} |")
+    return lines
+
+
+def render_monai_real(data: dict) -> list[str]:
+    """The MONAI arm (section peers_real_monai): its scores against ours, and its budget."""
+    section = data.get("sections", {}).get("peers_real_monai")
+    if section is None:
+        return ["", "MONAI BasicUNet on real scans: not measured yet "
+                "(`python -m benchmarks.bench_peers_real --peers monai`)."]
+    figs = {f["key"]: f for f in section["figures"]}
+    lines = ["", "**MONAI BasicUNet (2D) through our training loop.** " + _peer_header(section)
+             + f" Ours: as measured {section.get('ours_measured', 'in the same run')}.", ""]
+    lines += _peer_scores(figs, "peers_real_monai", "MONAI BasicUNet 2d", "MONAI")
+    train = figs.get("peers_real_monai.train_s")
+    if train is not None:
+        lines += ["", f"Training per fold: ours {_num(train['value'], 's')}, MONAI "
+                  f"{_num(train['reference'], 's')} ({train.get('note', '')})."]
+    return lines
+
+
+def render_peers_real(data: dict) -> str:
+    """The real-scan comparison with nnU-Net (section peers_real): per metric and region the
+    mean ± std over folds of both tools and the ratio; then time and memory; then MONAI."""
+    section = data.get("sections", {}).get("peers_real")
+    if section is None:
+        return f"{PEERS_START}\n(not measured yet: `make bench-peers-real`)\n{PEERS_END}"
+    figs = {f["key"]: f for f in section["figures"]}
+    lines = [PEERS_START, "**nnU-Net v2 2d through its own commands.** " + _peer_header(section),
+             ""]
+    lines += _peer_scores(figs, "peers_real", "nnU-Net v2 2d", "nnU-Net")
     lines += ["", "| Time and memory | brainseg | nnU-Net v2 2d | Ratio |",
               "| --- | --- | --- | --- |"]
     for key in ("train_s", "predict_fresh", "predict_fresh_no_tta", "predict_batch",
@@ -146,6 +174,7 @@ def render_peers_real(data: dict) -> str:
                       "compare what each tool delivers in the same CPU time, not nnU-Net's "
                       "attainable accuracy (its 2d configuration, trained 1000 epochs on a GPU "
                       "on the full BraTS training set, reaches about 0.90 WT)."]
+    lines += render_monai_real(data)
     lines.append(PEERS_END)
     return "\n".join(lines)
 

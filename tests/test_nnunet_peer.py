@@ -92,3 +92,39 @@ def test_measure_reports_time_and_memory_and_raises_on_failure():
     assert done.seconds > 0 and done.max_rss_mib >= 64
     with pytest.raises(subprocess.CalledProcessError):
         nnunet_peer.measure([sys.executable, "-c", "raise SystemExit(3)"])
+
+
+def test_monai_slices_fill_the_budget_from_two_probes():
+    # 0.1 s per slice, 5 s of overhead per validated epoch: 10 epochs, 5 validations
+    probes = {64: 5 + 6.4, 192: 5 + 19.2}
+    slices, per_slice, overhead = bench_peers_real.monai_slices(525.0, 10, 5, probes, 16)
+    assert per_slice == pytest.approx(0.1) and overhead == pytest.approx(5.0)
+    assert slices == 496  # (525 - 25) / (10 x 0.1) = 500, to a multiple of the batch
+    assert bench_peers_real.monai_slices(10.0, 10, 5, probes, 16)[0] == 16  # at least a batch
+
+
+def test_monai_params_change_only_the_network_and_its_slices():
+    params = yaml_preset()
+    out = bench_peers_real.monai_params(params, 256)
+    assert out["train"]["model"]["arch"] == "monai_basicunet"
+    assert out["train"]["slices_per_epoch"] == 256
+    assert out["train"]["epochs"] == params["train"]["epochs"]
+    assert out["train"]["model"]["deep_supervision"] == 0
+    assert params["train"]["model"]["arch"] == "unet"  # the preset itself is untouched
+    for key in ("optimizer", "schedule", "augment", "loss", "batch_size"):
+        assert out["train"][key] == params["train"][key]
+
+
+def test_reuse_ours_refuses_other_folds():
+    recorded = json.loads(bench_peers_real.LATEST.read_text())["sections"].get("peers_real")
+    folds = [4] if recorded is None or recorded["folds"] != [4] else [3]
+    with pytest.raises(SystemExit, match="--reuse-ours"):
+        bench_peers_real.recorded_ours(folds)
+
+
+def yaml_preset():
+    import yaml
+
+    from benchmarks import cv_real
+
+    return yaml.safe_load(cv_real.PRESET.read_text())

@@ -17,7 +17,7 @@ def test_default_and_smoke_params_are_valid():
     for name in ("params.yaml", "tests/params-smoke.yaml"):
         params = load_params(REPO / name)
         assert set(params) == {"base", "download", "extract", "normalize", "split", "train",
-                               "evaluate", "figures", "realism", "postprocess"}
+                               "evaluate", "figures", "realism", "postprocess", "anomaly"}
 
 
 def test_smoke_params_set_every_key_of_the_defaults():
@@ -150,3 +150,20 @@ def test_the_generators_whole_range_is_valid(params):
                      core_fraction=[0.01, 0.99], ventricle_scale=[0.5, 2.0], n_lesions=[1, 5])
     validate_params(params)
     SyntheticConfig(**synthetic)
+
+
+def test_anomaly_runs_follow_the_switch(params):
+    from brainseg.params import run_params
+
+    params["anomaly"]["enabled"] = True
+    with pytest.raises(BrainsegError, match=r"anomaly\.runs': \[\] should be \['autoencoder'\]"):
+        validate_params(params)
+    params["anomaly"]["runs"] = ["autoencoder"]
+    validate_params(params)
+    params["anomaly"].update(levels=3, patch_size=[32, 20, 32])  # sides divisible by 8 needed
+    with pytest.raises(BrainsegError, match=r"anomaly\.patch_size.*2\^levels = 8"):
+        validate_params(params)
+    on = yaml.safe_load(run_params(REPO / "params.yaml", ["anomaly.enabled=true"], None))
+    assert on["anomaly"]["runs"] == ["autoencoder"]
+    assert load_params(REPO / "params.yaml")["anomaly"] == {**on["anomaly"], "enabled": False,
+                                                            "runs": []}

@@ -137,3 +137,17 @@ def test_slurm_profile_is_used_alone_and_a_workflow_profile_would_override_it():
     _, args = parse_args(["--profile", str(SLURM_PROFILE.parent), "--workflow-profile",
                           str(PROFILE.parent), "--snakefile", str(REPO / "Snakefile")])
     assert args.executor == "slurm" and args.retries == 0
+
+
+def test_the_anomaly_rule_is_planned_only_when_enabled(tmp_path, params):
+    (tmp_path / "off").mkdir()
+    off = dry_run(workflow_copy(tmp_path / "off", params))
+    assert off.returncode == 0, off.stderr
+    assert not re.search(r"^anomaly\s+1$", off.stdout, re.M)
+    params["anomaly"].update(enabled=True, runs=["autoencoder"])
+    (tmp_path / "on").mkdir()
+    on = dry_run(workflow_copy(tmp_path / "on", params), "-p")
+    assert on.returncode == 0, on.stderr
+    assert re.search(r"^anomaly\s+1$", on.stdout, re.M)
+    assert "brainseg anomaly --params params.yaml --slices-dir data/slices" in on.stdout
+    assert "--figures-dir reports/anomaly --threads 1" in on.stdout

@@ -66,6 +66,10 @@ COMMANDS: dict[str, Command] = {
     "realism": Command(
         "brainseg.reporting.realism",
         "compare the synthetic cohort with a real scan; score the model on it"),
+    "anomaly": Command(
+        "brainseg.reporting.anomaly",
+        "optional: train a 3D autoencoder on tumour-free brain; score its reconstruction "
+        "error as a tumour map (AUROC, AP, WT Dice)"),
     "cohort-stats": Command(
         "brainseg.data.cohort_stats",
         "summarize a real cohort's intensity, texture and tumour-shape statistics (the "

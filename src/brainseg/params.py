@@ -191,11 +191,42 @@ def check_combinations(params: Mapping[str, Any], source: str = "params") -> Non
             f"folds of split.folds: {split['folds']} (DVC trains one train_fold stage per entry; "
             "`brainseg params --set split.folds=K` sets both)"
         )
+    _check_anomaly(params["anomaly"], source)
     if split["folds"] < 2 and split["test_fraction"] == 0:
         raise BrainsegError(
             f"{source}: invalid key 'split.test_fraction': 0 (no test subjects) needs "
             "cross-validation (split.folds >= 2), whose held-out folds are then the evaluation"
         )
+
+
+ANOMALY_RUNS = ["autoencoder"]  # anomaly.runs when anomaly.enabled (one DVC stage)
+
+
+def _check_anomaly(anomaly: Mapping[str, Any], source: str) -> None:
+    """anomaly.runs follows anomaly.enabled; the patch halves `levels` times."""
+    runs = ANOMALY_RUNS if anomaly["enabled"] else []
+    if anomaly["runs"] != runs:
+        raise BrainsegError(
+            f"{source}: invalid key 'anomaly.runs': {anomaly['runs']} should be {runs} with "
+            f"anomaly.enabled: {str(anomaly['enabled']).lower()} (DVC runs one anomaly stage "
+            "per entry; `brainseg params --set anomaly.enabled=true` sets both)")
+    step = 2 ** anomaly["levels"]
+    if any(side % step for side in anomaly["patch_size"]):
+        raise BrainsegError(
+            f"{source}: invalid key 'anomaly.patch_size': {anomaly['patch_size']} is not "
+            f"divisible by 2^levels = {step} (anomaly.levels is {anomaly['levels']})")
+
+
+def _follow(params: dict[str, Any], assignments: list[str]) -> None:
+    """The keys `brainseg params --set` keeps in step: split.fold_ids with split.folds,
+    anomaly.runs with anomaly.enabled (unless they are set too)."""
+    keys = {a.partition("=")[0].strip() for a in assignments}
+    folds = params["split"]["folds"]
+    if "split.folds" in keys and "split.fold_ids" not in keys and isinstance(folds, int):
+        params["split"]["fold_ids"] = list(range(folds)) if folds >= 2 else []
+    enabled = params["anomaly"]["enabled"]
+    if "anomaly.enabled" in keys and "anomaly.runs" not in keys and isinstance(enabled, bool):
+        params["anomaly"]["runs"] = list(ANOMALY_RUNS) if enabled else []
 
 
 def load_params(path: str | Path) -> dict[str, Any]:
@@ -260,11 +291,7 @@ def run_params(base: str | Path, assignments: list[str], out: str | Path | None)
         if not sep:
             raise BrainsegError(f"--set {item}: expected KEY=VALUE (e.g. download.path=data/in)")
         set_key(params, key.strip(), yaml.safe_load(text), source=f"--set {item}")
-    folds = params["split"]["folds"]
-    if (any(a.partition("=")[0].strip() == "split.folds" for a in assignments)
-            and isinstance(folds, int)
-            and not any(a.partition("=")[0].strip() == "split.fold_ids" for a in assignments)):
-        params["split"]["fold_ids"] = list(range(folds)) if folds >= 2 else []
+    _follow(params, assignments)
     validate_params(params, source=f"{base} with --set")
     header = (f"# Made by `brainseg params` from {Path(base).as_posix()}"
               + "".join(f" --set {a}" for a in assignments) + "\n")

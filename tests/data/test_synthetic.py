@@ -267,6 +267,93 @@ def test_domain_randomization(subjects):
         assert not np.array_equal(a[m], ref[m])
 
 
+# The realism knobs (all off by default) set far from their defaults, on one small lesion.
+REALISM = {"edema_falloff": 0.9, "tumor_heterogeneity": 0.3, "necrosis_t1_contrast": 0.4,
+           "enhancement_contrast": 0.5, "texture": 0.15}
+
+
+@pytest.fixture(scope="module")
+def realism_pair() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A high-grade single-lesion subject with the defaults and with REALISM."""
+    base = {"lower_grade_fraction": 0.0, "necrosis_probability": 1.0, **SMALL}
+    return (generate_subject(1, 0, SyntheticConfig(**base)),
+            generate_subject(1, 0, SyntheticConfig(**base, **REALISM)))
+
+
+def test_realism_knobs_change_intensities_only(realism_pair):
+    plain, real = realism_pair
+    again = generate_subject(1, 0, SyntheticConfig(
+        lower_grade_fraction=0.0, necrosis_probability=1.0, **SMALL, **REALISM))
+    assert _digest(again) == _digest(real)  # deterministic per (seed, index)
+    np.testing.assert_array_equal(real["seg"], plain["seg"])  # labels drawn before intensities
+    for m in MODALITIES:
+        assert real[m].dtype == np.int16
+        np.testing.assert_array_equal(real[m] > 0, plain[m] > 0)  # same brain, 0 outside
+        assert not np.array_equal(real[m], plain[m])
+
+
+def _outer_edema(seg: np.ndarray) -> np.ndarray:
+    """Edema voxels within 2 voxels of the whole tumour's outer border."""
+    whole = seg > 0
+    return (seg == 2) & ~ndi.binary_erosion(whole, iterations=2)
+
+
+def _normal_wm(s: dict[str, np.ndarray]) -> np.ndarray:
+    seg, t1 = s["seg"], s["t1"].astype(np.float64)
+    normal = (t1 > 0) & ~ndi.binary_dilation(seg > 0, iterations=3)
+    return normal & (t1 >= np.percentile(t1[normal], 75))
+
+
+def test_edema_falloff_fades_the_outer_edema_toward_normal_tissue(realism_pair):
+    plain, real = realism_pair
+    outer, inner = _outer_edema(plain["seg"]), (plain["seg"] == 2) & ~_outer_edema(plain["seg"])
+
+    def contrast(s, where):  # T2 edema over normal WM
+        t2 = s["t2"].astype(np.float64)
+        return t2[where].mean() / t2[_normal_wm(s)].mean()
+
+    assert contrast(real, outer) < contrast(plain, outer) - 0.3
+    assert contrast(real, outer) < contrast(real, inner)  # brightest near the core
+
+
+def test_necrosis_t1_contrast_brings_necrosis_toward_white_matter(realism_pair):
+    plain, real = realism_pair
+    necrosis = plain["seg"] == 1
+    assert necrosis.sum() > 100
+
+    def ratio(s):
+        t1ce = s["t1ce"].astype(np.float64)
+        return t1ce[necrosis].mean() / t1ce[_normal_wm(s)].mean()
+
+    assert ratio(plain) < 0.6 and ratio(real) > ratio(plain) + 0.2
+
+
+def test_enhancement_contrast_dims_the_enhancing_rim_on_t1ce_only(realism_pair):
+    plain, real = realism_pair
+    enhancing = plain["seg"] == 4
+
+    def ratio(s, m):
+        img = s[m].astype(np.float64)
+        return img[enhancing].mean() / img[_normal_wm(s)].mean()
+
+    assert ratio(real, "t1ce") < ratio(plain, "t1ce") - 0.08
+    assert abs(ratio(real, "t2") - ratio(plain, "t2")) < 0.15  # other modalities: texture only
+
+
+def test_texture_adds_fine_structure(realism_pair):
+    plain, real = realism_pair
+
+    def local_variance(s):  # of T1 in deep normal brain, 3 x 3 x 3
+        t1 = s["t1"].astype(np.float64)
+        mask = ndi.binary_erosion(t1 > 0, iterations=8) & ~ndi.binary_dilation(
+            s["seg"] > 0, iterations=3)
+        mean = ndi.uniform_filter(t1, 3)
+        var = ndi.uniform_filter(t1**2, 3) - mean**2
+        return var[mask].mean() / t1[mask].mean() ** 2
+
+    assert local_variance(real) > 1.5 * local_variance(plain)
+
+
 def test_list_pairs_accepted():
     cfg = SyntheticConfig(tumor_radius_mm=[13.0, 38.0], n_lesions=[1, 3], ventricle_scale=[1, 1])
     assert cfg.tumor_radius_mm == (13.0, 38.0) and cfg.n_lesions == (1, 3)
@@ -293,6 +380,11 @@ def test_list_pairs_accepted():
         ({"ventricle_scale": (0.2, 1.0)}, "ventricle_scale"),
         ({"ventricle_scale": (1.5, 1.0)}, "ventricle_scale"),
         ({"domain_randomization": 1}, "domain_randomization"),
+        ({"edema_falloff": 1.2}, "edema_falloff"),
+        ({"tumor_heterogeneity": -0.1}, "tumor_heterogeneity"),
+        ({"necrosis_t1_contrast": 2.0}, "necrosis_t1_contrast"),
+        ({"enhancement_contrast": 0.1}, "enhancement_contrast"),
+        ({"texture": 0.9}, "texture"),
     ],
 )
 def test_invalid_config(kwargs, field):

@@ -45,6 +45,14 @@ FIGURES = expand("reports/figures/{name}", name=FIGURE_FILES)
 REALISM = (
     ["reports/realism.json"] if config["download"]["source"] == "synthetic" else []
 )
+# anomaly (optional): its outputs in the all target when anomaly.enabled; one thread, fixed
+# (also in dvc.yaml), so that the autoencoder is the same bytes whatever the cores
+ANOMALY = (
+    ["reports/anomaly.json", "reports/anomaly_subjects.csv", "models/autoencoder.pt"]
+    if config["anomaly"]["enabled"]
+    else []
+)
+ANOMALY_THREADS = 1
 FOLDS_DIR = "models/folds"  # cross-validation: one model per fold, FOLDS_DIR/<fold>/
 FOLDS = list(range(config["split"]["folds"])) if config["split"]["folds"] >= 2 else []
 

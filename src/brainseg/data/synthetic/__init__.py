@@ -29,10 +29,12 @@ from brainseg.data.synthetic.tumor import paint_tumors, tumor_weights
 __all__ = ["BRATS_AFFINE", "BRATS_SHAPE", "SyntheticConfig", "generate_subject"]
 
 logger = logging.getLogger(__name__)
+HEALTHY_STREAM = 1  # third seed word of a tumour-free subject's random stream
 
 
 def generate_subject(
-    seed: int, index: int, config: SyntheticConfig | None = None, *, with_tissue: bool = False
+    seed: int, index: int, config: SyntheticConfig | None = None, *, with_tissue: bool = False,
+    healthy: bool = False,
 ) -> dict[str, np.ndarray]:
     """Generate one deterministic synthetic BraTS-like subject.
 
@@ -44,6 +46,9 @@ def generate_subject(
         index: Subject index within the cohort; (seed, index) fully determines the output.
         config: Generator knobs; defaults to ``SyntheticConfig()``.
         with_tissue: Also return the partial-volume tissue maps (for quality checks).
+        healthy: A tumour-free brain (no lesion, no mass effect; "seg" all 0), drawn from
+            its own random stream: (seed, index, healthy) never gives the bytes of the
+            subject (seed, index) with a tumour, which stay as they are.
 
     Returns:
         Dict with "t1", "t1ce", "t2", "flair" (int16, shape (240, 240, 155), axes (x, y, z),
@@ -59,13 +64,13 @@ def generate_subject(
         raise ValueError(f"seed and index must be >= 0, got seed={seed}, index={index}")
     config = config or SyntheticConfig()
     start = time.perf_counter()
-    rng = np.random.default_rng([seed, index])
+    rng = np.random.default_rng([seed, index, HEALTHY_STREAM] if healthy else [seed, index])
     transform = draw_transform(rng)
     lower_grade = bool(rng.random() < config.lower_grade_fraction)
-    lesions = plan_lesions(rng, config, transform[2], lower_grade)
+    lesions = [] if healthy else plan_lesions(rng, config, transform[2], lower_grade)
     box, tissues, centres = resample_anatomy(rng, config, transform, lesions)
     seg_box = paint_tumors(rng, lesions, centres, (tissues[0], tissues[2]), config, lower_grade)
-    tumor = tumor_weights(seg_box)
+    tumor = tumor_weights(seg_box, config.edema_falloff)
     out: dict[str, np.ndarray] = {}
     for modality in MODALITIES:
         img = synthesize_contrast(rng, modality, tissues, tumor, config, lower_grade)

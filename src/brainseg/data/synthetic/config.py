@@ -43,6 +43,11 @@ class SyntheticConfig:
     lower_grade_fraction: float = _default("lower_grade_fraction")  # no enhancement (labels 1, 2)
     ventricle_scale: tuple[float, float] = _default("ventricle_scale")  # ventricle/CSF size factor
     domain_randomization: bool = _default("domain_randomization")  # random contrasts, blur, slices
+    edema_falloff: float = _default("edema_falloff")  # edema contrast lost at its outer border
+    tumor_heterogeneity: float = _default("tumor_heterogeneity")  # texture std inside tumours
+    necrosis_t1_contrast: float = _default("necrosis_t1_contrast")  # T1/T1ce label 1 vs WM, scaled
+    enhancement_contrast: float = _default("enhancement_contrast")  # T1ce enhancing vs WM, scaled
+    texture: float = _default("texture")  # fine band-pass brain texture std (0: none)
 
     def __post_init__(self) -> None:
         values = {}

@@ -37,7 +37,12 @@ def _intensities(
         jit = config.intensity_jitter
         values = np.array(_INTENSITY[modality]) * rng.uniform(1 - jit, 1 + jit, 7)
     label1 = values[6] if lower_grade else values[4]
-    return values[:3], np.array([values[3], label1, values[5]])
+    enhancing = values[5]
+    if config.necrosis_t1_contrast != 1 and modality in ("t1", "t1ce"):
+        label1 = values[2] + config.necrosis_t1_contrast * (label1 - values[2])
+    if config.enhancement_contrast != 1 and modality == "t1ce":
+        enhancing = values[2] + config.enhancement_contrast * (enhancing - values[2])
+    return values[:3], np.array([values[3], label1, enhancing])
 
 
 def synthesize_contrast(
@@ -54,10 +59,13 @@ def synthesize_contrast(
     img = csf * F32(i_csf) + gm * F32(i_gm) + wm * F32(i_wm)
     tloc, weights = tumor
     sub, shape = img[tloc], img[tloc].shape
-    texture = 1 + 0.1 * smooth_field(rng, shape, tuple(max(3, s // 6) for s in shape))
+    texture = 1 + F32(config.tumor_heterogeneity) * smooth_field(
+        rng, shape, tuple(max(3, s // 6) for s in shape))
     sub *= 1 - sum(weights)
     for weight, value in zip(weights, i_tum, strict=True):
         sub += weight * texture * F32(value)
+    if config.texture > 0:
+        img *= np.maximum(1 + F32(config.texture) * _band_noise(rng, img.shape), 0)
     bias = smooth_field(rng, img.shape, (3, 3, 3))
     img *= np.exp(F32(config.bias_field) * bias / max(float(np.abs(bias).max()), 1e-6))
     if config.domain_randomization:
@@ -68,6 +76,14 @@ def synthesize_contrast(
     img[brain] = np.sqrt((vals + n1) ** 2 + n2**2) * F32(rng.uniform(0.7, 1.4))
     img[~brain] = 0
     return img
+
+
+def _band_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Band-pass white noise (difference of Gaussians, sigma 1 and 4 voxels), unit std."""
+    white = rng.standard_normal(shape, dtype=F32)
+    band = ndi.gaussian_filter(white, 1.0, truncate=3.0) - ndi.gaussian_filter(white, 4.0,
+                                                                               truncate=3.0)
+    return band / max(float(band.std()), 1e-6)
 
 
 def _degrade(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:

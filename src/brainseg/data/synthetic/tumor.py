@@ -212,14 +212,40 @@ def paint_tumors(
     return seg
 
 
-def tumor_weights(seg: np.ndarray) -> tuple[tuple[slice, ...], list[np.ndarray]]:
+def tumor_weights(
+    seg: np.ndarray, edema_falloff: float = 0.0
+) -> tuple[tuple[slice, ...], list[np.ndarray]]:
     """Partial-volume weights of edema, label 1 and enhancing tumour around the lesions.
 
+    With ``edema_falloff`` x > 0 the edema weight fades from the core outward: at a voxel a
+    fraction t of the way from the core (t = d_core / (d_core + d_out), Euclidean distances
+    to the tumour core and to the outside of the whole tumour) it is scaled by 1 - x t, so
+    the outermost edema is nearly normal tissue, as infiltrative edema is on real scans.
+
     Returns:
-        (slices bounding the tumours with a margin, [w2, w1, w4] float32 of that shape).
+        (slices bounding the tumours with a margin, [w2, w1, w4] float32 of that shape);
+        without any tumour, a one-voxel box of zero weights.
     """
     tloc = bounding_box(seg > 0, 4)
+    if tloc is None:  # a tumour-free brain: one voxel of zero weights
+        tloc = (slice(0, 1),) * seg.ndim
     sub = seg[tloc]
-    return tloc, [
+    weights = [
         ndi.gaussian_filter((sub == lab).astype(F32), 0.8, truncate=3.0) for lab in (2, 1, 4)
     ]
+    if edema_falloff > 0:
+        weights[0] *= 1 - F32(edema_falloff) * _edema_depth(sub)
+    return tloc, weights
+
+
+def _edema_depth(sub: np.ndarray) -> np.ndarray:
+    """Relative position in the edema, 0 at the core and 1 at the outer border (float32).
+
+    Outside the whole tumour the value of the nearest edema voxel is kept (the partial-volume
+    weight blurs across that border); a tumour without a core counts as all border.
+    """
+    whole, core = sub > 0, (sub == 1) | (sub == 4)
+    d_out = ndi.distance_transform_edt(whole)
+    d_core = ndi.distance_transform_edt(~core) if core.any() else np.ones(sub.shape)
+    t = np.where(whole, d_core / np.maximum(d_core + d_out, 1e-6), 1.0)
+    return t.astype(F32)
