@@ -52,3 +52,16 @@ def test_what_does_not_apply_to_3d_is_refused(params_3d, key, value, match):
         params["train"]["model"][key] = value
     with pytest.raises(BrainsegError, match=match):
         validate_params(params)
+
+
+def test_a_2d_checkpoint_config_stores_no_dims(train_params):
+    from brainseg.training.train import model_config
+
+    params_2d = validate_params(copy.deepcopy(train_params))
+    assert params_2d["train"]["model"]["dims"] == 2
+    plain = model_config(params_2d)
+    assert "dims" not in plain["model"] and "patch" not in plain  # the bytes of before 3D
+    train_params["train"]["model"]["dims"] = 3
+    train_params["train"]["augment"]["elastic"]["p"] = 0.0
+    config = model_config(validate_params(train_params))
+    assert config["model"]["dims"] == 3 and config["patch"]["size"] == [64, 64, 64]

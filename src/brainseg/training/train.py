@@ -77,6 +77,8 @@ def model_config(params: dict[str, Any], modalities: tuple[str, ...] = MODALITIE
               "modalities": list(modalities), "regions": list(regions)}
     if cfg["model"].get("dims", 2) == 3:
         config["patch"] = {"size": list(cfg["patch_size"]), "overlap": cfg["patch_overlap"]}
+    else:  # a 2D checkpoint reads as 2D without it, and keeps the bytes of one made before 3D
+        config["model"].pop("dims", None)
     return config
 
 
