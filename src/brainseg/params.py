@@ -171,6 +171,18 @@ def check_combinations(params: Mapping[str, Any], source: str = "params") -> Non
             f"supervised decoder levels need a depth above it (train.model.depth is "
             f"{model['depth']})"
         )
+    if model["dims"] == 3 and model["context_slices"]:
+        raise BrainsegError(
+            f"{source}: invalid key 'train.model.context_slices': {model['context_slices']} "
+            "does not apply to train.model.dims 3 (a 3D U-Net sees the neighbouring slices "
+            "itself); set it to 0"
+        )
+    if model["dims"] == 3 and params["train"]["augment"]["elastic"]["p"] > 0:
+        raise BrainsegError(
+            f"{source}: invalid key 'train.augment.elastic.p': "
+            f"{params['train']['augment']['elastic']['p']}: elastic deformation is 2D only and "
+            "does not apply to train.model.dims 3; set it to 0"
+        )
     split = params["split"]
     folds = list(range(split["folds"])) if split["folds"] >= 2 else []
     if split["fold_ids"] != folds:

@@ -128,3 +128,43 @@ def test_deep_supervision_must_stay_below_depth(k):
 def test_old_checkpoint_configs_build_a_plain_unet():
     model = build_model({"base_channels": 4, "depth": 2, "norm": "batch", "dropout": 0.1})
     assert not model.aux_heads and all(up.gate is None for up in model.ups)
+
+
+# SHA-256 of the initial weights (names and bytes, in state_dict order) of three 2D U-Nets
+# built after torch.manual_seed(0), recorded with the 2D-only implementation that preceded
+# `dims`: with dims 2 the network is built by the same layers in the same order, so its
+# initialisation (and so a training) is bit-identical.
+REFERENCE_2D = {
+    "unet-batch": ({"arch": "unet", "base_channels": 4, "depth": 3, "norm": "batch",
+                    "dropout": 0.0, "deep_supervision": 1},
+                   "3f73e740051233d11d6556607c9b8bcf34b261c72afc6e913ef789f47e2b2fbc"),
+    "attention-instance": ({"arch": "attention_unet", "base_channels": 4, "depth": 2,
+                            "norm": "instance", "dropout": 0.1, "deep_supervision": 0},
+                           "e1e595064749e5a1ff9c9fc8d10aa57e80f746244e284f5081732768579ff342"),
+    "unet-none-softmax": ({"arch": "unet", "base_channels": 3, "depth": 2, "norm": "none",
+                           "dropout": 0.0, "deep_supervision": 0, "output": "softmax"},
+                          "49e4f104ebe4c4cefe39b3a6a3575c4fb2034c576e637121328252757977ec86"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_2D))
+def test_2d_initialisation_is_bit_identical_to_the_reference(name):
+    import hashlib
+
+    config, want = REFERENCE_2D[name]
+    for dims in ({}, {"dims": 2}):
+        torch.manual_seed(0)
+        digest = hashlib.sha256()
+        for key, value in build_model({**config, **dims}).state_dict().items():
+            digest.update(key.encode())
+            digest.update(value.numpy().tobytes())
+        assert digest.hexdigest() == want
+
+
+def test_dims_3_builds_3d_layers_and_other_dims_are_refused():
+    model = small(dims=3)
+    assert isinstance(model.head, torch.nn.Conv3d)
+    assert isinstance(model.stem[1], torch.nn.BatchNorm3d)
+    assert isinstance(small(dims=3, norm="instance").stem[1], torch.nn.InstanceNorm3d)
+    with pytest.raises(BrainsegError, match=r"train\.model\.dims.*4"):
+        small(dims=4)

@@ -254,3 +254,23 @@ def stack_context(slices: np.ndarray, n: int, z: Sequence[int] | None = None,
     for j in range(2 * n + 1):
         out[:, :, j] = slices[idx[:, j]]
     return out.reshape(s, m * (2 * n + 1), h, w)
+
+
+def stack_volume(slices: np.ndarray) -> np.ndarray:
+    """The 3D input of a subject: its normalized slices (s, m, h, w) as one volume (m, s, h, w).
+
+    The one stacking of a 3D U-Net's input, used by training, validation and every prediction:
+    the kept axial slices (`SliceGeometry.z`) in order, each already cropped, resized and
+    normalized by `extract_slices` and `normalize_slices` (no second preprocessing). Slices
+    that hold too little brain to be kept are not in the stack, so the volume's first axis is
+    the kept slices; a prediction (s, ...) on it maps back with `to_original_grid`.
+
+    Args:
+        slices: (s, m, h, w), in memory or memory-mapped.
+
+    Returns:
+        (m, s, h, w) float32, C-contiguous.
+    """
+    if slices.ndim != 4:
+        raise BrainsegError(f"expected slices (s, m, h, w), got shape {slices.shape}")
+    return np.ascontiguousarray(np.asarray(slices).transpose(1, 0, 2, 3), dtype=np.float32)

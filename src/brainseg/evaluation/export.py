@@ -3,8 +3,9 @@
 The graph is the checkpoint's network (a fold ensemble: one graph that averages its
 members' probabilities, as `Ensemble.forward` does) from normalized slices (with 2.5D
 context: the stacked channels of `stack_context`) to logits, with a dynamic batch,
-height and width. Its `metadata_props` carry what prediction
-needs besides the weights: the checkpoint's config as JSON (`brainseg_config`:
+height and width (a 3D network: patches (n, c, d, h, w) of the stacked slices, dynamic
+depth too; predict runs its sliding window around the graph). Its `metadata_props` carry
+what prediction needs besides the weights: the checkpoint's config as JSON (`brainseg_config`:
 preprocessing, output mode, modalities, regions), the brainseg version and the
 checkpoint's SHA-256. `brainseg predict --model model.onnx` reads them and runs the
 very preprocessing, flip TTA and post-processing of a checkpoint around it.
@@ -22,7 +23,12 @@ import torch
 
 from brainseg import __version__
 from brainseg.errors import BrainsegError
-from brainseg.evaluation.inference import CONFIG_ATTRIBUTE, input_channels, load_checkpoint
+from brainseg.evaluation.inference import (
+    CONFIG_ATTRIBUTE,
+    input_channels,
+    load_checkpoint,
+    model_dims,
+)
 from brainseg.evaluation.onnx_graph import (
     PRECISIONS,
     OnnxNetwork,
@@ -55,11 +61,16 @@ def example_input(config: dict[str, Any], n: int = 2, shrink: int = 0,
                   seed: int = 0) -> torch.Tensor:
     """Random normalized slices (n, c, s - shrink, s - shrink) of the model's c input
     channels (`input_channels`: modalities, times 2k + 1 with 2.5D context k) at its slice
-    size s (`extract.image_size`)."""
-    size = config["extract"]["image_size"] - shrink
+    size s (`extract.image_size`); for a 3D model, patches (n, c, d, h, w) of its patch size
+    (`patch.size`), each side less `shrink`."""
+    if model_dims(config) == 3:
+        spatial = tuple(v - shrink for v in config["patch"]["size"])
+    else:
+        size = config["extract"]["image_size"] - shrink
+        spatial = (size, size)
     channels = input_channels(config)
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(n, channels, size, size, generator=generator)
+    return torch.randn(n, channels, *spatial, generator=generator)
 
 
 def graph_difference(model: torch.nn.Module, graph: OnnxNetwork, config: dict[str, Any]

@@ -1,4 +1,5 @@
-"""Apply a trained model to a volume: training preprocessing, batched slices, back to the grid."""
+"""Apply a trained model to a volume: training preprocessing, batched slices (2D) or a sliding
+window over the stacked slices (3D), back to the grid."""
 
 from __future__ import annotations
 
@@ -19,13 +20,15 @@ from brainseg.data.preprocess import (
     extract_slices,
     normalize_slices,
     stack_context,
+    stack_volume,
     to_original_grid,
 )
 from brainseg.errors import BrainsegError
 from brainseg.evaluation.labelmaps import PostprocessSettings, apply
+from brainseg.evaluation.sliding_window import predict_volume_probabilities, predict_volume_tta
 from brainseg.models.ensemble import build_network
 from brainseg.models.fusion import fold_batchnorm
-from brainseg.models.logits import predict_slices
+from brainseg.models.logits import predict_slices, predict_slices_with_tta
 
 
 def _first_line(exc: BaseException) -> str:
@@ -74,8 +77,13 @@ def load_checkpoint(path: str | Path, device: str = "cpu"
     except (RuntimeError, TypeError, AttributeError) as exc:
         raise BrainsegError(f"{path}: weights do not match the architecture of its config "
                             f"{ckpt['config']['model']}: {_first_line(exc)}") from exc
-    model.to(device=device, memory_format=torch.channels_last).eval()
+    model.to(device=device, memory_format=memory_format(ckpt["config"])).eval()
     return fold_batchnorm(model), ckpt["config"]
+
+
+def memory_format(config: dict[str, Any]) -> torch.memory_format:
+    """Channels-last memory of the model's dimension (NHWC in 2D, NDHWC in 3D)."""
+    return torch.channels_last_3d if model_dims(config) == 3 else torch.channels_last
 
 
 CONFIG_KEYS: dict[str, tuple[str, ...]] = {
@@ -97,6 +105,7 @@ def check_config(config: Any, source: str) -> None:
             raise BrainsegError(f"{source}: model config lacks {section}.{missing[0]}")
     have = config["model"].get("in_channels")
     try:
+        model_dims(config)
         want = input_channels(config)
     except BrainsegError as exc:
         raise BrainsegError(f"{source}: {exc}") from exc
@@ -215,7 +224,7 @@ def load_model(ref: str, device: str = "cpu",
         model = fold_batchnorm(model.eval())
     except NotImplementedError:  # an exported graph: eval mode is fixed at export
         model = FrozenGraph(model)
-    model.to(device=device, memory_format=torch.channels_last)
+    model.to(device=device, memory_format=memory_format(config))
     return model, config
 
 
@@ -247,6 +256,53 @@ def model_context(config: dict[str, Any]) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise BrainsegError(f"model config: context_slices should be an integer >= 0, got {n!r}")
     return n
+
+
+def model_dims(config: dict[str, Any]) -> int:
+    """The spatial dimension of a checkpoint config's network (`train.model.dims`): 2 (slices)
+    or 3 (the stacked slices as one volume); a config written without it: 2.
+
+    Raises:
+        BrainsegError: not 2 or 3, or a 3D config without its sliding window (`patch`).
+    """
+    dims = config["model"].get("dims", 2)
+    if dims not in (2, 3):
+        raise BrainsegError(f"model config: dims should be 2 or 3, got {dims!r}")
+    if dims == 3 and not (isinstance(config.get("patch"), dict)
+                          and {"size", "overlap"} <= set(config["patch"])):
+        raise BrainsegError("model config: a 3D model needs patch.size and patch.overlap (its "
+                            "sliding window), which `brainseg train` records")
+    return dims
+
+
+def predict_normalized(model: torch.nn.Module, config: dict[str, Any], normed: np.ndarray,
+                       batch_size: int, device: str = "cpu", flip_tta: bool = False
+                       ) -> np.ndarray:
+    """Region probabilities float32 (s, 3, h, w) of the model's input slices (`prepare_volume`).
+
+    2D: `predict_slices`, `batch_size` slices at a time, `flip_tta` the left-right mirror.
+    3D: the slices stacked into one volume (`stack_volume`), a Gaussian-weighted sliding
+    window of the checkpoint's patch size and overlap, `flip_tta` the 8 mirrors.
+    """
+    if model_dims(config) == 2:
+        return predict_slices(model, normed, batch_size, device, output_mode(config), flip_tta)
+    size, overlap = config["patch"]["size"], config["patch"]["overlap"]
+    probs = predict_volume_probabilities(model, stack_volume(normed), size, overlap,
+                                         output_mode(config), device, flip_tta)
+    return probs.transpose(1, 0, 2, 3)
+
+
+def predict_normalized_tta(model: torch.nn.Module, config: dict[str, Any], normed: np.ndarray,
+                           batch_size: int, device: str = "cpu"
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """(plain, flip TTA) probabilities float32 (s, 3, h, w), as `predict_normalized` gives
+    them with flip_tta False and True, from one set of forward passes."""
+    if model_dims(config) == 2:
+        return predict_slices_with_tta(model, normed, batch_size, device, output_mode(config))
+    size, overlap = config["patch"]["size"], config["patch"]["overlap"]
+    plain, tta = predict_volume_tta(model, stack_volume(normed), size, overlap,
+                                    output_mode(config), device)
+    return plain.transpose(1, 0, 2, 3), tta.transpose(1, 0, 2, 3)
 
 
 def input_channels(config: dict[str, Any]) -> int:
@@ -318,10 +374,11 @@ def predict_probabilities(
     of the model's m modalities (`model_inputs`).
 
     On the volume's own grid; 0 outside the brain's crop box, on slices not kept, and for
-    the regions the model was not trained on (`trained_only`).
+    the regions the model was not trained on (`trained_only`). A 2D or 3D model alike
+    (`predict_normalized`); `batch_size` is the slices per forward pass of a 2D one.
     """
     normed, geo = prepare_volume(config, image)
-    probs = predict_slices(model, normed, batch_size, device, output_mode(config), flip_tta)
+    probs = predict_normalized(model, config, normed, batch_size, device, flip_tta)
     return trained_only(to_original_grid(probs, geo), config)
 
 

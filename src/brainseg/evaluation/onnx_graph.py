@@ -65,14 +65,16 @@ def export_graph(model: nn.Module, example: torch.Tensor, metadata: dict[str, st
 
     Args:
         model: the network, or a fold `Ensemble` (exported as one graph).
-        example: an input (n, c, h, w) of the trained slice size, n >= 2.
+        example: an input (n, c, h, w) of the trained slice size, n >= 2; for a 3D network
+            (n, c, d, h, w) of its patch size (depth, height and width all dynamic).
         metadata: string key/value pairs stored in the model.
 
     Returns:
         The serialized ONNX model.
     """
-    dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"),
-            3: torch.export.Dim("width")}
+    names = ("height", "width") if example.dim() == 4 else ("depth", "height", "width")
+    dims = {0: torch.export.Dim("batch"),
+            **{axis: torch.export.Dim(name) for axis, name in enumerate(names, start=2)}}
     with warnings.catch_warnings(), torch.no_grad(), _quiet(QUIET_LOGGERS):
         warnings.simplefilter("ignore")  # the exporter's own notes on its internals
         program = torch.onnx.export(

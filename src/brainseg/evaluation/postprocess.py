@@ -39,7 +39,8 @@ from brainseg.evaluation.folds import fold_models
 from brainseg.evaluation.inference import (
     load_checkpoint,
     model_inputs,
-    output_mode,
+    predict_normalized,
+    predict_normalized_tta,
     prepare_volume,
     scored_regions,
     trained_only,
@@ -47,7 +48,6 @@ from brainseg.evaluation.inference import (
 from brainseg.evaluation.labelmaps import PostprocessSettings, apply, write_settings
 from brainseg.evaluation.metrics import dice
 from brainseg.io.atomic import write_text
-from brainseg.models.logits import predict_slices, predict_slices_with_tta
 from brainseg.params import flatten
 from brainseg.runtime import add_runtime_arguments, resolve_device, set_threads
 from brainseg.tracking import log_to_run
@@ -98,17 +98,16 @@ def predict_cases(model: torch.nn.Module, config: dict[str, Any], raw_dir: Path,
                   floor: float) -> list[Case]:
     """Predict every subject once: without flip TTA, and with it when `with_tta`."""
     cases = []
-    output = output_mode(config)
     for subject in tqdm(subjects, desc="postprocess", unit="subject"):
         loaded = load_subject(raw_dir / subject, native=True)  # only read by extract_slices
         image = model_inputs(config, loaded.image, loaded.modalities, raw_dir / subject)
         normed, geo = prepare_volume(config, image)
         if with_tta:
-            plain, tta = predict_slices_with_tta(model, normed, batch_size, device, output)
+            plain, tta = predict_normalized_tta(model, config, normed, batch_size, device)
             probs = {False: to_original_grid(plain, geo), True: to_original_grid(tta, geo)}
         else:
             probs = {False: to_original_grid(
-                predict_slices(model, normed, batch_size, device, output), geo)}
+                predict_normalized(model, config, normed, batch_size, device), geo)}
         probs = {k: trained_only(p, config) for k, p in probs.items()}
         cases.append(make_case(subject, probs, loaded.seg, loaded.spacing, floor,
                                scored_regions(config, loaded.regions)))

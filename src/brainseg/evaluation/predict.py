@@ -30,6 +30,7 @@ from brainseg.evaluation.inference import (
     MLFLOW_SCHEMES,
     is_onnx,
     load_model,
+    model_dims,
     model_modalities,
     predict_probabilities,
 )
@@ -167,7 +168,8 @@ def _check_file_output(output: Path) -> None:
 def run_predict(*, model: str, inputs: list[Path], output: Path, layout: str = "auto",
                 threshold: float = 0.5, batch_size: int = 32, device: str = "cpu",
                 tracking_uri: str | None = None,
-                postprocess: Path | None = None, precision: str = "fp32") -> list[Path]:
+                postprocess: Path | None = None, precision: str = "fp32",
+                overlap: float | None = None) -> list[Path]:
     """Segment one subject (a folder or its files) or a folder of subject folders.
 
     Args:
@@ -190,6 +192,8 @@ def run_predict(*, model: str, inputs: list[Path], output: Path, layout: str = "
         precision: "fp32", "bf16" (autocast of the forward passes: faster where the
             hardware has bf16, a few voxels may differ) or "auto" (bf16 where native,
             `resolve_precision`); an ONNX model runs in its own precision (fp32 only here).
+        overlap: a 3D model's sliding-window overlap in [0, 1) instead of the one its
+            checkpoint records (`train.patch_overlap`); None: the recorded one.
 
     Returns:
         The files written.
@@ -222,6 +226,8 @@ def run_predict(*, model: str, inputs: list[Path], output: Path, layout: str = "
     settings = (read_settings(postprocess) if postprocess is not None
                 else PostprocessSettings.uniform(threshold))
     net, config = load_model(model, device, tracking_uri)
+    if overlap is not None:
+        config = with_overlap(config, overlap, model)
     predictor = Predictor(net, config, settings, batch_size, device, precision)
     if batch:
         return predict_batch(predictor, inputs[0], output, layout)
@@ -229,6 +235,19 @@ def run_predict(*, model: str, inputs: list[Path], output: Path, layout: str = "
     if subject is None or tuple(subject.files) != need:
         subject = _single_inputs(inputs, layout, need)
     return [predict_subject(predictor, subject, output)]
+
+
+def with_overlap(config: dict, overlap: float, model: str) -> dict:
+    """`config` with its sliding-window overlap replaced (a copy).
+
+    Raises:
+        BrainsegError: the model is 2D (no sliding window), or overlap is outside [0, 1).
+    """
+    if model_dims(config) != 3:
+        raise BrainsegError(f"--overlap: {model} is a 2D model, which has no sliding window")
+    if not 0.0 <= overlap < 1.0:
+        raise BrainsegError(f"--overlap {overlap}: expected a value in [0, 1)")
+    return {**config, "patch": {**config["patch"], "overlap": overlap}}
 
 
 def _single_inputs(inputs: list[Path], layout: str,
@@ -283,6 +302,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "bf16 autocast, 2-3x faster on a CPU with AMX or AVX-512 BF16 (and on GPUs), "
         "several times slower without, labels identical on all but about 0.01%% of voxels; "
         "auto: bf16 where the device has it in hardware, else fp32. Checkpoints only")
+    parser.add_argument("--overlap", type=float, default=None,
+                        help="3D models: the sliding-window overlap in [0, 1) (default: the "
+                        "one the checkpoint records, train.patch_overlap; 0.25 needs about "
+                        "3/4 of the windows of 0.5, 0 a third)")
     add_device_arguments(parser)
     add_tracking_argument(parser)
 
@@ -300,5 +323,5 @@ def main(args: argparse.Namespace) -> None:
                           layout=args.layout, threshold=args.threshold,
                           batch_size=args.batch_size, device=resolve_device(args.device),
                           tracking_uri=uri, postprocess=args.postprocess,
-                          precision=args.precision)
+                          precision=args.precision, overlap=args.overlap)
     log.info("wrote %s", written[0] if len(written) == 1 else f"{len(written)} files")

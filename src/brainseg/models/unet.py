@@ -1,9 +1,12 @@
-"""A 2D U-Net (optionally with attention gates) built from named blocks.
+"""A 2D or 3D U-Net (optionally with attention gates) built from named blocks.
 
 `forward` reads like the diagram: a stem, `depth` down steps, `depth` up steps, a 1x1 head.
+One code path for both: `dims` (2 or 3) picks Conv2d/Conv3d, the norms, pooling and dropout
+of that dimension (`Layers`); with dims 2 the network is the 2D U-Net it always was.
 
-- Any input size (n, in_channels, h, w): the input is zero-padded at the bottom and right to a
-  multiple of 2**depth inside `forward`, and the logits are cropped back to (h, w).
+- Any input size (n, in_channels, h, w), or (n, in_channels, d, h, w) in 3D: the input is
+  zero-padded at the end of every spatial axis to a multiple of 2**depth inside `forward`,
+  and the logits are cropped back to the input's size.
 - `attention=True` gives the Attention U-Net of Oktay et al. 2018: each skip connection passes
   through an additive attention gate whose gating signal is the coarser decoder level.
 - `deep_supervision=k > 0` (nnU-Net style): in training mode `forward` returns
@@ -60,36 +63,63 @@ def registered_archs() -> tuple[str, ...]:
     return tuple(sorted(_REGISTERED))
 
 
-def _norm(kind: str, channels: int) -> nn.Module:
-    if kind == "batch":
-        return nn.BatchNorm2d(channels)
-    if kind == "instance":
-        return nn.InstanceNorm2d(channels, affine=True)
-    if kind == "none":
-        return nn.Identity()
-    raise BrainsegError(f"unknown norm '{kind}' (batch | instance | none)")
+DIMS: tuple[int, ...] = (2, 3)
+
+
+class Layers:
+    """The layer classes of one spatial dimension (2: images, 3: volumes).
+
+    Raises:
+        BrainsegError: `dims` is neither 2 nor 3.
+    """
+
+    def __init__(self, dims: int) -> None:
+        if dims not in DIMS:
+            raise BrainsegError(f"invalid key 'train.model.dims': {dims!r} (2 | 3)")
+        self.dims = dims
+        self.conv = nn.Conv2d if dims == 2 else nn.Conv3d
+        self.conv_transpose = nn.ConvTranspose2d if dims == 2 else nn.ConvTranspose3d
+        self.batch_norm = nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d
+        self.instance_norm = nn.InstanceNorm2d if dims == 2 else nn.InstanceNorm3d
+        self.max_pool = nn.MaxPool2d if dims == 2 else nn.MaxPool3d
+        self.dropout = nn.Dropout2d if dims == 2 else nn.Dropout3d
+        self.interpolation = "bilinear" if dims == 2 else "trilinear"
+
+    def norm(self, kind: str, channels: int) -> nn.Module:
+        if kind == "batch":
+            return self.batch_norm(channels)
+        if kind == "instance":
+            return self.instance_norm(channels, affine=True)
+        if kind == "none":
+            return nn.Identity()
+        raise BrainsegError(f"unknown norm '{kind}' (batch | instance | none)")
+
+
+LAYERS_2D = Layers(2)
 
 
 class DoubleConv(nn.Sequential):
-    """(3x3 conv → norm → ReLU) twice."""
+    """(3x3 conv → norm → ReLU) twice (3x3x3 in 3D)."""
 
-    def __init__(self, in_ch: int, out_ch: int, norm: str) -> None:
+    def __init__(self, in_ch: int, out_ch: int, norm: str, layers: Layers = LAYERS_2D) -> None:
         bias = norm == "none"
         super().__init__(
-            nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=bias),
-            _norm(norm, out_ch),
+            layers.conv(in_ch, out_ch, 3, padding=1, bias=bias),
+            layers.norm(norm, out_ch),
             nn.ReLU(inplace=True),
-            nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=bias),
-            _norm(norm, out_ch),
+            layers.conv(out_ch, out_ch, 3, padding=1, bias=bias),
+            layers.norm(norm, out_ch),
             nn.ReLU(inplace=True),
         )
 
 
 class Down(nn.Sequential):
-    """2x2 max-pool, then a double conv."""
+    """2x2 max-pool (2x2x2 in 3D), then a double conv."""
 
-    def __init__(self, in_ch: int, out_ch: int, norm: str, dropout: float = 0.0) -> None:
-        super().__init__(nn.MaxPool2d(2), DoubleConv(in_ch, out_ch, norm), nn.Dropout2d(dropout))
+    def __init__(self, in_ch: int, out_ch: int, norm: str, dropout: float = 0.0,
+                 layers: Layers = LAYERS_2D) -> None:
+        super().__init__(layers.max_pool(2), DoubleConv(in_ch, out_ch, norm, layers),
+                         layers.dropout(dropout))
 
 
 class AttentionGate(nn.Module):
@@ -103,19 +133,22 @@ class AttentionGate(nn.Module):
         skip_ch: channels of the skip features x (n, skip_ch, 2h, 2w).
         gate_ch: channels of the gating signal g (n, gate_ch, h, w), the coarser decoder level.
         inter_ch: channels of the intermediate space.
+        layers: the layers of the spatial dimension (3D: (n, c, 2d, 2h, 2w) skips, trilinear).
     """
 
-    def __init__(self, skip_ch: int, gate_ch: int, inter_ch: int) -> None:
+    def __init__(self, skip_ch: int, gate_ch: int, inter_ch: int,
+                 layers: Layers = LAYERS_2D) -> None:
         super().__init__()
-        self.w_x = nn.Conv2d(skip_ch, inter_ch, 2, stride=2, bias=False)
-        self.w_g = nn.Conv2d(gate_ch, inter_ch, 1)
-        self.psi = nn.Conv2d(inter_ch, 1, 1)
+        self.w_x = layers.conv(skip_ch, inter_ch, 2, stride=2, bias=False)
+        self.w_g = layers.conv(gate_ch, inter_ch, 1)
+        self.psi = layers.conv(inter_ch, 1, 1)
+        self.mode = layers.interpolation
 
     def attention(self, skip: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-        """Attention coefficients in [0, 1], (n, 1, 2h, 2w)."""
+        """Attention coefficients in [0, 1], (n, 1, 2h, 2w) (or (n, 1, 2d, 2h, 2w))."""
         q = self.psi(functional.relu(self.w_x(skip) + self.w_g(gate)))
         alpha = torch.sigmoid(q)
-        return functional.interpolate(alpha, size=skip.shape[-2:], mode="bilinear")
+        return functional.interpolate(alpha, size=skip.shape[2:], mode=self.mode)
 
     def forward(self, skip: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         return skip * self.attention(skip, gate)
@@ -124,11 +157,13 @@ class AttentionGate(nn.Module):
 class Up(nn.Module):
     """2x2 transposed conv, concatenation with the (optionally gated) skip, then a double conv."""
 
-    def __init__(self, in_ch: int, out_ch: int, norm: str, attention: bool = False) -> None:
+    def __init__(self, in_ch: int, out_ch: int, norm: str, attention: bool = False,
+                 layers: Layers = LAYERS_2D) -> None:
         super().__init__()
-        self.gate = AttentionGate(out_ch, in_ch, max(out_ch // 2, 1)) if attention else None
-        self.up = nn.ConvTranspose2d(in_ch, out_ch, 2, stride=2)
-        self.conv = DoubleConv(2 * out_ch, out_ch, norm)
+        self.gate = (AttentionGate(out_ch, in_ch, max(out_ch // 2, 1), layers) if attention
+                     else None)
+        self.up = layers.conv_transpose(in_ch, out_ch, 2, stride=2)
+        self.conv = DoubleConv(2 * out_ch, out_ch, norm, layers)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         if self.gate is not None:
@@ -148,9 +183,10 @@ class UNet(nn.Module):
         dropout: dropout probability at the bottleneck.
         attention: attention gates on the skip connections (Attention U-Net).
         deep_supervision: number k of coarser decoder levels with their own head (0 <= k < depth).
+        dims: 2 (slices (n, c, h, w)) or 3 (volumes (n, c, d, h, w)).
 
     Raises:
-        BrainsegError: unknown norm, or deep_supervision outside [0, depth).
+        BrainsegError: unknown norm, dims not 2 or 3, or deep_supervision outside [0, depth).
     """
 
     def __init__(
@@ -163,31 +199,37 @@ class UNet(nn.Module):
         dropout: float = 0.0,
         attention: bool = False,
         deep_supervision: int = 0,
+        dims: int = 2,
     ) -> None:
         super().__init__()
+        layers = Layers(dims)
         if not 0 <= deep_supervision < depth:
             raise BrainsegError(
                 f"invalid key 'train.model.deep_supervision': {deep_supervision} must be >= 0 and "
                 f"below train.model.depth ({depth})"
             )
         widths = [base_channels * 2**i for i in range(depth + 1)]
-        self.depth = depth
-        self.stem = DoubleConv(in_channels, widths[0], norm)
+        self.depth, self.dims = depth, dims
+        self.stem = DoubleConv(in_channels, widths[0], norm, layers)
         self.downs = nn.ModuleList(
-            Down(widths[i], widths[i + 1], norm, dropout if i == depth - 1 else 0.0)
+            Down(widths[i], widths[i + 1], norm, dropout if i == depth - 1 else 0.0, layers)
             for i in range(depth)
         )
         self.ups = nn.ModuleList(
-            Up(widths[i + 1], widths[i], norm, attention) for i in reversed(range(depth))
+            Up(widths[i + 1], widths[i], norm, attention, layers) for i in reversed(range(depth))
         )
-        self.head = nn.Conv2d(widths[0], out_channels, 1)
+        self.head = layers.conv(widths[0], out_channels, 1)
         self.aux_heads = nn.ModuleList(
-            nn.Conv2d(widths[j], out_channels, 1) for j in range(1, deep_supervision + 1)
+            layers.conv(widths[j], out_channels, 1) for j in range(1, deep_supervision + 1)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        """Logits (n, out_channels, h, w), or in training with deep supervision a list."""
-        h, w = x.shape[-2:]
+        """Logits (n, out_channels, *size) for an input (n, in_channels, *size) with `dims`
+        spatial axes, or in training with deep supervision a list."""
+        if x.dim() != self.dims + 2:
+            raise BrainsegError(f"a {self.dims}D U-Net takes (n, c{', d' * (self.dims == 3)}, "
+                                f"h, w) inputs, got shape {tuple(x.shape)}")
+        size = tuple(x.shape[2:])
         x = self._pad(x)
         skips = [self.stem(x)]
         for down in self.downs:
@@ -197,38 +239,47 @@ class UNet(nn.Module):
         for up in self.ups:
             x = up(x, skips.pop())
             decoded.append(x)
-        logits = self.head(x)[..., :h, :w]
+        logits = _crop(self.head(x), size, 1)
         if not (self.training and len(self.aux_heads)):
             return logits
-        return [logits, *self._aux_logits(decoded[-2::-1], h, w)]
+        return [logits, *self._aux_logits(decoded[-2::-1], size)]
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
-        """Zero-pad bottom and right to a multiple of 2**depth (pixel k of level j stays at
-        k * 2**j of the input, so coarser outputs crop like the full one)."""
+        """Zero-pad the end of every spatial axis to a multiple of 2**depth (voxel k of level
+        j stays at k * 2**j of the input, so coarser outputs crop like the full one)."""
         m = 2**self.depth
-        pad_h, pad_w = -x.shape[-2] % m, -x.shape[-1] % m
+        pads = [-n % m for n in x.shape[2:]]
+        pad = tuple(v for p in reversed(pads) for v in (0, p))  # last axis first, as F.pad
         if torch.onnx.is_in_onnx_export():  # always, by 0 too: an exported graph otherwise
-            return functional.pad(x, (0, pad_w, 0, pad_h))  # keeps the example's branch
-        return functional.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
+            return functional.pad(x, pad)  # keeps the example's branch
+        return functional.pad(x, pad) if any(pads) else x
 
-    def _aux_logits(self, features: list[torch.Tensor], h: int, w: int) -> list[torch.Tensor]:
-        """Heads on decoder levels j = 1..k (finest first), cropped to ceil(h / 2**j) rows and
-        ceil(w / 2**j) columns."""
+    def _aux_logits(self, features: list[torch.Tensor], size: tuple[int, ...]
+                    ) -> list[torch.Tensor]:
+        """Heads on decoder levels j = 1..k (finest first), cropped to ceil(n / 2**j) along
+        every spatial axis of size n."""
         out = []
         for j, (head, feat) in enumerate(zip(self.aux_heads, features, strict=False), start=1):
-            out.append(head(feat)[..., : -(-h // 2**j), : -(-w // 2**j)])
+            out.append(_crop(head(feat), size, 2**j))
         return out
+
+
+def _crop(x: torch.Tensor, size: tuple[int, ...], factor: int) -> torch.Tensor:
+    """`x` (n, c, ...) cropped to ceil(size / factor) along each spatial axis."""
+    return x[(..., *(slice(0, -(-n // factor)) for n in size))]
 
 
 def build_model(config: dict[str, Any]) -> nn.Module:
     """Build the network from the `train.model` params (plus optional in/out channels).
 
-    `arch` defaults to "unet" and `deep_supervision` to 0 (checkpoints written before these keys
-    existed); `out_channels` defaults to the channels of `output` (regions: 3, softmax: 4).
+    `arch` defaults to "unet", `deep_supervision` to 0 and `dims` to 2 (checkpoints written
+    before these keys existed); `out_channels` defaults to the channels of `output` (regions: 3,
+    softmax: 4).
     An arch added with `register_arch` is built by its factory (a `UNet` otherwise).
 
     Raises:
-        BrainsegError: unknown arch, norm or output, or deep_supervision >= depth.
+        BrainsegError: unknown arch, norm or output, dims not 2 or 3, or deep_supervision
+            >= depth.
     """
     arch = config.get("arch", "unet")
     in_ch = config.get("in_channels", 4)
@@ -249,4 +300,5 @@ def build_model(config: dict[str, Any]) -> nn.Module:
         dropout=config["dropout"],
         attention=arch == "attention_unet",
         deep_supervision=config.get("deep_supervision", 0),
+        dims=config.get("dims", 2),
     )

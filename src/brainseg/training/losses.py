@@ -21,11 +21,11 @@ def soft_dice(probs: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> to
     """1 - soft Dice per channel over the batch and space, averaged over channels.
 
     Args:
-        probs: (n, c, h, w) probabilities.
-        target: (n, c, h, w) binary targets.
+        probs: (n, c, h, w) probabilities, or (n, c, d, h, w).
+        target: binary targets of the same shape.
         eps: smoothing added to numerator and denominator (an empty channel predicted empty: 0).
     """
-    dims = (0, 2, 3)
+    dims = (0, *range(2, probs.dim()))
     inter = (probs * target).sum(dims)
     total = probs.sum(dims) + target.sum(dims)
     return 1.0 - ((2 * inter + eps) / (total + eps)).mean()
@@ -38,9 +38,9 @@ def deep_supervision_weights(levels: int) -> list[float]:
 
 
 def downsample_labels(labels: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Nearest-neighbour resize of labels (n, h, w) to `size` (each output pixel takes the label
-    at the centre of the input block it covers: mode "nearest-exact")."""
-    if tuple(labels.shape[-2:]) == tuple(size):
+    """Nearest-neighbour resize of labels (n, h, w) or (n, d, h, w) to `size` (each output voxel
+    takes the label at the centre of the input block it covers: mode "nearest-exact")."""
+    if tuple(labels.shape[1:]) == tuple(size):
         return labels
     resized = functional.interpolate(
         labels[:, None].float(), size=tuple(size), mode="nearest-exact"
@@ -88,12 +88,13 @@ class SegmentationLoss(nn.Module):
     def forward(
         self, outputs: torch.Tensor | Sequence[torch.Tensor], labels: torch.Tensor
     ) -> torch.Tensor:
-        """Scalar loss for logits (n, c, h, w) or a list of them, and labels int64 (n, h, w)."""
+        """Scalar loss for logits (n, c, h, w) or a list of them, and labels int64 (n, h, w)
+        (3D: logits (n, c, d, h, w), labels (n, d, h, w))."""
         if isinstance(outputs, torch.Tensor):
             return self.level_loss(outputs, labels)
         weights = deep_supervision_weights(len(outputs))
         return sum(
-            w * self.level_loss(out, downsample_labels(labels, out.shape[-2:]))
+            w * self.level_loss(out, downsample_labels(labels, out.shape[2:]))
             for w, out in zip(weights, outputs, strict=True)
         )
 
@@ -111,7 +112,7 @@ class SegmentationLoss(nn.Module):
                 dice, ce = _tumour_vs_background(logits, labels)
             else:
                 classes = class_targets(labels)
-                one_hot = functional.one_hot(classes, 4).permute(0, 3, 1, 2).float()
+                one_hot = functional.one_hot(classes, 4).movedim(-1, 1).float()
                 dice = soft_dice(torch.softmax(logits, dim=1)[:, 1:], one_hot[:, 1:])
                 ce = functional.cross_entropy(logits, classes)
         return self.dice_weight * dice + self.ce_weight * ce

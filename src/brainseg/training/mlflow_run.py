@@ -160,9 +160,11 @@ def log_parent_run(uri: str, params: dict[str, Any], fold_run_infos: list[Path],
     ckpt = torch.load(model, map_location="cpu", weights_only=True)
     network = build_network(ckpt["config"])
     network.load_state_dict(ckpt["state_dict"])
-    size = ckpt["config"]["extract"]["image_size"]
-    example = np.zeros((1, ckpt["config"]["model"].get("in_channels", 4), size, size),
-                       np.float32)
+    config = ckpt["config"]
+    size = config["extract"]["image_size"]
+    spatial = (tuple(config["patch"]["size"]) if config["model"].get("dims", 2) == 3
+               else (size, size))  # a 3D model's example: one patch
+    example = np.zeros((1, config["model"].get("in_channels", 4), *spatial), np.float32)
     name = run_name(params, "train").replace("train", f"train {len(children)}-fold ensemble", 1)
     with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
         mlflow.log_params(flatten(params))

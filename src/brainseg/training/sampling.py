@@ -36,16 +36,20 @@ class BatchPlan:
         tumor_fraction: share of each batch drawn from tumour slices (the rest uniformly
             from all slices, tumour ones included, so empty slices are still seen).
         seed: master seed.
+        uniform: the indices the rest of each batch is drawn from (None: all of them). A 3D
+            `PatchDataset` passes its uniformly centred items, so that exactly
+            `tumor_fraction` of a batch is tumour-centred.
     """
 
     def __init__(self, has_tumor: np.ndarray, batch_size: int, slices_per_epoch: int,
-                 tumor_fraction: float, seed: int) -> None:
+                 tumor_fraction: float, seed: int, uniform: np.ndarray | None = None) -> None:
         self.n = len(has_tumor)
         if self.n == 0:
             raise BrainsegError("the training split holds no slice")
         self.tumor = np.flatnonzero(has_tumor)
+        self.uniform = np.arange(self.n) if uniform is None else np.asarray(uniform)
+        total = slices_per_epoch or len(self.uniform)
         self.batch_size, self.seed = batch_size, seed
-        total = slices_per_epoch or self.n
         self.n_batches = max(1, total // batch_size)
         self.n_tumor = round(tumor_fraction * batch_size) if len(self.tumor) else 0
 
@@ -57,7 +61,7 @@ class BatchPlan:
         rng = np.random.default_rng([self.seed, epoch])
         n_uniform = self.batch_size - self.n_tumor
         tumor = _stream(rng, self.tumor, self.n_tumor * self.n_batches)
-        uniform = _stream(rng, np.arange(self.n), n_uniform * self.n_batches)
+        uniform = _stream(rng, self.uniform, n_uniform * self.n_batches)
         seeds = rng.integers(0, 2**31 - 1, size=(self.n_batches, self.batch_size))
         batches = []
         for b in range(self.n_batches):

@@ -1,4 +1,8 @@
-"""Stage `train`: a 2D U-Net on the normalized slices, validated per subject (train.val_every).
+"""Stage `train`: a U-Net on the normalized slices, validated per subject (train.val_every).
+
+A 2D U-Net (`train.model.dims: 2`) trains on batches of axial slices; a 3D one (`dims: 3`) on
+random patches of `train.patch_size` of each subject's stacked slices (`PatchDataset`) and
+validates with the sliding window that evaluate and predict use.
 
 Writes the best checkpoint (by mean validation Dice) with the config needed to rebuild
 it and to preprocess new scans, the per-epoch history CSV, one MLflow run with the
@@ -47,6 +51,7 @@ from brainseg.training.data import (
 from brainseg.training.losses import SegmentationLoss
 from brainseg.training.mlflow_run import TrainingRun
 from brainseg.training.optim import build_optimizer, build_scheduler, clip_gradients
+from brainseg.training.patches import PatchDataset, crop_padded, patch_start
 from brainseg.training.sampling import BatchPlan, EpochBatchSampler
 from brainseg.training.state import fingerprint, load_state, save_state, save_torch, set_rng_states
 from brainseg.training.validation import VAL_COLUMNS, validate
@@ -61,14 +66,20 @@ def model_config(params: dict[str, Any], modalities: tuple[str, ...] = MODALITIE
     `modalities` are the input modalities, in order: a scan to segment must have each of
     them. `in_channels` is their number times 2n + 1 with n = `context_slices` (2.5D input,
     `brainseg.data.preprocess.stack_context`). `regions` are those it was trained on (WT alone
-    for whole-tumour-only labels): the others are neither predicted nor scored.
+    for whole-tumour-only labels): the others are neither predicted nor scored. A 3D model
+    (`dims` 3) also records its sliding window: `patch` {size (d, h, w), overlap}.
     """
     cfg = params["train"]
     context = 2 * cfg["model"]["context_slices"] + 1
-    return {"model": {**cfg["model"], "in_channels": len(modalities) * context,
-                      "out_channels": out_channels(cfg["model"]["output"])},
-            "extract": params["extract"], "normalize": params["normalize"],
-            "modalities": list(modalities), "regions": list(regions)}
+    config = {"model": {**cfg["model"], "in_channels": len(modalities) * context,
+                        "out_channels": out_channels(cfg["model"]["output"])},
+              "extract": params["extract"], "normalize": params["normalize"],
+              "modalities": list(modalities), "regions": list(regions)}
+    if cfg["model"].get("dims", 2) == 3:
+        config["patch"] = {"size": list(cfg["patch_size"]), "overlap": cfg["patch_overlap"]}
+    else:  # a 2D checkpoint reads as 2D without it, and keeps the bytes of one made before 3D
+        config["model"].pop("dims", None)
+    return config
 
 
 class Trainer:
@@ -83,21 +94,29 @@ class Trainer:
         seed_everything(self.seed)
         train = [slices_dir / s for s in subjects_in_split(splits_path, "train", fold)]
         self.context_slices = cfg["model"]["context_slices"]
-        self.dataset = SliceDataset(train, build_augmentation(
-            cfg["augment"], self.seed, context_slices=self.context_slices), self.context_slices)
+        self.dims = cfg["model"].get("dims", 2)
+        self.dataset: SliceDataset | PatchDataset
+        if self.dims == 3:
+            self.dataset = PatchDataset(train, tuple(cfg["patch_size"]), cfg["augment"])
+        else:
+            self.dataset = SliceDataset(train, build_augmentation(
+                cfg["augment"], self.seed, context_slices=self.context_slices),
+                self.context_slices)
         self.val_folders = [slices_dir / s for s in subjects_in_split(splits_path, "val", fold)]
         modalities, self.regions = slice_channels(train + self.val_folders)
         if self.regions != REGIONS:
             log.info("the labels annotate %s only: loss and validation Dice on those; the "
                      "other regions are not available", " ".join(self.regions))
         plan = BatchPlan(self.dataset.has_tumor, cfg["batch_size"], cfg["slices_per_epoch"],
-                         cfg["tumor_fraction"], self.seed)
+                         cfg["tumor_fraction"], self.seed,
+                         getattr(self.dataset, "uniform", None))
         self.sampler = EpochBatchSampler(plan, ctx.rank, ctx.world)
         self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=workers,
                                  persistent_workers=workers > 0,
                                  generator=torch.Generator().manual_seed(self.seed))
         self.config = model_config(params, modalities, self.regions)
-        self.memory = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
+        channels_last = torch.channels_last_3d if self.dims == 3 else torch.channels_last
+        self.memory = channels_last if cfg["channels_last"] else torch.contiguous_format
         self.model = build_model(self.config["model"]).to(ctx.device, memory_format=self.memory)
         self.net = (DistributedDataParallel(self.model) if ctx.distributed else self.model)
         self.optimizer = build_optimizer(self.model, cfg["optimizer"])
@@ -135,8 +154,8 @@ class Trainer:
         """One optimizer step on a batch; returns its loss (detached).
 
         Args:
-            image: (batch, m, h, w) float, as the loader gives it.
-            label: (batch, h, w) uint8 BraTS labels.
+            image: (batch, m, h, w) float, as the loader gives it ((batch, m, d, h, w) in 3D).
+            label: (batch, h, w) BraTS labels ((batch, d, h, w) in 3D).
         """
         image = image.to(self.ctx.device).contiguous(memory_format=self.memory)
         with autocast(self.cfg["precision"], self.ctx.device):
@@ -155,12 +174,20 @@ class Trainer:
         with autocast(self.cfg["precision"], self.ctx.device):
             return validate(self.model, self.val_folders, self.loss_fn,
                             self.cfg["model"]["output"], self.cfg["batch_size"],
-                            self.ctx.device, self.memory, self.regions, self.context_slices)
+                            self.ctx.device, self.memory, self.regions, self.context_slices,
+                            self.config.get("patch"))
 
     def example(self) -> np.ndarray:
-        """One validation slice (1, c, h, w) float32: the MLflow model's input example."""
+        """One validation slice (1, c, h, w) float32, or in 3D the central patch (1, c, d, h,
+        w) of a validation subject: the MLflow model's input example."""
         image, _ = load_subject_inputs(self.val_folders[0], self.context_slices)
-        return np.asarray(image[len(image) // 2: len(image) // 2 + 1], dtype=np.float32)
+        if self.dims == 2:
+            return np.asarray(image[len(image) // 2: len(image) // 2 + 1], dtype=np.float32)
+        size = tuple(self.cfg["patch_size"])
+        volume = np.moveaxis(image, 1, 0)  # (m, s, h, w)
+        start = tuple(patch_start(n // 2, n, p) for n, p in
+                      zip(volume.shape[1:], size, strict=True))
+        return crop_padded(volume, start, size)[None].astype(np.float32)
 
 
 def run_train(*, params: dict[str, Any], slices_dir: str | Path, splits: str | Path,
@@ -252,8 +279,10 @@ def _train(params, slices_dir, splits_path, model_out, history_out, run_info_out
            else contextlib.nullcontext())
     with run:
         if ctx.main:
-            log.info("training on %d slices, %d process(es); MLflow run %s",
-                     len(trainer.dataset), ctx.world, run.run_id)
+            log.info("training on %d %s, %d process(es); MLflow run %s",
+                     len(trainer.dataset), "slices" if trainer.dims == 2 else
+                     "patch sources (subjects, uniform and tumour-centred)", ctx.world,
+                     run.run_id)
             if previous is not None:
                 run.relog_missing(history)
         patience, min_delta = cfg["early_stopping"]["patience"], cfg["early_stopping"]["min_delta"]

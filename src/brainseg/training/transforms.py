@@ -45,6 +45,14 @@ def _per_channel(values: np.ndarray | list[float], context: int) -> list[float]:
     return np.repeat(np.asarray(values, dtype=float), context).tolist()
 
 
+def draw_gamma(rng: np.random.Generator, low: float, high: float) -> float:
+    """A gamma in [low, high]: below 1 or above 1 with equal chance (uniform on [low, 1] or
+    [1, high]) when the range spans 1, else uniform on it."""
+    if low < 1 < high and rng.random() < 0.5:
+        return float(rng.uniform(low, 1.0))
+    return float(rng.uniform(max(low, 1.0) if high > 1 else low, high))
+
+
 def _as_hwc(img: np.ndarray) -> np.ndarray:
     return img[..., None] if img.ndim == 2 else img
 
@@ -72,10 +80,7 @@ class BrainGamma(ImageOnlyTransform):
         self.context = int(context)
 
     def _draw(self) -> float:
-        low, high = self.gamma_range
-        if low < 1 < high and self.random_generator.random() < 0.5:
-            return float(self.random_generator.uniform(low, 1.0))
-        return float(self.random_generator.uniform(max(low, 1.0) if high > 1 else low, high))
+        return draw_gamma(self.random_generator, *self.gamma_range)
 
     def get_params_dependent_on_data(self, params: dict[str, Any],
                                      data: dict[str, Any]) -> dict[str, Any]:
