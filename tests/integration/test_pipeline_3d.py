@@ -27,6 +27,7 @@ def repo_3d(path: Path) -> Path:
                            patch_size=[32, 32, 32])
     params["train"]["model"].update(dims=3, base_channels=4, depth=2)
     params["train"]["augment"]["elastic"]["p"] = 0.0
+    params["postprocess"]["flip_tta"] = False  # 8 sliding windows per subject: slow on CPU
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "commit", "-qam", "3D U-Net"], repo)
     return repo
