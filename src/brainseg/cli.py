@@ -161,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
                   os_problem(exc), "; free some space and rerun" if disk_full(exc) else "")
         return 1
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Stopped)
+        from brainseg.io.atomic import remove_pending
+
+        remove_pending()  # a write the signal caught outside its `try`
         name = "SIGTERM" if isinstance(exc, Stopped) else "SIGINT (Ctrl-C)"
         log.error("brainseg %s stopped by %s: the outputs already written are complete, "
                   "nothing half-written is left", args.command, name)

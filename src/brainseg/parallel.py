@@ -131,10 +131,12 @@ def _in_worker(fn: Callable[..., Any], item: Any, *args: Any) -> Any:
     subject as an orphan, writing into the outputs of whatever run comes next.
     """
     from brainseg.errors import Stopped
+    from brainseg.io.atomic import remove_pending
 
     if os.getppid() != _MAIN_PID:  # the main process is gone: nobody wants this result
         os._exit(143)
     try:
         return fn(item, *args)
-    except Stopped:  # the `finally` blocks on the way here removed its temporary files
+    except Stopped:  # the `finally` blocks on the way here removed its temporary files,
+        remove_pending()  # and this those of a write the signal caught outside its `try`
         os._exit(143)

@@ -32,3 +32,22 @@ def test_a_failed_write_leaves_neither_output_nor_temporary_file(tmp_path):
         except RuntimeError:
             pass
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_signal_outside_the_try_leaves_nothing_once_pending_writes_are_removed(tmp_path):
+    """A signal that lands after the temporary folder was made but before the `with` body
+    leaves a suspended writer whose `finally` never runs (the worker then `os._exit`s):
+    `remove_pending`, which the CLI and the workers call when stopped, removes it."""
+    from brainseg.io.atomic import remove_pending
+
+    folder, file = atomic_dir(tmp_path / "S-3"), atomic_file(tmp_path / "S-3.csv")
+    inner = folder.__enter__() / "half.nii.gz"
+    inner.write_bytes(b"half")
+    file.__enter__().write_text("half")
+    assert len(list(tmp_path.iterdir())) == 2
+    remove_pending()
+    assert list(tmp_path.iterdir()) == []
+    with atomic_dir(tmp_path / "S-4") as tmp:  # a finished write is no longer pending
+        (tmp / "a").write_text("a")
+    remove_pending()
+    assert [p.name for p in tmp_path.iterdir()] == ["S-4"]

@@ -1,7 +1,9 @@
 """Write to a temporary name, then rename: no half-written output ever looks complete.
 
 A process killed outright (SIGKILL) leaves its temporary name behind (hidden, so it never
-looks like the output); the next write of the same output removes it.
+looks like the output); the next write of the same output removes it. A process stopped by
+a signal removes every temporary name it still holds (`remove_pending`), even one whose
+`finally` the signal never reached (it landed between the creation and the `try`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,25 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+
+
+# temporary files and folders this process has created and not yet renamed or removed
+_PENDING: set[Path] = set()
+
+
+def _discard(tmp: Path) -> None:
+    if tmp.is_dir() and not tmp.is_symlink():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.unlink(missing_ok=True)
+
+
+def remove_pending() -> None:
+    """Remove the temporary files and folders of this process's unfinished atomic writes
+    (called when a signal stops the process: the CLI, the pool's workers)."""
+    for tmp in sorted(_PENDING, key=lambda p: len(p.parts), reverse=True):
+        _discard(tmp)
+    _PENDING.clear()
 
 
 def _tmp_name(path: Path) -> Path:
@@ -35,10 +56,7 @@ def remove_stale(path: Path) -> None:
         for stale in path.parent.glob(pattern):
             pid = stale.name.split(".tmp-", 1)[1].split("-", 1)[0]
             if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-                if stale.is_dir() and not stale.is_symlink():
-                    shutil.rmtree(stale, ignore_errors=True)
-                else:
-                    stale.unlink(missing_ok=True)
+                _discard(stale)
 
 
 @contextlib.contextmanager
@@ -52,11 +70,13 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(path)
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    _PENDING.add(tmp)
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+        _PENDING.discard(tmp)
 
 
 @contextlib.contextmanager
@@ -66,15 +86,17 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(path)
     tmp = _tmp_name(path)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    _PENDING.add(tmp)
     try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
         yield tmp
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        _PENDING.discard(tmp)
 
 
 def write_text(path: str | Path, text: str) -> None:
