@@ -2,7 +2,12 @@
 
 Run: .venv/bin/python -m benchmarks.bench_predict [--repeats 3] [--threads 0] [--cli]
      [--batch 5]
-Results: section `predict` of benchmarks/results/latest.json.
+     .venv/bin/python -m benchmarks.bench_predict --dims 3 [--threads 2] [--cli]
+Results: section `predict` (2D) or `predict_3d` of benchmarks/results/latest.json.
+
+`--dims 3` times the 3D U-Net of `train.model.dims: 3` (sliding windows of
+`train.patch_size`, no TTA; target <= 10 s per subject) at the default window overlap
+and at 0.25 and 0 (`brainseg predict --overlap`).
 
 The model has the default architecture and preprocessing of params.yaml (train.model,
 extract, normalize) with random weights (seed 0): timing does not depend on the weights.
@@ -42,6 +47,7 @@ from brainseg.evaluation.inference import load_model, output_mode, prepare_volum
 from brainseg.evaluation.predict import read_subject, run_predict
 from brainseg.models.logits import predict_slices
 from brainseg.models.unet import build_model
+from brainseg.parallel import keep_freed_memory
 from brainseg.params import load_params
 from brainseg.runtime import autocast, native_bf16
 
@@ -50,12 +56,17 @@ REPO = Path(__file__).resolve().parents[1]
 CASE = REPO / "tests" / "data" / "real" / "TCGA-DU-7294"
 
 
-def default_checkpoint(path: Path, params_path: Path) -> dict:
-    """A checkpoint in the format of `train`, default architecture, random weights."""
+def default_checkpoint(path: Path, params_path: Path, dims: int = 2) -> dict:
+    """A checkpoint in the format of `train`, default architecture, random weights; `dims`
+    3: the 3D U-Net with the params' patch size and overlap."""
     params = load_params(params_path)
     torch.manual_seed(0)
     model_cfg = {**params["train"]["model"], "in_channels": 4, "out_channels": 3}
     config = {"model": model_cfg, "extract": params["extract"], "normalize": params["normalize"]}
+    if dims == 3:
+        model_cfg.update(dims=3, context_slices=0)
+        config["patch"] = {"size": list(params["train"]["patch_size"]),
+                           "overlap": params["train"]["patch_overlap"]}
     torch.save({"state_dict": build_model(model_cfg).state_dict(), "config": config}, path)
     return config
 
@@ -83,10 +94,16 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=0, metavar="N",
                         help="also time one command over N subjects, against the forward "
                              "passes alone (0: not)")
+    parser.add_argument("--dims", type=int, choices=(2, 3), default=2,
+                        help="3: time the 3D U-Net's sliding-window prediction instead "
+                             "(section predict_3d)")
     args = parser.parse_args()
     setup_logging()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    if args.dims == 3:
+        record("predict_3d", figures_3d(args))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         ckpt, out = Path(tmp) / "model.pt", Path(tmp) / "seg.nii.gz"
         config = default_checkpoint(ckpt, args.params)
@@ -126,6 +143,52 @@ def main() -> None:
             figures += batch_figures(model, args.input, args.batch, Path(tmp), args.repeats,
                                      args.batch_input)
         record("predict", figures)
+
+
+def figures_3d(args: argparse.Namespace) -> list[Figure]:
+    """One subject through the 3D U-Net (random weights, the params' architecture and patch),
+    in process at the default overlap, 0.25 and 0; with `--cli`, the whole command."""
+    figures = []
+    keep_freed_memory()  # as `brainseg predict` does
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt, out = Path(tmp) / "model.pt", Path(tmp) / "seg.nii.gz"
+        config = default_checkpoint(ckpt, args.params, dims=3)
+        default = config["patch"]["overlap"]
+        log.info("3D model %s, patch %s, %d torch threads, input %s", config["model"],
+                 config["patch"]["size"], torch.get_num_threads(), args.input)
+        for overlap in dict.fromkeys((default, 0.25, 0.0)):
+            def one(overlap: float = overlap) -> None:
+                run_predict(model=str(ckpt), inputs=[args.input], output=out, overlap=overlap)
+
+            first = timed(one)
+            times = [timed(one) for _ in range(args.repeats)]
+            median = statistics.median(times)
+            log.info("overlap %.2f: first %.2f s; median of %d %.2f s; load average %.1f",
+                     overlap, first, len(times), median, os.getloadavg()[0])
+            is_default = overlap == default
+            figures.append(Figure(
+                "predict.subject_3d" + ("" if is_default else f"_overlap{overlap:g}"),
+                f"brainseg predict, 3D U-Net, one 240x240x155 subject, overlap {overlap:g}",
+                median, "s/subject", target="<= 10 s" if is_default else "",
+                met=median <= 10.0 if is_default else None, repeats=len(times),
+                command="python -m benchmarks.bench_predict --dims 3",
+                note=f"in process, sliding windows of {config['patch']['size']}, no TTA, "
+                     f"{torch.get_num_threads()} threads, I/O and model loading included; "
+                     f"first call {first:.2f} s",
+                extra={"times": times, "first_s": first, "overlap": overlap}))
+        if args.cli:
+            command = [sys.executable, "-m", "brainseg", "-q", "predict", "--model", str(ckpt),
+                       "--input", str(args.input), "--output", str(out)]
+            if args.threads > 0:
+                command += ["--threads", str(args.threads)]
+            cli = [timed(lambda: subprocess.run(command, check=True)) for _ in range(args.repeats)]
+            figures.append(Figure(
+                "predict.command_3d", "brainseg predict, 3D U-Net, whole command",
+                statistics.median(cli), "s/subject", repeats=len(cli),
+                command="python -m benchmarks.bench_predict --dims 3 --cli",
+                note="a fresh process: Python and torch start-up included",
+                extra={"times": cli}))
+    return figures
 
 
 def startup_figure(repeats: int) -> Figure:

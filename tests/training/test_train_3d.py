@@ -65,3 +65,34 @@ def test_a_2d_checkpoint_config_stores_no_dims(train_params):
     train_params["train"]["augment"]["elastic"]["p"] = 0.0
     config = model_config(validate_params(train_params))
     assert config["model"]["dims"] == 3 and config["patch"]["size"] == [64, 64, 64]
+
+
+def test_an_interrupted_3d_training_resumes_to_the_same_weights(store, params_3d, monkeypatch):
+    """Stopped after its first epoch's state was saved (as by Ctrl-C), then `--resume`d:
+    the weights and history of a training that was never stopped."""
+    import brainseg.training.train as train_module
+
+    params_3d["train"].update(epochs=3, val_every=1)
+    train(store, copy.deepcopy(params_3d))
+    whole = weights(store / "models" / "model.pt")
+    history = pd.read_csv(store / "reports" / "history.csv")
+    (store / "models" / "model.pt").unlink()
+
+    real_save = train_module.save_state
+
+    def save_then_stop(path, **state):
+        real_save(path, **state)
+        if state["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save_state", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(store, copy.deepcopy(params_3d))
+    assert not (store / "models" / "model.pt").exists()
+    assert torch.load(store / "models" / "train_state.pt", weights_only=True)["epoch"] == 1
+    monkeypatch.setattr(train_module, "save_state", real_save)
+    train(store, copy.deepcopy(params_3d), resume=True)
+    resumed = weights(store / "models" / "model.pt")
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    assert history.equals(pd.read_csv(store / "reports" / "history.csv"))
+    assert not (store / "models" / "train_state.pt").exists()

@@ -311,9 +311,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    from brainseg.parallel import keep_freed_memory
     from brainseg.tracking import tracking_uri
 
     set_threads(args.threads)
+    # One command, then exit: the large activations of every slice batch or 3D window are
+    # reused instead of unmapped and faulted in again (a quarter of a 3D prediction's time).
+    keep_freed_memory()
     if not 0.0 < args.threshold < 1.0:
         raise BrainsegError(f"--threshold {args.threshold}: expected a value in (0, 1)")
     if args.batch_size < 1:

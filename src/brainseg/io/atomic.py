@@ -14,7 +14,6 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-
 # temporary files and folders this process has created and not yet renamed or removed
 _PENDING: set[Path] = set()
 

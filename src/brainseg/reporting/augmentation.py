@@ -2,8 +2,10 @@
 
 Each augmented panel is titled with the transforms albumentations applied to it (and their
 main drawn values, read from the Compose's `applied_transforms`), so the figure shows what
-the `train.augment` params do. Everything is drawn from `seed`: the same inputs give the
-same figure.
+the `train.augment` params do. For a 3D model (`train.model.dims: 3`) the samples are
+tumour-centred training patches and their 3D augmentations (`brainseg.training.augment3d`),
+each shown by an axial and a coronal slice through its tumour. Everything is drawn from `seed`: the
+same inputs give the same figure.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from brainseg.data.labels import REGIONS, labels_to_regions
 from brainseg.data.modalities import MODALITIES
 from brainseg.errors import BrainsegError
 from brainseg.reporting.plots import REGION_COLORS, save_png
+from brainseg.training.augment3d import augment_patch
 from brainseg.training.data import SliceDataset, build_augmentation, slice_channels
+from brainseg.training.patches import PatchDataset
 
 FLAIR = MODALITIES.index("flair")
 GREY = plt.get_cmap("gray").with_extremes(bad="black")
@@ -129,4 +133,92 @@ def plot_augmentations(folders: list[Path], augment_cfg: dict[str, Any], seed: i
     fig.suptitle("Training augmentation (FLAIR, label contours; same grey scale per row)",
                  fontsize=9)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
+    save_png(fig, Path(out_png), dpi)
+
+
+def transform_label_3d(name: str, values: Any, flair: int = FLAIR) -> str:
+    """A short label of one 3D transform as `augment_patch` reports it (FLAIR's value where
+    per channel)."""
+    if name == "flip":
+        return f"flip {values}"
+    if name == "affine":
+        d, h, w = values["angles"]
+        return f"rot {d:+.0f}/{h:+.0f}/{w:+.0f}°, zoom {values['zoom']:.2f}"
+    if name == "gamma":
+        return f"gamma {values[flair]:.2f}"
+    if name == "brightness_contrast":
+        return f"x{values['contrast'][flair]:.2f} {values['brightness'][flair]:+.2f}"
+    if name == "noise":
+        return f"noise {values:.2f}"
+    if name == "blur":
+        return f"blur {values[flair]:.1f} vox"
+    return name
+
+
+def _views(image: np.ndarray, label: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The axial and coronal slices of a patch, image (c, d, h, w) and labels (d, h, w),
+    through its tumour's centre (the patch centre without tumour), as (x, y, c) panels of
+    `_panel` (coronal: superior up)."""
+    inside = np.argwhere(label > 0)
+    centre = inside.mean(axis=0) if len(inside) else np.asarray(label.shape) / 2
+    d, h = int(centre[0]), int(centre[1])
+    axial = (np.moveaxis(image[:, d], 0, -1), label[d])
+    coronal = (np.moveaxis(image[:, ::-1, h, :], 0, -1).transpose(1, 0, 2),
+               label[::-1, h, :].T)
+    return [axial, coronal]
+
+
+def plot_augmentations_3d(folders: list[Path], augment_cfg: dict[str, Any],
+                          patch_size: list[int], seed: int, out_png: Path, dpi: int,
+                          n_patches: int = 3, n_variants: int = 5) -> None:
+    """Tumour-centred training patches (two rows each: axial and coronal slices through the
+    tumour): the patch, then `n_variants` 3D augmentations of it under `augment_cfg`.
+
+    Args:
+        folders: the training subjects' folders of the normalize store.
+        augment_cfg: the `train.augment` params.
+        patch_size: `train.patch_size` (d, h, w).
+        seed: chooses the subjects, the patches and the augmentations.
+        out_png: the figure (written atomically).
+        dpi: its resolution.
+        n_patches: patches shown (from different subjects when there are enough).
+        n_variants: augmented versions per patch.
+
+    Raises:
+        BrainsegError: when no training subject holds tumour.
+    """
+    plain = PatchDataset(folders, tuple(patch_size))
+    tumour = np.flatnonzero(plain.has_tumor)
+    if not len(tumour):
+        raise BrainsegError("no training subject holds tumour: nothing to show augmented")
+    rng = np.random.default_rng(seed)
+    items = sorted(rng.choice(tumour, min(n_patches, len(tumour)), replace=False).tolist())
+    channel = slice_channels(folders)[0].index("flair")
+    fig, axes = plt.subplots(2 * len(items), n_variants + 1, squeeze=False,
+                             figsize=(1.9 * (n_variants + 1), 2.1 * 2 * len(items)))
+    for k, idx in enumerate(items):
+        image, label = plain.sample((idx, variant_seed(seed, idx, 0)))
+        flair = image[channel]
+        vmin, vmax = np.percentile(flair[flair != 0], [0.5, 99.5]) if flair.any() else (0, 1)
+        subject = Path(folders[idx % len(folders)]).name
+        columns = [(image, label, f"patch of {subject}")]
+        for col in range(1, n_variants + 1):
+            applied: list[tuple[str, Any]] = []
+            out = augment_patch(image, label, augment_cfg,
+                                np.random.default_rng(variant_seed(seed, idx, col)), applied)
+            names = [transform_label_3d(n, v, channel) for n, v in applied]
+            title = "\n".join([", ".join(names[i:i + 2]) for i in range(0, len(names), 2)])
+            columns.append((*out, title or "(none applied)"))
+        for col, (img, lab, title) in enumerate(columns):
+            for view, (panel, mask) in enumerate(_views(img, lab)):
+                ax = axes[2 * k + view, col]
+                _panel(ax, panel, mask, vmin, vmax, title if view == 0 else "", channel)
+                if col == 0:
+                    ax.text(-0.06, 0.5, ("axial", "coronal")[view], rotation=90, fontsize=7,
+                            ha="right", va="center", transform=ax.transAxes)
+    handles = [plt.Line2D([], [], color=REGION_COLORS[r], label=r) for r in REGIONS]
+    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=8)
+    fig.suptitle("3D training augmentation (FLAIR slices through each patch's tumour, label "
+                 "contours; same grey scale per patch)", fontsize=9)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
     save_png(fig, Path(out_png), dpi)

@@ -18,7 +18,7 @@ from brainseg.data.split import subjects_in_split
 from brainseg.errors import BrainsegError
 from brainseg.io.atomic import atomic_dir
 from brainseg.io.nifti import find_nifti, load_nifti, voxel_spacing
-from brainseg.reporting.augmentation import plot_augmentations
+from brainseg.reporting.augmentation import plot_augmentations, plot_augmentations_3d
 from brainseg.reporting.names import FIGURES
 from brainseg.reporting.overlays import animate_axial, plot_overlay
 from brainseg.reporting.plots import plot_dice_box, plot_learning_curves, plot_metrics_table
@@ -81,10 +81,16 @@ def draw_cases(per_subject: pd.DataFrame, raw_dir: Path, pred_dir: Path, out: Pa
 
 def draw_augmentation(params: dict[str, Any], slices_dir: Path, splits_csv: Path,
                       out: Path) -> None:
-    """Training slices with tumour and their augmented versions, under `train.augment`."""
+    """Training slices with tumour (a 3D model: patches) and their augmented versions,
+    under `train.augment`."""
     folders = [slices_dir / s for s in subjects_in_split(splits_csv, "train")]
-    plot_augmentations(folders, params["train"]["augment"], params["base"]["seed"], out,
-                       params["figures"]["dpi"])
+    train = params["train"]
+    if train["model"].get("dims", 2) == 3:
+        plot_augmentations_3d(folders, train["augment"], train["patch_size"],
+                              params["base"]["seed"], out, params["figures"]["dpi"])
+    else:
+        plot_augmentations(folders, train["augment"], params["base"]["seed"], out,
+                           params["figures"]["dpi"])
 
 
 def run_figures(*, params: dict[str, Any], history: Path, per_subject: Path, raw_dir: Path,

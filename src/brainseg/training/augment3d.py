@@ -30,7 +30,8 @@ from brainseg.training.transforms import (
 
 
 def augment_patch(image: np.ndarray, label: np.ndarray, cfg: dict[str, Any],
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                  rng: np.random.Generator, applied: list[tuple[str, Any]] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Spatial then intensity augmentation of one patch.
 
     Args:
@@ -38,22 +39,26 @@ def augment_patch(image: np.ndarray, label: np.ndarray, cfg: dict[str, Any],
         label: uint8 (d, h, w) BraTS labels.
         cfg: the validated `train.augment` params.
         rng: the sample's generator.
+        applied: when given, each transform applied is appended to it as (name, drawn
+            values), as albumentations' `applied_transforms` (for the figure); the draws
+            do not depend on it.
 
     Returns:
         (image float32 (c, d, h, w), label uint8 (d, h, w)), new arrays.
     """
-    image, label = flip_axes(image, label, cfg["flip"]["p"], rng)
+    image, label = flip_axes(image, label, cfg["flip"]["p"], rng, applied)
     if rng.random() < cfg["affine"]["p"]:
-        image, label = affine(image, label, cfg["affine"], rng)
-    return intensity(image, cfg, rng), label
+        image, label = affine(image, label, cfg["affine"], rng, applied)
+    return intensity(image, cfg, rng, applied), label
 
 
-def flip_axes(image: np.ndarray, label: np.ndarray, p: float, rng: np.random.Generator
-              ) -> tuple[np.ndarray, np.ndarray]:
+def flip_axes(image: np.ndarray, label: np.ndarray, p: float, rng: np.random.Generator,
+              applied: list[tuple[str, Any]] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mirror image (c, d, h, w) and label (d, h, w) along each spatial axis with chance p."""
     for axis in range(3):
         if rng.random() < p:
             image, label = np.flip(image, axis + 1), np.flip(label, axis)
+            _note(applied, "flip", "dhw"[axis])
     return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
 
@@ -69,8 +74,14 @@ def rotation(angles_deg: np.ndarray) -> np.ndarray:
     return out
 
 
+def _note(applied: list[tuple[str, Any]] | None, name: str, values: Any) -> None:
+    if applied is not None:
+        applied.append((name, values))
+
+
 def affine(image: np.ndarray, label: np.ndarray, cfg: dict[str, Any],
-           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+           rng: np.random.Generator, applied: list[tuple[str, Any]] | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
     """Rotate (uniform in ±rotate_deg about each axis), scale (one zoom in `scale`) and shift
     (up to ±shift of the patch size per axis) about the patch centre, in voxel units.
 
@@ -80,6 +91,7 @@ def affine(image: np.ndarray, label: np.ndarray, cfg: dict[str, Any],
     angles = rng.uniform(-cfg["rotate_deg"], cfg["rotate_deg"], 3)
     zoom = rng.uniform(*cfg["scale"])
     shift = rng.uniform(-cfg["shift"], cfg["shift"], 3)
+    _note(applied, "affine", {"angles": angles, "zoom": zoom, "shift": shift})
     size = np.asarray(label.shape, dtype=float)  # (d, h, w)
     voxel = rotation(angles) / zoom  # output voxel offset -> input voxel offset
     half = size / 2
@@ -97,7 +109,8 @@ def affine(image: np.ndarray, label: np.ndarray, cfg: dict[str, Any],
     return img[0].numpy(), lab[0, 0].numpy().astype(np.uint8)
 
 
-def intensity(image: np.ndarray, cfg: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
+def intensity(image: np.ndarray, cfg: dict[str, Any], rng: np.random.Generator,
+              applied: list[tuple[str, Any]] | None = None) -> np.ndarray:
     """Gamma, brightness/contrast, noise and blur of `train.augment`, one draw per modality.
 
     Args:
@@ -111,17 +124,22 @@ def intensity(image: np.ndarray, cfg: dict[str, Any], rng: np.random.Generator) 
     if rng.random() < cfg["gamma"]["p"]:
         gamma = [draw_gamma(rng, *cfg["gamma"]["range"]) for _ in range(c)]
         out = BrainGamma(p=1.0).apply(out, gamma=gamma)
+        _note(applied, "gamma", gamma)
     bc = cfg["brightness_contrast"]
     if rng.random() < bc["p"]:
         brightness = rng.uniform(-bc["brightness"], bc["brightness"], c).tolist()
         contrast = rng.uniform(1 - bc["contrast"], 1 + bc["contrast"], c).tolist()
         out = BrainBrightnessContrast(p=1.0).apply(out, brightness=brightness, contrast=contrast)
+        _note(applied, "brightness_contrast", {"brightness": brightness, "contrast": contrast})
     if rng.random() < cfg["noise"]["p"]:
         std = np.float32(rng.uniform(*cfg["noise"]["std"]))
         noise = rng.standard_normal(out.shape, dtype=np.float32) * std
         out = out + noise * brain_of(out)[..., None]
+        _note(applied, "noise", float(std))
     if rng.random() < cfg["blur"]["p"]:
-        out = blur(out, rng.uniform(*cfg["blur"]["sigma"], c))
+        sigma = rng.uniform(*cfg["blur"]["sigma"], c)
+        out = blur(out, sigma)
+        _note(applied, "blur", sigma)
     return np.ascontiguousarray(np.moveaxis(out, -1, 0), dtype=np.float32)
 
 
