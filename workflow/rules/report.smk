@@ -70,6 +70,8 @@ rule figures:
         file=PARAMS,
         figures=config["figures"],
         augment=config["train"]["augment"],
+        dims=config["train"]["model"]["dims"],
+        patch=config["train"]["patch_size"],
         seed=config["base"]["seed"],
     shell:
         "brainseg figures --params {params.file} --history {input.history}"
