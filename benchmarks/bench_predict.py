@@ -125,11 +125,7 @@ def main() -> None:
                  f"first call {first:.2f} s",
             extra={"times": times, "first_s": first})]
         if args.cli:
-            command = [sys.executable, "-m", "brainseg", "-q", "predict", "--model", str(ckpt),
-                       "--input", str(args.input), "--output", str(out)]
-            if args.threads > 0:
-                command += ["--threads", str(args.threads)]
-            cli = [timed(lambda: subprocess.run(command, check=True)) for _ in range(args.repeats)]
+            cli = command_times(ckpt, out, args)
             figures.append(Figure(
                 "predict.command", "brainseg predict, whole command", statistics.median(cli),
                 "s/subject", target="<= 3 s", met=statistics.median(cli) <= 3.0,
@@ -143,6 +139,15 @@ def main() -> None:
             figures += batch_figures(model, args.input, args.batch, Path(tmp), args.repeats,
                                      args.batch_input)
         record("predict", figures)
+
+
+def command_times(ckpt: Path, out: Path, args: argparse.Namespace) -> list[float]:
+    """Seconds of `brainseg predict` of `args.input` as a fresh command, `args.repeats` times."""
+    command = [sys.executable, "-m", "brainseg", "-q", "predict", "--model", str(ckpt),
+               "--input", str(args.input), "--output", str(out)]
+    if args.threads > 0:
+        command += ["--threads", str(args.threads)]
+    return [timed(lambda: subprocess.run(command, check=True)) for _ in range(args.repeats)]
 
 
 def figures_3d(args: argparse.Namespace) -> list[Figure]:
@@ -177,11 +182,7 @@ def figures_3d(args: argparse.Namespace) -> list[Figure]:
                      f"first call {first:.2f} s",
                 extra={"times": times, "first_s": first, "overlap": overlap}))
         if args.cli:
-            command = [sys.executable, "-m", "brainseg", "-q", "predict", "--model", str(ckpt),
-                       "--input", str(args.input), "--output", str(out)]
-            if args.threads > 0:
-                command += ["--threads", str(args.threads)]
-            cli = [timed(lambda: subprocess.run(command, check=True)) for _ in range(args.repeats)]
+            cli = command_times(ckpt, out, args)
             figures.append(Figure(
                 "predict.command_3d", "brainseg predict, 3D U-Net, whole command",
                 statistics.median(cli), "s/subject", repeats=len(cli),
