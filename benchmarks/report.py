@@ -19,8 +19,8 @@ from benchmarks.common import LATEST, REPO, load_latest
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 DOC = REPO / "docs" / "performance.md"
-ORDER = ("io", "peers_preprocess", "training", "loader", "predict", "metrics", "synthetic",
-         "e2e", "scaling", "memory_real", "noop", "peers_training", "peers_real",
+ORDER = ("io", "peers_preprocess", "training", "loader", "predict", "predict_3d", "metrics",
+         "synthetic", "e2e", "scaling", "memory_real", "noop", "peers_training", "peers_real",
          "peers_real_monai", "gpu")
 STAGE_PREFIX = "e2e.stage."  # per-rule figures: a table of their own
 log = logging.getLogger("benchmarks.report")
