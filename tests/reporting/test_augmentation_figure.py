@@ -73,5 +73,5 @@ def test_reporting_the_applied_3d_transforms_changes_no_draw():
     noted = augment_patch(image, label, DEFAULTS, np.random.default_rng(3), applied)
     assert all(np.array_equal(a, b) for a, b in zip(plain, noted, strict=True))
     names = [name for name, _ in applied]
-    assert names and set(names) <= {"flip", "affine", "gamma", "brightness_contrast", "noise",
-                                    "blur"}
+    assert names and set(names) <= {"Flip3D", "Affine3D", "BrainGamma", "BrainBrightnessContrast",
+                                    "BrainGaussianNoise", "FloatGaussianBlur"}

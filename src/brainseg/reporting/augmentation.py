@@ -35,12 +35,18 @@ def transform_label(name: str, params: dict[str, Any], flair: int = FLAIR) -> st
     """A short label of one applied transform, with its drawn values (FLAIR's where per channel).
 
     Args:
-        name: the albumentations class name, as in `applied_transforms`.
+        name: the albumentations class name, as in `applied_transforms` (or as
+            `augment_patch` reports a 3D transform).
         params: the params it was applied with.
         flair: the FLAIR channel (3 of the four BraTS modalities; 2 of t1 t1ce flair).
     """
     if name == "VerticalFlip":
         return "flip L-R"
+    if name == "Flip3D":  # brainseg.training.augment3d
+        return f"flip {params['axis']}"
+    if name == "Affine3D":
+        d, h, w = params["angles"]
+        return f"rot {d:+.0f}/{h:+.0f}/{w:+.0f}°, zoom {params['zoom']:.2f}"
     if name == "Affine":
         return f"rot {params['rotate']:+.0f}°, zoom {params['scale']['x']:.2f}"
     if name == "ElasticTransform":
@@ -52,7 +58,7 @@ def transform_label(name: str, params: dict[str, Any], flair: int = FLAIR) -> st
     if name == "BrainGaussianNoise":
         return f"noise {params['std']:.2f}"
     if name == "FloatGaussianBlur":
-        return f"blur {params['sigma'][flair]:.1f} px"
+        return f"blur {params['sigma'][flair]:.1f} {params.get('unit', 'px')}"
     return name
 
 
@@ -136,25 +142,6 @@ def plot_augmentations(folders: list[Path], augment_cfg: dict[str, Any], seed: i
     save_png(fig, Path(out_png), dpi)
 
 
-def transform_label_3d(name: str, values: Any, flair: int = FLAIR) -> str:
-    """A short label of one 3D transform as `augment_patch` reports it (FLAIR's value where
-    per channel)."""
-    if name == "flip":
-        return f"flip {values}"
-    if name == "affine":
-        d, h, w = values["angles"]
-        return f"rot {d:+.0f}/{h:+.0f}/{w:+.0f}°, zoom {values['zoom']:.2f}"
-    if name == "gamma":
-        return f"gamma {values[flair]:.2f}"
-    if name == "brightness_contrast":
-        return f"x{values['contrast'][flair]:.2f} {values['brightness'][flair]:+.2f}"
-    if name == "noise":
-        return f"noise {values:.2f}"
-    if name == "blur":
-        return f"blur {values[flair]:.1f} vox"
-    return name
-
-
 def _views(image: np.ndarray, label: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """The axial and coronal slices of a patch, image (c, d, h, w) and labels (d, h, w),
     through its tumour's centre (the patch centre without tumour), as (x, y, c) panels of
@@ -206,7 +193,7 @@ def plot_augmentations_3d(folders: list[Path], augment_cfg: dict[str, Any],
             applied: list[tuple[str, Any]] = []
             out = augment_patch(image, label, augment_cfg,
                                 np.random.default_rng(variant_seed(seed, idx, col)), applied)
-            names = [transform_label_3d(n, v, channel) for n, v in applied]
+            names = [transform_label(n, v, channel) for n, v in applied]
             title = "\n".join([", ".join(names[i:i + 2]) for i in range(0, len(names), 2)])
             columns.append((*out, title or "(none applied)"))
         for col, (img, lab, title) in enumerate(columns):

@@ -39,9 +39,10 @@ def augment_patch(image: np.ndarray, label: np.ndarray, cfg: dict[str, Any],
         label: uint8 (d, h, w) BraTS labels.
         cfg: the validated `train.augment` params.
         rng: the sample's generator.
-        applied: when given, each transform applied is appended to it as (name, drawn
-            values), as albumentations' `applied_transforms` (for the figure); the draws
-            do not depend on it.
+        applied: when given, each transform applied is appended to it as (name, params),
+            as albumentations' `applied_transforms` lists them, under the names of the 2D
+            pipeline's transforms where they are the same (for the figure); the draws do
+            not depend on it.
 
     Returns:
         (image float32 (c, d, h, w), label uint8 (d, h, w)), new arrays.
@@ -58,7 +59,7 @@ def flip_axes(image: np.ndarray, label: np.ndarray, p: float, rng: np.random.Gen
     for axis in range(3):
         if rng.random() < p:
             image, label = np.flip(image, axis + 1), np.flip(label, axis)
-            _note(applied, "flip", "dhw"[axis])
+            _note(applied, "Flip3D", {"axis": "dhw"[axis]})
     return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
 
@@ -91,7 +92,7 @@ def affine(image: np.ndarray, label: np.ndarray, cfg: dict[str, Any],
     angles = rng.uniform(-cfg["rotate_deg"], cfg["rotate_deg"], 3)
     zoom = rng.uniform(*cfg["scale"])
     shift = rng.uniform(-cfg["shift"], cfg["shift"], 3)
-    _note(applied, "affine", {"angles": angles, "zoom": zoom, "shift": shift})
+    _note(applied, "Affine3D", {"angles": angles, "zoom": zoom, "shift": shift})
     size = np.asarray(label.shape, dtype=float)  # (d, h, w)
     voxel = rotation(angles) / zoom  # output voxel offset -> input voxel offset
     half = size / 2
@@ -124,22 +125,22 @@ def intensity(image: np.ndarray, cfg: dict[str, Any], rng: np.random.Generator,
     if rng.random() < cfg["gamma"]["p"]:
         gamma = [draw_gamma(rng, *cfg["gamma"]["range"]) for _ in range(c)]
         out = BrainGamma(p=1.0).apply(out, gamma=gamma)
-        _note(applied, "gamma", gamma)
+        _note(applied, "BrainGamma", {"gamma": gamma})
     bc = cfg["brightness_contrast"]
     if rng.random() < bc["p"]:
         brightness = rng.uniform(-bc["brightness"], bc["brightness"], c).tolist()
         contrast = rng.uniform(1 - bc["contrast"], 1 + bc["contrast"], c).tolist()
         out = BrainBrightnessContrast(p=1.0).apply(out, brightness=brightness, contrast=contrast)
-        _note(applied, "brightness_contrast", {"brightness": brightness, "contrast": contrast})
+        _note(applied, "BrainBrightnessContrast", {"brightness": brightness, "contrast": contrast})
     if rng.random() < cfg["noise"]["p"]:
         std = np.float32(rng.uniform(*cfg["noise"]["std"]))
         noise = rng.standard_normal(out.shape, dtype=np.float32) * std
         out = out + noise * brain_of(out)[..., None]
-        _note(applied, "noise", float(std))
+        _note(applied, "BrainGaussianNoise", {"std": float(std)})
     if rng.random() < cfg["blur"]["p"]:
         sigma = rng.uniform(*cfg["blur"]["sigma"], c)
         out = blur(out, sigma)
-        _note(applied, "blur", sigma)
+        _note(applied, "FloatGaussianBlur", {"sigma": sigma, "unit": "vox"})
     return np.ascontiguousarray(np.moveaxis(out, -1, 0), dtype=np.float32)
 
 
