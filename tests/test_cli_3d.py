@@ -119,3 +119,30 @@ def test_predict_takes_another_overlap_for_a_3d_model_only(run_3d, tmp_path):
     two_d = {**config, "model": {**config["model"], "dims": 2}}
     with pytest.raises(BrainsegError, match=r"--overlap: m\.pt is a 2D model"):
         with_overlap(two_d, 0.25, "m.pt")
+
+
+def test_the_figures_of_a_3d_run_show_its_patches(run_3d):
+    """The figures stage on a 3D run: its augmentation figure is the 3D one (patches in an
+    axial and a coronal view), beside the curves and the overlays of its predictions."""
+    brainseg("figures", "--params", "params.yaml", "--history", "reports/train_history.csv",
+             "--per-subject", "reports/per_subject.csv", "--raw-dir", "data/raw",
+             "--pred-dir", "data/predictions", "--slices-dir", "data/slices", "--splits",
+             "data/splits.csv", "--out-dir", "reports/figures", "--run-info",
+             "models/mlflow_run.json", "--tracking-uri", f"sqlite:///{run_3d / 'mlflow.db'}",
+             cwd=run_3d)
+    figures = run_3d / "reports" / "figures"
+    for name in ("learning_curves.png", "dice_boxplot.png", "augmentation.png"):
+        assert (figures / name).stat().st_size > 0, name
+    # the 3D figure (tumour-centred patches, axial and coronal), drawn from the training split
+    import yaml
+
+    from brainseg.data.split import subjects_in_split
+    from brainseg.reporting.augmentation import plot_augmentations_3d
+
+    params = yaml.safe_load((run_3d / "params.yaml").read_text())
+    train = params["train"]
+    folders = [run_3d / "data" / "slices" / s
+               for s in subjects_in_split(run_3d / "data" / "splits.csv", "train")]
+    plot_augmentations_3d(folders, train["augment"], train["patch_size"],
+                          params["base"]["seed"], run_3d / "want.png", params["figures"]["dpi"])
+    assert (figures / "augmentation.png").read_bytes() == (run_3d / "want.png").read_bytes()
