@@ -21,7 +21,7 @@ from tests.conftest import write_subject
 from tests.evaluation.test_predict import save_varied_checkpoint
 
 HEAVY = ("pandas", "sklearn", "mlflow", "matplotlib", "onnxruntime", "onnx", "torch",
-         "albumentations", "nilearn", "fastapi", "uvicorn", "dvc", "snakemake",
+         "albumentations", "nilearn", "fastapi", "uvicorn", "dvc", "snakemake", "jsonschema",
          "scipy.ndimage")  # a package, or a module of one (0.2 s, only for clean-up)
 
 PROBE = """

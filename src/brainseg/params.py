@@ -11,12 +11,14 @@ import os
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import yaml
 
 from brainseg.errors import BrainsegError
+
+if TYPE_CHECKING:  # imported where params are validated: `brainseg predict` never pays for it
+    import jsonschema
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "params.schema.yaml"
 
@@ -102,6 +104,8 @@ def validate_params(params: Any, source: str = "params") -> dict[str, Any]:
 
 def _check_schema(values: Any, schema: Mapping[str, Any], source: str, prefix: str = "") -> None:
     """Raise on the first value of `values` (at dotted `prefix`) that `schema` refuses."""
+    import jsonschema
+
     validator = jsonschema.Draft202012Validator(load_schema()).evolve(schema=schema)
     errors = sorted(validator.iter_errors(values), key=lambda e: list(e.absolute_path))
     if errors:
