@@ -59,6 +59,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "lr4e-3": {"train.optimizer.lr": 0.004},
     "no-augment": {f"train.augment.{t}.p": 0.0 for t in
                    ("flip", "affine", "gamma", "brightness_contrast", "noise", "blur")},
+    "batch8": {"train.batch_size": 8},  # twice the steps of half the batch, same slices
+    "depth3": {"train.model.depth": 3},  # one level less (the preset: 4)
 }
 
 
