@@ -7,10 +7,12 @@ fold `brainseg train --fold f` and `brainseg evaluate` of that fold's model on t
 fold's held-out subjects (plain threshold, no post-processing), so every subject is
 scored once by a model that never saw it. Results (per subject, per fold, pooled, and
 the training wall time) go to `benchmarks/results/cv_real.json`, one entry per
-configuration; `--table` prints them as the Markdown table of docs/results.md.
+configuration; `--table` prints them as the Markdown table of docs/results.md, and
+`--paired preset` each configuration's paired difference to the preset, subject by subject.
 
     python -m benchmarks.cv_real --data ../shared/fixtures/brats18 --config base
     python -m benchmarks.cv_real --table
+    python -m benchmarks.cv_real --paired preset
 """
 
 from __future__ import annotations
@@ -214,6 +216,34 @@ def table(path: Path = RESULTS) -> str:
     return "\n".join(lines)
 
 
+def paired_table(path: Path = RESULTS, reference: str = "preset") -> str:
+    """Each configuration's out-of-fold Dice minus `reference`'s, paired subject by subject:
+    mean ± standard error of the difference (per region, and of the three regions' mean)
+    and on how many subjects it is better. Configurations are compared on the subjects
+    both scored."""
+    results = json.loads(path.read_text())
+    if reference not in results:
+        raise SystemExit(f"{path}: no configuration {reference!r} to pair with "
+                         f"(it holds {', '.join(sorted(results))})")
+
+    def dice(name: str) -> pd.DataFrame:
+        table = pd.DataFrame(results[name]["per_subject"]).set_index("subject")
+        table = table[[f"dice_{r}" for r in REGIONS]].set_axis(REGIONS, axis=1)
+        return table.assign(mean=table.mean(axis=1))
+
+    ref = dice(reference)
+    heads = " | ".join(f"{c} - {reference}" for c in (*REGIONS, "mean"))
+    lines = [f"| configuration | subjects | {heads} |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for name in sorted(set(results) - {reference}, key=lambda n: -results[n]["dice_mean"]):
+        diff = (dice(name) - ref).dropna()
+        n = len(diff)
+        cells = [f"{diff[c].mean():+.3f} ± {diff[c].std(ddof=1) / np.sqrt(n):.3f} "
+                 f"({int((diff[c] > 0).sum())}/{n} better)" for c in (*REGIONS, "mean")]
+        lines.append(f"| {name} | {n} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, help="a real BraTS folder (any supported layout)")
@@ -223,6 +253,9 @@ def main() -> None:
                         help="configuration to cross-validate (repeatable)")
     parser.add_argument("--threads", default="2", help="torch threads per command (default 2)")
     parser.add_argument("--table", action="store_true", help="print the results table")
+    parser.add_argument("--paired", metavar="NAME",
+                        help="print each configuration's paired difference to NAME (mean ± "
+                             "standard error over the subjects, and how many it betters)")
     parser.add_argument("--results", type=Path, default=RESULTS,
                         help="results file (default benchmarks/results/cv_real.json); another "
                              "one keeps configurations compared on another machine apart, "
@@ -231,11 +264,12 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     global THREADS
     THREADS = args.threads
-    if args.table:
-        print(table(args.results))  # noqa: T201
+    if args.table or args.paired:
+        print(paired_table(args.results, args.paired) if args.paired  # noqa: T201
+              else table(args.results))
         return
     if not args.data or not args.config:
-        parser.error("--data and --config are required (or --table)")
+        parser.error("--data and --config are required (or --table, or --paired)")
     for name in args.config:
         result = run_config(name, args.data.resolve(), args.work.resolve())
         record(result, args.results)

@@ -86,3 +86,26 @@ def test_the_machine_line_names_each_machine_with_its_sections():
     assert report.render(two).splitlines()[1].startswith(
         "Machines: AMD EPYC, 2 cores, 23.5 GiB, torch 2.13.0+cpu (io); "
         "Intel Xeon, 2 cores, 23.5 GiB, torch 2.13.0+cpu (faults); ")
+
+
+def test_cv_real_pairs_each_configuration_with_the_reference_subject_by_subject(tmp_path):
+    from benchmarks.cv_real import paired_table
+
+    def entry(name: str, dice: list[tuple[float, float, float]]) -> dict:
+        rows = [{"subject": f"S{i}", "fold": i % 2, "dice_WT": wt, "dice_TC": tc, "dice_ET": et}
+                for i, (wt, tc, et) in enumerate(dice)]
+        return {"config": name, "per_subject": rows,
+                "dice_mean": sum(sum(d) for d in dice) / (3 * len(dice))}
+
+    results = tmp_path / "cv.json"
+    results.write_text(json.dumps({
+        "preset": entry("preset", [(0.8, 0.6, 0.5), (0.9, 0.7, 0.6), (0.7, 0.5, 0.4)]),
+        # WT +0.1, +0.0, +0.2 (mean 0.1, SE 0.1/sqrt 3); TC and ET the same
+        "wider": entry("wider", [(0.9, 0.6, 0.5), (0.9, 0.7, 0.6), (0.9, 0.5, 0.4)]),
+    }))
+    lines = paired_table(results, "preset").splitlines()
+    assert lines[0].startswith("| configuration | subjects | WT - preset")
+    assert lines[2] == ("| wider | 3 | +0.100 ± 0.058 (2/3 better) | +0.000 ± 0.000 (0/3 better) "
+                        "| +0.000 ± 0.000 (0/3 better) | +0.033 ± 0.019 (2/3 better) |")
+    with pytest.raises(SystemExit, match="no configuration 'tuned'"):
+        paired_table(results, "tuned")
