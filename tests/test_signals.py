@@ -34,8 +34,12 @@ def children(pid: int) -> list[int]:
 
 
 def stopped(process: subprocess.Popen, sig: int) -> tuple[int, list[str]]:
+    """Send `sig`; the exit status and the ERROR lines (the status is checked here, with the
+    end of the standard error in the message when it is not a signal's)."""
     process.send_signal(sig)
     _, err = process.communicate(timeout=120)
+    code = {signal.SIGTERM: 143, signal.SIGINT: 130}[sig]
+    assert process.returncode == code, f"exit {process.returncode}, not {code}:\n{err[-4000:]}"
     return process.returncode, [line for line in err.splitlines() if " ERROR " in line]
 
 

@@ -78,7 +78,19 @@ class TrainingRun:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.mlflow.end_run(status="FAILED" if exc_type else "FINISHED")
+        """End the run: FINISHED, KILLED when stopped (Ctrl-C, SIGTERM), FAILED on an error.
+
+        After an exception, a store that cannot take the status (the signal may have cut a
+        write to it) is logged and the exception goes on: the stop or the error is what the
+        command reports, not the store's failure to record it."""
+        if exc_type is None:
+            self.mlflow.end_run(status="FINISHED")
+            return
+        status = "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
+        try:
+            self.mlflow.end_run(status=status)
+        except Exception as error:  # the exception in flight comes first
+            log.warning("MLflow run %s not marked %s: %s", self.run_id, status, error)
 
     def log_epoch(self, row: dict[str, float]) -> None:
         """Log one history row (step = epoch), without its NaN cells (not validated, or a
