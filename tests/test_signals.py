@@ -38,7 +38,7 @@ def stopped(process: subprocess.Popen, sig: int) -> tuple[int, list[str]]:
     end of the standard error in the message when it is not a signal's)."""
     process.send_signal(sig)
     _, err = process.communicate(timeout=120)
-    code = {signal.SIGTERM: 143, signal.SIGINT: 130}[sig]
+    code = next(c for s, c, _ in SIGNALS.values() if s == sig)
     assert process.returncode == code, f"exit {process.returncode}, not {code}:\n{err[-4000:]}"
     return process.returncode, [line for line in err.splitlines() if " ERROR " in line]
 
