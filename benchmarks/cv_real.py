@@ -63,6 +63,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
                    ("flip", "affine", "gamma", "brightness_contrast", "noise", "blur")},
     "batch8": {"train.batch_size": 8},  # twice the steps of half the batch, same slices
     "depth3": {"train.model.depth": 3},  # one level less (the preset: 4)
+    "dice-only": {"train.loss.ce_weight": 0.0},  # the loss without its cross-entropy term
+    "ce2": {"train.loss.ce_weight": 2.0},  # twice the cross-entropy of the preset's 1:1
+    "uniform": {"train.tumor_fraction": 0.0},  # slices drawn uniformly, no tumour oversampling
 }
 
 

@@ -33,7 +33,8 @@ from brainseg.evaluation.export import example_input, model_metadata
 from brainseg.evaluation.inference import load_checkpoint, model_inputs, predict_probabilities
 from brainseg.evaluation.labelmaps import apply, read_settings
 from brainseg.evaluation.metrics import dice
-from brainseg.evaluation.onnx_graph import OnnxNetwork, export_graph, open_session
+from brainseg.evaluation.onnx_graph import export_graph
+from brainseg.evaluation.onnx_runtime import open_session
 
 log = logging.getLogger("onnx_precision")
 
@@ -79,8 +80,7 @@ def main() -> None:
             fp32.write_bytes(export_graph(member, example_input(single),
                                           model_metadata(single, args.run / "models/model.pt")))
             files = {"fp32": fp32} | {v: variant_file(fp32, v) for v in args.variants}
-            nets = {k: OnnxNetwork(open_session(p, torch.get_num_threads()))
-                    for k, p in files.items()}
+            nets = {k: open_session(p, torch.get_num_threads()) for k, p in files.items()}
             for subject in held_out(splits, fold):
                 loaded = load_subject(args.run / "data" / "raw" / subject, native=True)
                 image = model_inputs(single, loaded.image, loaded.modalities, subject)

@@ -2,6 +2,8 @@
 
 These knobs stay out of params.yaml (they change speed, not results) and come from the
 command line (`--device`, `--threads`, `--workers`) or the environment ($BRAINSEG_DEVICE).
+torch is imported by the functions that use it: a command that never runs torch (the
+prediction of a 2D ONNX model) never loads it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import os
 import random
 
 import numpy as np
-import torch
 
 from brainseg.errors import BrainsegError
 from brainseg.parallel import default_jobs
@@ -29,6 +30,8 @@ def resolve_device(name: str) -> str:
     Raises:
         BrainsegError: cuda asked for without a CUDA device, or an unknown name.
     """
+    import torch
+
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
@@ -46,13 +49,22 @@ def set_threads(threads: int) -> None:
     oversubscribing the cores slows convolutions down, so the grant is capped.
     """
     if threads > 0:
-        torch.set_num_threads(min(threads, default_jobs(0)))
+        import torch
+
+        torch.set_num_threads(cpu_threads(threads))
+
+
+def cpu_threads(threads: int) -> int:
+    """`--threads` capped at the usable cores (`set_threads`); 0 stays 0 (the default)."""
+    return min(threads, default_jobs(0)) if threads > 0 else 0
 
 
 def autocast(precision: str, device: str) -> contextlib.AbstractContextManager:
     """bf16 autocast (CPU or CUDA), fp16 autocast (CUDA), or nothing for fp32."""
     if precision == "fp32":
         return contextlib.nullcontext()
+    import torch
+
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
 
@@ -61,6 +73,8 @@ def native_bf16(device: str) -> bool:
     """Whether `device` computes bf16 in hardware: a CUDA GPU that supports it, or a CPU
     with AMX tiles or AVX-512 BF16 (without them, bf16 convolutions are emulated and run
     several times slower than fp32)."""
+    import torch
+
     if device.startswith("cuda"):
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
@@ -82,6 +96,8 @@ def resolve_precision(name: str, device: str) -> str:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch, and ask torch for deterministic algorithms."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

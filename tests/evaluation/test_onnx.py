@@ -122,11 +122,11 @@ def test_the_graph_gives_the_torch_logits_for_any_batch_and_slice_size(exported,
     ckpt, graph = exported[output]
     net, config = load_checkpoint(ckpt)
     onnx_net, onnx_config = load_model(str(graph))
-    assert onnx_config == config and type(onnx_net).__name__ == "OnnxNetwork"
+    assert onnx_config == config and type(onnx_net).__name__ == "OnnxSession"  # no torch
     x = torch.randn(5, 4, 45, 38, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         want = net(x)
-    got = onnx_net(x)
+    got = torch.from_numpy(onnx_net(x.numpy()))
     assert got.shape == want.shape == (5, config["model"]["out_channels"], 45, 38)
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
@@ -148,6 +148,17 @@ def test_predict_with_the_onnx_model_labels_the_real_case_as_the_checkpoint(expo
     assert (labels["torch"] > 0).sum() > 10_000  # the brief training found the tumour
     agreement = float((labels["onnx"] == labels["torch"]).mean())
     assert agreement >= 0.9999, agreement
+
+
+def test_a_fresh_predict_of_a_2d_onnx_model_loads_no_torch(exported, tmp_path):
+    from tests.test_imports import loaded_by
+
+    out = tmp_path / "seg.nii.gz"
+    ckpt, graph = exported["softmax"]
+    assert loaded_by(["predict", "--model", str(graph), "--input", str(REAL_CASE),
+                      "--output", str(out), "--threads", "1"]) == ["onnxruntime"]
+    want = run_predict(model=str(ckpt), inputs=[REAL_CASE], output=tmp_path / "torch.nii.gz")
+    assert float((read(out)[0] == read(want[0])[0]).mean()) >= 0.9999
 
 
 def test_the_probabilities_agree_on_the_real_case(exported):

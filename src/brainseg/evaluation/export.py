@@ -34,8 +34,8 @@ from brainseg.evaluation.onnx_graph import (
     OnnxNetwork,
     convert_precision,
     export_graph,
-    open_session,
 )
+from brainseg.evaluation.onnx_runtime import open_session
 from brainseg.io.atomic import write_bytes
 from brainseg.io.hashing import file_digests
 from brainseg.runtime import set_threads

@@ -1,5 +1,9 @@
 """Apply a trained model to a volume: training preprocessing, batched slices (2D) or a sliding
-window over the stacked slices (3D), back to the grid."""
+window over the stacked slices (3D), back to the grid.
+
+torch is imported by the functions that need it: a 2D ONNX model (`load_onnx`) predicts
+without it.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,9 @@ import pickle
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from brainseg.data.labels import REGIONS, check_regions
 from brainseg.data.modalities import MODALITIES
@@ -25,10 +28,10 @@ from brainseg.data.preprocess import (
 )
 from brainseg.errors import BrainsegError
 from brainseg.evaluation.labelmaps import PostprocessSettings, apply
-from brainseg.evaluation.sliding_window import predict_volume_probabilities, predict_volume_tta
-from brainseg.models.ensemble import build_network
-from brainseg.models.fusion import fold_batchnorm
-from brainseg.models.logits import predict_slices, predict_slices_with_tta
+from brainseg.models.logits import Network, predict_slices, predict_slices_with_tta
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _first_line(exc: BaseException) -> str:
@@ -51,6 +54,10 @@ def load_checkpoint(path: str | Path, device: str = "cpu"
         BrainsegError: the file is missing, unreadable, not a brainseg checkpoint, or its
             weights do not fit the architecture its config describes.
     """
+    import torch
+
+    from brainseg.models.fusion import fold_batchnorm
+
     path = Path(path)
     if not path.is_file():
         raise BrainsegError(f"{path}: checkpoint not found")
@@ -83,6 +90,8 @@ def load_checkpoint(path: str | Path, device: str = "cpu"
 
 def memory_format(config: dict[str, Any]) -> torch.memory_format:
     """Channels-last memory of the model's dimension (NHWC in 2D, NDHWC in 3D)."""
+    import torch
+
     return torch.channels_last_3d if model_dims(config) == 3 else torch.channels_last
 
 
@@ -116,6 +125,8 @@ def check_config(config: Any, source: str) -> None:
 
 
 def _build(config: dict[str, Any], source: str) -> torch.nn.Module:
+    from brainseg.models.ensemble import build_network
+
     try:
         return build_network(config)
     except (ValueError, TypeError, BrainsegError) as exc:
@@ -124,23 +135,6 @@ def _build(config: dict[str, Any], source: str) -> torch.nn.Module:
 
 MLFLOW_SCHEMES: tuple[str, ...] = ("models:/", "runs:/")
 CONFIG_ATTRIBUTE = "brainseg_config"  # module attribute or MLmodel metadata key of the config
-
-
-class FrozenGraph(torch.nn.Module):
-    """An exported (`pt2`) graph, which is already in eval mode and refuses `eval()`.
-
-    `train()`/`eval()` do nothing here, so the graph can be used as any other model.
-    """
-
-    def __init__(self, graph: torch.nn.Module) -> None:
-        super().__init__()
-        self.graph = graph
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.graph(x)
-
-    def train(self, mode: bool = True) -> FrozenGraph:
-        return self
 
 
 def _mlflow_config(model: torch.nn.Module, ref: str) -> Any:
@@ -159,16 +153,29 @@ def is_onnx(ref: str | Path) -> bool:
     return str(ref).lower().endswith(".onnx")
 
 
-def load_onnx(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_onnx(path: str | Path, threads: int | None = None) -> tuple[Network, dict[str, Any]]:
     """The network of an ONNX file written by `brainseg export`, run by ONNX Runtime on the
-    CPU with as many threads as torch (`--threads`), and the config in its metadata.
+    CPU, and the config in its metadata.
+
+    A 2D model is an `OnnxSession` (an `ArrayNetwork`: no torch); a 3D one, whose sliding
+    window runs in torch, that session as a torch module (`OnnxNetwork`).
+
+    Args:
+        path: the `.onnx` file.
+        threads: ONNX Runtime's threads (0: its default); None: as many as torch
+            (`--threads`, `brainseg.runtime.set_threads`).
 
     Raises:
         BrainsegError: the file is missing, not an ONNX model, or carries no brainseg config.
     """
-    from brainseg.evaluation.onnx_graph import load_graph
+    from brainseg.evaluation.onnx_runtime import open_session
 
-    graph, metadata = load_graph(path, torch.get_num_threads())
+    if threads is None:
+        import torch
+
+        threads = torch.get_num_threads()
+    session = open_session(path, threads)
+    metadata = session.metadata
     try:
         config = json.loads(metadata[CONFIG_ATTRIBUTE])
     except (KeyError, json.JSONDecodeError) as exc:
@@ -176,11 +183,15 @@ def load_onnx(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
                             f"'{CONFIG_ATTRIBUTE}' in its metadata; write it with "
                             "`brainseg export`)") from exc
     check_config(config, str(path))
-    return graph, config
+    if model_dims(config) == 2:
+        return session, config
+    from brainseg.evaluation.onnx_graph import OnnxNetwork
+
+    return OnnxNetwork(session), config
 
 
-def load_model(ref: str, device: str = "cpu",
-               tracking_uri: str | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_model(ref: str, device: str = "cpu", tracking_uri: str | None = None,
+               threads: int | None = None) -> tuple[Network, dict[str, Any]]:
     """Load a model from a `train` checkpoint, an ONNX file or an MLflow model URI.
 
     Args:
@@ -194,6 +205,7 @@ def load_model(ref: str, device: str = "cpu",
         device: torch device to load on.
         tracking_uri: the MLflow tracking (and registry) URI for model URIs; None keeps
             MLflow's own default.
+        threads: an ONNX model's threads (see `load_onnx`).
 
     Returns:
         The model in eval mode on `device`, and its config (as in a checkpoint).
@@ -202,12 +214,15 @@ def load_model(ref: str, device: str = "cpu",
         BrainsegError: the model cannot be found or loaded, or carries no config.
     """
     if is_onnx(ref):
-        return load_onnx(ref)
+        return load_onnx(ref, threads)
     if not ref.startswith(MLFLOW_SCHEMES):
         return load_checkpoint(ref, device)
     import mlflow
     import mlflow.pytorch
+    import torch
     from mlflow.exceptions import MlflowException
+
+    from brainseg.models.fusion import fold_or_freeze
 
     if tracking_uri is not None:
         mlflow.set_tracking_uri(tracking_uri)
@@ -220,10 +235,7 @@ def load_model(ref: str, device: str = "cpu",
         raise BrainsegError(f"{ref}: not a brainseg model (a torch module logged with its config "
                             f"as MLmodel metadata or attribute '{CONFIG_ATTRIBUTE}')")
     check_config(config, ref)
-    try:
-        model = fold_batchnorm(model.eval())
-    except NotImplementedError:  # an exported graph: eval mode is fixed at export
-        model = FrozenGraph(model)
+    model = fold_or_freeze(model)
     model.to(device=device, memory_format=memory_format(config))
     return model, config
 
@@ -275,7 +287,7 @@ def model_dims(config: dict[str, Any]) -> int:
     return dims
 
 
-def predict_normalized(model: torch.nn.Module, config: dict[str, Any], normed: np.ndarray,
+def predict_normalized(model: Network, config: dict[str, Any], normed: np.ndarray,
                        batch_size: int, device: str = "cpu", flip_tta: bool = False
                        ) -> np.ndarray:
     """Region probabilities float32 (s, 3, h, w) of the model's input slices (`prepare_volume`).
@@ -286,19 +298,23 @@ def predict_normalized(model: torch.nn.Module, config: dict[str, Any], normed: n
     """
     if model_dims(config) == 2:
         return predict_slices(model, normed, batch_size, device, output_mode(config), flip_tta)
+    from brainseg.evaluation.sliding_window import predict_volume_probabilities
+
     size, overlap = config["patch"]["size"], config["patch"]["overlap"]
     probs = predict_volume_probabilities(model, stack_volume(normed), size, overlap,
                                          output_mode(config), device, flip_tta)
     return probs.transpose(1, 0, 2, 3)
 
 
-def predict_normalized_tta(model: torch.nn.Module, config: dict[str, Any], normed: np.ndarray,
+def predict_normalized_tta(model: Network, config: dict[str, Any], normed: np.ndarray,
                            batch_size: int, device: str = "cpu"
                            ) -> tuple[np.ndarray, np.ndarray]:
     """(plain, flip TTA) probabilities float32 (s, 3, h, w), as `predict_normalized` gives
     them with flip_tta False and True, from one set of forward passes."""
     if model_dims(config) == 2:
         return predict_slices_with_tta(model, normed, batch_size, device, output_mode(config))
+    from brainseg.evaluation.sliding_window import predict_volume_tta
+
     size, overlap = config["patch"]["size"], config["patch"]["overlap"]
     plain, tta = predict_volume_tta(model, stack_volume(normed), size, overlap,
                                     output_mode(config), device)
@@ -363,7 +379,7 @@ def output_mode(config: dict[str, Any]) -> str:
 
 
 def predict_probabilities(
-    model: torch.nn.Module,
+    model: Network,
     config: dict[str, Any],
     image: np.ndarray | Sequence[np.ndarray],
     batch_size: int,
@@ -383,7 +399,7 @@ def predict_probabilities(
 
 
 def predict_volume(
-    model: torch.nn.Module,
+    model: Network,
     config: dict[str, Any],
     image: np.ndarray | Sequence[np.ndarray],
     threshold: float,

@@ -4,8 +4,9 @@ The graph maps slices `slices` float32 (n, c, h, w) to the network's logits `log
 float32 (n, k, h, w), for any n, h and w: exactly what the torch module's `forward`
 returns (for a fold ensemble, the logits of its mean probabilities), so that
 `region_probabilities`, flip TTA and every post-processing run unchanged on its output.
-`OnnxNetwork` wraps an ONNX Runtime session as a module with the same call, which is
-the one forward-pass interface `brainseg.models.logits` needs.
+Running a graph needs no torch (`brainseg.evaluation.onnx_runtime`); `OnnxNetwork` wraps
+its session as a torch module, for the torch paths (the 3D sliding window, the checks of
+`brainseg export`).
 
 onnx, onnxscript and onnxruntime are imported inside the functions that need them: a
 checkpoint's prediction never pays for them.
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 from brainseg.errors import BrainsegError
+from brainseg.evaluation.onnx_runtime import OnnxSession
 
 log = logging.getLogger(__name__)
 
@@ -140,56 +142,16 @@ class OnnxNetwork(nn.Module):
     parameters and no train mode: `train()`/`eval()` do nothing.
 
     Args:
-        session: an `onnxruntime.InferenceSession` of a graph written by `export_graph`.
+        session: an `OnnxSession` (`brainseg.evaluation.onnx_runtime.open_session`).
     """
 
-    def __init__(self, session) -> None:
+    def __init__(self, session: OnnxSession) -> None:
         super().__init__()
         self.session = session
-        self.input_name = session.get_inputs()[0].name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-        logits = self.session.run(None, {self.input_name: batch})[0]
-        return torch.from_numpy(np.asarray(logits, dtype=np.float32)).to(x.device)
+        return torch.from_numpy(self.session(batch)).to(x.device)
 
     def train(self, mode: bool = True) -> OnnxNetwork:
         return self
-
-
-def open_session(source: str | Path | bytes, threads: int):
-    """An ONNX Runtime CPU session of a model file (or its bytes) on `threads` threads.
-
-    Raises:
-        BrainsegError: the file is missing or not an ONNX model ONNX Runtime can run.
-    """
-    import onnxruntime as ort
-
-    name = "the exported graph" if isinstance(source, bytes) else str(source)
-    if not isinstance(source, bytes) and not Path(source).is_file():
-        raise BrainsegError(f"{source}: ONNX model not found")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = max(threads, 0)
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # errors only: its warnings go to stderr, not our log
-    try:
-        return ort.InferenceSession(source if isinstance(source, bytes) else str(source),
-                                    options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own, unexported exception types
-        text = str(exc).strip().splitlines()
-        raise BrainsegError(f"{name}: cannot load ONNX model (corrupt or not an ONNX file?): "
-                            f"{text[0] if text else type(exc).__name__}") from exc
-
-
-def load_graph(path: str | Path, threads: int) -> tuple[OnnxNetwork, dict[str, str]]:
-    """The network of an ONNX file and its `metadata_props`.
-
-    Args:
-        path: a `.onnx` file.
-        threads: ONNX Runtime intra-op threads (0: its default, the physical cores).
-
-    Raises:
-        BrainsegError: the file is missing or not an ONNX model.
-    """
-    session = open_session(path, threads)
-    return OnnxNetwork(session), dict(session.get_modelmeta().custom_metadata_map)

@@ -52,3 +52,30 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
                 seq._modules[first] = fuse_conv_bn_eval(conv, norm)
                 seq._modules[second] = nn.Identity()
     return model
+
+
+class FrozenGraph(nn.Module):
+    """An exported (`pt2`) graph, which is already in eval mode and refuses `eval()`.
+
+    `train()`/`eval()` do nothing here, so the graph can be used as any other model.
+    """
+
+    def __init__(self, graph: nn.Module) -> None:
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.graph(x)
+
+    def train(self, mode: bool = True) -> FrozenGraph:
+        return self
+
+
+def fold_or_freeze(model: nn.Module) -> nn.Module:
+    """A loaded model ready for inference: in eval mode with its BatchNorms folded
+    (`fold_batchnorm`), or, for an exported graph whose eval mode was fixed at export,
+    wrapped as a `FrozenGraph`."""
+    try:
+        return fold_batchnorm(model.eval())
+    except NotImplementedError:
+        return FrozenGraph(model)

@@ -2,16 +2,23 @@
 
 The one loop that feeds slices (s, 4, h, w) to a model `batch_size` at a time, shared by
 validation during training (`iter_logits`) and by every prediction (`predict_slices`).
+The model is a torch module or an `ArrayNetwork` (a 2D ONNX model): torch is imported only
+for a torch module.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
-import torch
 
-from brainseg.models.outputs import region_probabilities
+from brainseg.models.arrays import ArrayNetwork, array_probabilities
+
+if TYPE_CHECKING:
+    import torch
+
+Network = Union["torch.nn.Module", ArrayNetwork]  # what the prediction loops accept
 
 # Slices are (s, c, h, w) with h along the volume's first axis x: left-right in the
 # BraTS (LPS) and RAS grids. Flip test-time augmentation mirrors this axis.
@@ -24,30 +31,41 @@ def flip_lr(array: np.ndarray) -> np.ndarray:
 
 
 def iter_logits(model: torch.nn.Module, slices: np.ndarray, batch_size: int, device: str,
-                memory: torch.memory_format = torch.channels_last,
+                memory: torch.memory_format | None = None,
                 ) -> Iterator[tuple[int, torch.Tensor]]:
-    """Yield (start index, float32 logits) of slices (s, 4, h, w), `batch_size` at a time.
+    """Yield (start index, float32 logits) of slices (s, 4, h, w), `batch_size` at a time,
+    in `memory` format (None: channels last).
 
     Call under `torch.no_grad()` with the model in eval mode.
     """
+    import torch
+
+    memory = torch.channels_last if memory is None else memory
     for start in range(0, len(slices), batch_size):
         chunk = np.ascontiguousarray(slices[start : start + batch_size], dtype=np.float32)
         batch = torch.from_numpy(chunk).to(device).contiguous(memory_format=memory)
         yield start, model(batch).float()
 
 
-@torch.no_grad()
-def forward_probabilities(model: torch.nn.Module, slices: np.ndarray, batch_size: int,
+def forward_probabilities(model: Network, slices: np.ndarray, batch_size: int,
                           device: str, output: str) -> np.ndarray:
-    """Region probabilities float32 (s, 3, h, w), batch by batch."""
+    """Region probabilities float32 (s, 3, h, w), batch by batch (an `ArrayNetwork` on the
+    CPU whatever `device`)."""
+    if isinstance(model, ArrayNetwork):
+        return array_probabilities(model, slices, batch_size, output)
+    import torch
+
+    from brainseg.models.outputs import region_probabilities
+
     model.eval()
-    out = [region_probabilities(logits, output).cpu().numpy()
-           for _, logits in iter_logits(model, slices, batch_size, device)]
+    with torch.no_grad():
+        out = [region_probabilities(logits, output).cpu().numpy()
+               for _, logits in iter_logits(model, slices, batch_size, device)]
     return np.concatenate(out) if out else np.zeros((0, 3, *slices.shape[2:]), np.float32)
 
 
 def predict_slices_with_tta(
-    model: torch.nn.Module, slices: np.ndarray, batch_size: int, device: str = "cpu",
+    model: Network, slices: np.ndarray, batch_size: int, device: str = "cpu",
     output: str = "regions",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities without and with flip test-time augmentation, from two forward passes.
@@ -62,14 +80,15 @@ def predict_slices_with_tta(
 
 
 def predict_slices(
-    model: torch.nn.Module, slices: np.ndarray, batch_size: int, device: str = "cpu",
+    model: Network, slices: np.ndarray, batch_size: int, device: str = "cpu",
     output: str = "regions", flip_tta: bool = False,
 ) -> np.ndarray:
     """Probabilities of WT, TC, ET float32 (s, 3, h, w) for normalized slices (s, 4, h, w).
 
     Args:
-        model: the network; its logits are read as `output` (`regions` or `softmax`,
-            see `brainseg.models.outputs.region_probabilities`).
+        model: the network (a torch module or an `ArrayNetwork`); its logits are read as
+            `output` (`regions` or `softmax`, see
+            `brainseg.models.outputs.region_probabilities`).
         slices: normalized slices (s, 4, h, w).
         batch_size: slices per forward pass.
         device: torch device.

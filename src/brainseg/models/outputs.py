@@ -10,10 +10,15 @@ prediction) works on region probabilities (WT, TC, ET), whatever the mode.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from brainseg.data.labels import LABELS, REGION_LABELS, REGIONS
 from brainseg.errors import BrainsegError
+
+# torch is imported by the functions that need it: the NumPy twin of region_probabilities
+# (brainseg.models.arrays) reads OUTPUTS without it
+if TYPE_CHECKING:
+    import torch
 
 OUTPUTS: dict[str, int] = {"regions": 3, "softmax": 4}  # mode -> number of output channels
 CLASS_LABELS: tuple[int, ...] = LABELS  # softmax class index -> BraTS label
@@ -28,6 +33,8 @@ def out_channels(output: str) -> int:
 
 def region_targets(labels: torch.Tensor) -> torch.Tensor:
     """BraTS labels (n, h, w) -> float WT, TC, ET masks (n, 3, h, w)."""
+    import torch
+
     masks = []
     for region in REGIONS:
         values = REGION_LABELS[region]
@@ -40,6 +47,8 @@ def region_targets(labels: torch.Tensor) -> torch.Tensor:
 
 def class_targets(labels: torch.Tensor) -> torch.Tensor:
     """BraTS labels (n, h, w) -> class indices int64 (n, h, w): 0, 1, 2, and 3 for label 4."""
+    import torch
+
     classes = labels.long()
     return torch.where(classes == 4, torch.full_like(classes, 3), classes)
 
@@ -50,6 +59,8 @@ def region_probabilities(logits: torch.Tensor, output: str) -> torch.Tensor:
     For `softmax`: WT = 1 - p(background), TC = p(necrosis) + p(enhancing),
     ET = p(enhancing), so that ET <= TC <= WT holds voxel by voxel.
     """
+    import torch
+
     if output == "regions":
         return torch.sigmoid(logits)
     if output == "softmax":
