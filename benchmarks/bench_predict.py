@@ -16,7 +16,9 @@ NIfTI files, reorientation, preprocessing, the forward passes, mapping back and 
 the output (`run_predict`, model loading included); the first call is reported apart
 (one-time start-up costs). `--cli` also times the whole command in a fresh process
 (Python and torch start-up included), as a user running it once per subject sees it
-(target <= 3 s), and how much of it is start-up (`brainseg predict --help`). `--batch N`
+(target <= 3 s), the same command with the model's ONNX export (`brainseg export`: a
+2D model then predicts without torch), and how much of it is start-up (`brainseg predict
+--help`). `--batch N`
 times one `run_predict` over a folder of N subject folders (copies of the case; the
 next subject is read while the network runs on the current one) in seconds per subject
 (target <= 1.5 s), against the floor of the forward passes alone (the preprocessed slices
@@ -133,6 +135,7 @@ def main() -> None:
                 note="a fresh process per subject: Python and torch start-up included",
                 extra={"times": cli}))
         if args.cli:
+            figures.append(onnx_command_figure(ckpt, out, args, statistics.median(cli)))
             figures.append(startup_figure(args.repeats))
         if args.batch:
             model = args.checkpoint or ckpt
@@ -148,6 +151,24 @@ def command_times(ckpt: Path, out: Path, args: argparse.Namespace) -> list[float
     if args.threads > 0:
         command += ["--threads", str(args.threads)]
     return [timed(lambda: subprocess.run(command, check=True)) for _ in range(args.repeats)]
+
+
+def onnx_command_figure(ckpt: Path, out: Path, args: argparse.Namespace,
+                        checkpoint_s: float) -> Figure:
+    """The whole command with the checkpoint's ONNX export (`brainseg export`), which a 2D
+    model runs without torch, against the checkpoint's command (`checkpoint_s`)."""
+    from brainseg.evaluation.export import run_export
+
+    graph = run_export(model=ckpt, out=ckpt.with_suffix(".onnx"))
+    times = command_times(graph, out, args)
+    median = statistics.median(times)
+    return Figure(
+        "predict.command_onnx", "brainseg predict, whole command, the ONNX export", median,
+        "s/subject", reference=checkpoint_s, reference_label="the checkpoint's command",
+        ratio=median / checkpoint_s, ratio_label="of the checkpoint's", target="<= 3 s",
+        met=median <= 3.0, repeats=len(times), command="python -m benchmarks.bench_predict --cli",
+        note="a fresh process per subject: Python and ONNX Runtime start-up, no torch",
+        extra={"times": times})
 
 
 def figures_3d(args: argparse.Namespace) -> list[Figure]:
@@ -201,7 +222,8 @@ def startup_figure(repeats: int) -> Figure:
     return Figure("predict.startup", "brainseg predict --help, fresh process (start-up)",
                   statistics.median(times), "s", repeats=len(times),
                   command="python -m benchmarks.bench_predict --cli",
-                  note="Python, the CLI and the predict module's imports (torch among them)",
+                  note="Python, the CLI and the predict module's imports (torch comes with "
+                       "a checkpoint)",
                   extra={"times": times})
 
 
