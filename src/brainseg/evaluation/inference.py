@@ -394,6 +394,15 @@ def predict_probabilities(
     (`predict_normalized`); `batch_size` is the slices per forward pass of a 2D one.
     """
     normed, geo = prepare_volume(config, image)
+    return predict_prepared(model, config, normed, geo, batch_size, device, flip_tta)
+
+
+def predict_prepared(model: Network, config: dict[str, Any], normed: np.ndarray,
+                     geo: SliceGeometry, batch_size: int, device: str = "cpu",
+                     flip_tta: bool = False) -> np.ndarray:
+    """`predict_probabilities` of a volume already prepared (`prepare_volume`: its model
+    input `normed` and geometry `geo`), so that a batch can prepare the next subject while
+    the network runs on this one."""
     probs = predict_normalized(model, config, normed, batch_size, device, flip_tta)
     return trained_only(to_original_grid(probs, geo), config)
 

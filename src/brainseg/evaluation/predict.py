@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from brainseg.data.inputs import SubjectFiles, folder_files, listed_files, load_modalities
 from brainseg.data.layouts import from_internal_labels
 from brainseg.data.modalities import MODALITIES
+from brainseg.data.preprocess import SliceGeometry
 from brainseg.errors import BrainsegError
 from brainseg.evaluation.inference import (
     MLFLOW_SCHEMES,
@@ -34,7 +35,8 @@ from brainseg.evaluation.inference import (
     load_model,
     model_dims,
     model_modalities,
-    predict_probabilities,
+    predict_prepared,
+    prepare_volume,
 )
 from brainseg.evaluation.labelmaps import PostprocessSettings, apply, read_settings
 from brainseg.io.listing import subject_folders, visible
@@ -79,6 +81,8 @@ class SubjectVolume:
     image: tuple[np.ndarray, ...]  # the m (x', y', z') volumes as decoded, in the model's axes
     ref: nib.Nifti1Image  # the first file: the grid the prediction is written on
     turn: Reorientation
+    # the model's input and its geometry (`prepare_volume`), when prepared ahead (batch)
+    prepared: tuple[np.ndarray, SliceGeometry] | None = None
 
 
 def read_subject(inputs: SubjectFiles) -> SubjectVolume:
@@ -108,10 +112,11 @@ def predict_subject(predictor: Predictor, inputs: SubjectFiles | SubjectVolume,
         BrainsegError: an input file is missing, unreadable or on another grid.
     """
     volume = inputs if isinstance(inputs, SubjectVolume) else read_subject(inputs)
+    normed, geo = volume.prepared or prepare_volume(predictor.config, volume.image)
     with autocast(predictor.precision, predictor.device):
-        probs = predict_probabilities(predictor.model, predictor.config, volume.image,
-                                      predictor.batch_size, predictor.device,
-                                      predictor.settings.flip_tta)
+        probs = predict_prepared(predictor.model, predictor.config, normed, geo,
+                                 predictor.batch_size, predictor.device,
+                                 predictor.settings.flip_tta)
     ref, turn = volume.ref, volume.turn
     # only the voxel volume enters the post-processing: the axis order does not matter
     labels = apply(probs, predictor.settings, voxel_spacing(ref.header))
@@ -136,7 +141,8 @@ def predict_batch(predictor: Predictor, root: Path, out_dir: Path, layout: str) 
     """Segment every subject folder of `root` into `<out_dir>/<subject>_seg.nii.gz`.
 
     A subject that fails is logged by name and skipped; the others are still written. The
-    next subject is read (`read_ahead`) while the network runs on the current one.
+    next subject is read and preprocessed (`read_ahead`) while the network runs on the
+    current one.
 
     Raises:
         BrainsegError: after all subjects, naming those that failed.
@@ -145,10 +151,11 @@ def predict_batch(predictor: Predictor, root: Path, out_dir: Path, layout: str) 
     modalities = model_modalities(predictor.config)
 
     def read(folder: Path) -> SubjectVolume:
-        return read_subject(folder_files(folder, layout, modalities))
+        volume = read_subject(folder_files(folder, layout, modalities))
+        return replace(volume, prepared=prepare_volume(predictor.config, volume.image))
 
     written, failed = [], []
-    # the next subject is read while the network runs on this one
+    # the next subject is read and preprocessed while the network runs on this one
     for folder, volume in tqdm(read_ahead(read, folders), total=len(folders), desc="predict",
                                unit="subject"):
         try:
