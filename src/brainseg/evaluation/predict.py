@@ -284,7 +284,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--model", required=True,
         help="a checkpoint written by `brainseg train` (models/model.pt); an ONNX model "
         "written by `brainseg export` (models/model.onnx: run by ONNX Runtime on the CPU with "
-        "--threads threads, around the same preprocessing and post-processing); or an MLflow "
+        "--threads threads, around the same preprocessing and post-processing; a 2D one "
+        "without torch, the fastest start for one patient); or an MLflow "
         "model URI: models:/<name>/<version>, models:/<name>@<alias> or runs:/<run id>/<path> "
         "(looked up at --tracking-uri)")
     parser.add_argument(
