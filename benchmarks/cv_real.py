@@ -66,6 +66,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "dice-only": {"train.loss.ce_weight": 0.0},  # the loss without its cross-entropy term
     "ce2": {"train.loss.ce_weight": 2.0},  # twice the cross-entropy of the preset's 1:1
     "uniform": {"train.tumor_fraction": 0.0},  # slices drawn uniformly, no tumour oversampling
+    "tumor66": {"train.tumor_fraction": 0.66},  # two thirds of each batch from tumour slices
 }
 
 
