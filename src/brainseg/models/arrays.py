@@ -4,12 +4,13 @@ An `ArrayNetwork` maps float32 slices (n, c, h, w) to float32 logits (n, k, h, w
 torch network it was exported from does. `brainseg.models.logits` feeds it the same
 batches as a torch module and turns its logits into region probabilities here
 (`region_probabilities_array`, the NumPy twin of `outputs.region_probabilities`), so a
-prediction with an ONNX model never imports torch (about 1.3 s of a fresh command).
+prediction with an ONNX model never imports torch (about 1.2 s of a fresh command here).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -53,11 +54,16 @@ def region_probabilities_array(logits: np.ndarray, output: str) -> np.ndarray:
     raise BrainsegError(f"unknown output mode '{output}' (one of {', '.join(OUTPUTS)})")
 
 
+def iter_batches(slices: np.ndarray, batch_size: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (start index, float32 C-contiguous batch) of slices (s, c, ...), `batch_size`
+    at a time: the batches every forward pass sees, torch module or `ArrayNetwork`."""
+    for start in range(0, len(slices), batch_size):
+        yield start, np.ascontiguousarray(slices[start : start + batch_size], dtype=np.float32)
+
+
 def array_probabilities(model: ArrayNetwork, slices: np.ndarray, batch_size: int,
                         output: str) -> np.ndarray:
     """Region probabilities float32 (s, 3, h, w) of slices (s, c, h, w), batch by batch."""
-    out = []
-    for start in range(0, len(slices), batch_size):
-        chunk = np.ascontiguousarray(slices[start : start + batch_size], dtype=np.float32)
-        out.append(region_probabilities_array(model(chunk), output))
+    out = [region_probabilities_array(model(chunk), output)
+           for _, chunk in iter_batches(slices, batch_size)]
     return np.concatenate(out) if out else np.zeros((0, 3, *slices.shape[2:]), np.float32)

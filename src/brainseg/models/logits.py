@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-from brainseg.models.arrays import ArrayNetwork, array_probabilities
+from brainseg.models.arrays import ArrayNetwork, array_probabilities, iter_batches
 
 if TYPE_CHECKING:
     import torch
@@ -41,8 +41,7 @@ def iter_logits(model: torch.nn.Module, slices: np.ndarray, batch_size: int, dev
     import torch
 
     memory = torch.channels_last if memory is None else memory
-    for start in range(0, len(slices), batch_size):
-        chunk = np.ascontiguousarray(slices[start : start + batch_size], dtype=np.float32)
+    for start, chunk in iter_batches(slices, batch_size):
         batch = torch.from_numpy(chunk).to(device).contiguous(memory_format=memory)
         yield start, model(batch).float()
 
