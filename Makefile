@@ -43,14 +43,19 @@ lint: install  ## ruff, snakefmt --check, snakemake --lint
 	snakefmt --check Snakefile workflow
 	snakemake --lint
 
+# pytest-xdist workers of the test targets (each test module runs whole on one worker, and the
+# modules that share the session's pipeline runs on one: tests/conftest.py); 0: one process.
+TEST_JOBS ?= 2
+XDIST = -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
+
 unit: install  ## fast tests only
-	pytest -m "not integration"
+	pytest $(XDIST) -m "not integration"
 
 integration: install  ## Snakemake and DVC runs on the smoke params
-	pytest -m integration
+	pytest $(XDIST) -m integration
 
-test: lint brats-eval-install  ## linters, then the whole test suite (with the official BraTS evaluation)
-	pytest
+test: lint brats-eval-install  ## linters, then the whole test suite (with the official BraTS evaluation; TEST_JOBS=2 workers)
+	pytest $(XDIST)
 
 lock:  ## re-resolve requirements.lock from pyproject.toml (needs network; uses uv)
 	$(BIN)/python -m pip install --quiet uv

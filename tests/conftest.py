@@ -23,6 +23,62 @@ REPO = Path(__file__).resolve().parents[1]
 AFFINE = np.array([[-1.0, 0, 0, 0], [0, -1.0, 0, 31], [0, 0, 1.0, 0], [0, 0, 0, 1]])
 
 
+# The whole-pipeline runs that tests share (tests/integration/conftest.py: session fixtures)
+# and the modules whose tests use them, checked at collection.
+SHARED_RUNS = frozenset({"snakemake_repo", "dvc_repo"})
+SHARED_RUN_MODULES = frozenset(f"tests/integration/test_{name}.py" for name in (
+    "bench_pipeline", "concurrency", "dvc_remote", "pipeline", "reports", "slurm"))
+SHARED_GROUP = "shared-runs"
+
+
+def module_path(item: pytest.Item) -> str:
+    """tests/.../test_x.py of a test item, relative to the repository, as in its node ID."""
+    return item.nodeid.split("::", 1)[0]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """The longest tests first: those of the shared runs, then the integration modules;
+    the order within a module kept. Under pytest-xdist (`make test`) each worker's queue
+    then starts with the long modules, and no long module starts last.
+
+    Raises:
+        pytest.UsageError: SHARED_RUN_MODULES is not the set of modules that use a shared
+            run (the xdist scheduler below relies on it).
+    """
+    using = {module_path(item) for item in items
+             if SHARED_RUNS & set(getattr(item, "fixturenames", ()))}
+    collected = {module_path(item) for item in items}
+    if using != SHARED_RUN_MODULES & collected:
+        raise pytest.UsageError(
+            f"tests/conftest.py: SHARED_RUN_MODULES must list the modules that use "
+            f"{sorted(SHARED_RUNS)}: add {sorted(using - SHARED_RUN_MODULES)}, remove "
+            f"{sorted((SHARED_RUN_MODULES & collected) - using)}")
+    items.sort(key=lambda item: 0 if module_path(item) in SHARED_RUN_MODULES
+               else 1 if item.get_closest_marker("integration") else 2)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile` with one change: the modules of SHARED_RUN_MODULES are one unit.
+
+    Each module runs whole on one worker (its module fixtures are built once), and the
+    modules that share the session's pipeline runs all run on the same worker: those runs
+    are made once, and no other worker reads them while a test there changes them.
+    Other distribution modes are xdist's own.
+    """
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedRunsOnOneWorker(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return SHARED_GROUP if path in SHARED_RUN_MODULES else path
+
+    return SharedRunsOnOneWorker(config, log)
+
+
 @pytest.fixture(autouse=True)
 def _mlflow_uri_not_leaked():
     """`mlflow.set_tracking_uri` also sets $MLFLOW_TRACKING_URI for child processes: put the
