@@ -67,6 +67,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "ce2": {"train.loss.ce_weight": 2.0},  # twice the cross-entropy of the preset's 1:1
     "uniform": {"train.tumor_fraction": 0.0},  # slices drawn uniformly, no tumour oversampling
     "tumor66": {"train.tumor_fraction": 0.66},  # two thirds of each batch from tumour slices
+    "epochs20": {"train.epochs": 20},  # twice the preset's training budget, all else the same
 }
 
 
