@@ -31,9 +31,9 @@ SHARED_RUN_MODULES = frozenset(f"tests/integration/test_{name}.py" for name in (
 SHARED_GROUP = "shared-runs"
 
 
-def module_path(item: pytest.Item) -> str:
-    """tests/.../test_x.py of a test item, relative to the repository, as in its node ID."""
-    return item.nodeid.split("::", 1)[0]
+def module_path(nodeid: str) -> str:
+    """tests/.../test_x.py of a test's node ID (relative to the repository)."""
+    return nodeid.split("::", 1)[0]
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -43,18 +43,16 @@ def pytest_collection_modifyitems(config, items):
     then starts with the long modules, and no long module starts last.
 
     Raises:
-        pytest.UsageError: SHARED_RUN_MODULES is not the set of modules that use a shared
-            run (the xdist scheduler below relies on it).
+        pytest.UsageError: a module uses a shared run and is not in SHARED_RUN_MODULES
+            (the xdist scheduler below relies on the list).
     """
-    using = {module_path(item) for item in items
-             if SHARED_RUNS & set(getattr(item, "fixturenames", ()))}
-    collected = {module_path(item) for item in items}
-    if using != SHARED_RUN_MODULES & collected:
+    unlisted = {module_path(item.nodeid) for item in items
+                if SHARED_RUNS & set(getattr(item, "fixturenames", ()))} - SHARED_RUN_MODULES
+    if unlisted:
         raise pytest.UsageError(
-            f"tests/conftest.py: SHARED_RUN_MODULES must list the modules that use "
-            f"{sorted(SHARED_RUNS)}: add {sorted(using - SHARED_RUN_MODULES)}, remove "
-            f"{sorted((SHARED_RUN_MODULES & collected) - using)}")
-    items.sort(key=lambda item: 0 if module_path(item) in SHARED_RUN_MODULES
+            f"tests/conftest.py: add {sorted(unlisted)} to SHARED_RUN_MODULES (the modules "
+            f"that use {sorted(SHARED_RUNS)})")
+    items.sort(key=lambda item: 0 if module_path(item.nodeid) in SHARED_RUN_MODULES
                else 1 if item.get_closest_marker("integration") else 2)
 
 
@@ -73,7 +71,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class SharedRunsOnOneWorker(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
+            path = module_path(nodeid)
             return SHARED_GROUP if path in SHARED_RUN_MODULES else path
 
     return SharedRunsOnOneWorker(config, log)
